@@ -1,0 +1,1 @@
+"""convlab's front door: ``python -m experiments <command>``."""

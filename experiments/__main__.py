@@ -1,0 +1,30 @@
+"""``python -m experiments <command> ...``
+
+Commands:
+  fit | validate | test | predict   LightningCLI commands on a config (``--config <yaml>``)
+  bench                             parameters, FLOPs, latency, throughput, Lightning/bare step ratio
+"""
+from __future__ import annotations
+
+import sys
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else ""
+    if command in LIGHTNING_COMMANDS or command.startswith("-"):
+        from experiments.cli import run_cli
+
+        return run_cli(argv)
+    if command == "bench":
+        from experiments.bench import main as bench_main
+
+        return bench_main(argv[1:])
+    print(__doc__.strip(), file=sys.stderr)
+    return 0 if command in ("-h", "--help", "help") else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

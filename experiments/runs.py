@@ -1,0 +1,242 @@
+"""Where a run writes and how it logs: ``runs/<name>/`` with the resolved ``config.yaml``,
+``checkpoints/{last,best}.ckpt``, ``metrics.csv`` (CSVLogger) and ``wandb/`` (WandbLogger).
+
+W&B is offline unless an API key is configured (``WANDB_API_KEY`` or a ``~/.netrc`` entry for
+api.wandb.ai), and an online run that cannot reach the server falls back to offline instead of
+failing or hanging the run.
+"""
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_warn
+
+__all__ = ["RunSpec", "resolve_wandb_mode", "SafeWandbLogger", "RUN_DIR_ENV"]
+
+# Set by the process that resolved the run directory, so that the DDP ranks Lightning launches by
+# re-running the command line write into the same directory instead of resolving their own.
+RUN_DIR_ENV = "CONVLAB_RUN_DIR"
+WandbMode = Literal["auto", "online", "offline", "disabled"]
+
+
+def _externally_launched() -> bool:
+    """True under torchrun/SLURM, where all ranks start at once and must agree without talking."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "LOCAL_RANK" in os.environ and RUN_DIR_ENV not in os.environ)
+
+
+def resolve_wandb_mode(requested: WandbMode = "auto") -> str:
+    """``online`` only when asked for, or when ``auto`` finds an API key; ``WANDB_MODE`` wins over
+    ``auto``."""
+    if requested != "auto":
+        return requested
+    env = os.environ.get("WANDB_MODE", "").lower()
+    if env in ("offline", "dryrun"):
+        return "offline"
+    if env in ("disabled", "online"):
+        return env
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        pass
+    return "offline"
+
+
+class SafeWandbLogger(WandbLogger):
+    """WandbLogger that never fails a run: if an online run cannot start (no key, no network), it
+    warns and starts an offline run with the same id instead."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        try:
+            return WandbLogger.experiment.fget(self)
+        except Exception as error:  # wandb raises UsageError, CommError, ... depending on the cause
+            if self._wandb_init.get("mode") == "offline":
+                raise
+            rank_zero_warn(f"W&B online run could not start ({type(error).__name__}: {error}); logging offline instead")
+            self._wandb_init["mode"] = "offline"
+            self._experiment = None
+            return WandbLogger.experiment.fget(self)
+
+
+class RunSpec:
+    """The ``run:`` section of a config: where the run writes and how it is logged.
+
+    Args:
+        name: directory under ``root`` and the W&B run name. ``None``: the first config file's
+            stem (``-<command>`` appended for validate/test/predict); a fresh ``fit`` whose default
+            directory already holds a run gets ``-2``, ``-3``, ... so nothing is overwritten.
+        root: the folder that holds every run.
+        monitor: metric that selects ``checkpoints/best.ckpt``.
+        mode: ``max`` or ``min`` for ``monitor``.
+        project: W&B project.
+        group: W&B group (a study or a table shares one, so an ablation is one dashboard).
+        job_type: W&B job type (``train``, ``trial``, a table row).
+        tags: W&B tags.
+        wandb: ``auto`` (online with an API key, else offline), ``online``, ``offline``, ``disabled``.
+        wandb_id: W&B run id; ``None`` keeps one per run directory, so a resumed run continues.
+        config: extra entries for the W&B run config (e.g. a trial's parameters).
+        callbacks: callbacks added to the trainer's own (the search layer adds its trial callback
+            here, so an override file does not replace the base config's ``trainer.callbacks``).
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        root: str = "runs",
+        monitor: str = "val/pckh",
+        mode: Literal["max", "min"] = "max",
+        project: str = "convlab",
+        group: str | None = None,
+        job_type: str | None = None,
+        tags: list[str] | None = None,
+        wandb: WandbMode = "auto",
+        wandb_id: str | None = None,
+        config: dict[str, Any] | None = None,
+        callbacks: list[Callback] | None = None,
+    ) -> None:
+        if name is not None and (not name or name.startswith("/") or ".." in Path(name).parts):
+            raise ValueError(f"run.name must be a relative name inside run.root, got {name!r}")
+        self.name = name
+        self.root = root
+        self.monitor = monitor
+        self.mode = mode
+        self.project = project
+        self.group = group
+        self.job_type = job_type
+        self.tags = list(tags or [])
+        self.wandb = wandb
+        self.wandb_id = wandb_id
+        self.config = dict(config or {})
+        self.callbacks = list(callbacks or [])
+        self.directory: Path | None = None
+
+    # ------------------------------------------------------------------ directory
+    def resolve_directory(self, default_name: str, command: str, ckpt_path: str | None) -> Path:
+        """Decide (once per run, shared with launched ranks) the run directory."""
+        inherited = os.environ.get(RUN_DIR_ENV)
+        if inherited:
+            self.directory = Path(inherited)
+            return self.directory
+        root = Path(self.root)
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc") and Path(ckpt_path).parent.name == "checkpoints" and command == "fit":
+            # Resuming from a run's own checkpoint: keep writing into that run.
+            directory = Path(ckpt_path).parent.parent
+        else:
+            name = self.name or (default_name if command == "fit" else f"{default_name}-{command}")
+            directory = root / name
+            fresh_fit = command == "fit" and ckpt_path is None
+            if fresh_fit and _holds_run(directory) and not _externally_launched():
+                if self.name is not None:
+                    raise FileExistsError(
+                        f"{directory} already holds a run; resume it with --ckpt_path last, or give another --run.name"
+                    )
+                n = 2
+                while _holds_run(root / f"{name}-{n}"):
+                    n += 1
+                directory = root / f"{name}-{n}"
+        self.directory = directory
+        os.environ[RUN_DIR_ENV] = str(directory)
+        return directory
+
+    @property
+    def run_name(self) -> str:
+        assert self.directory is not None
+        return self.directory.relative_to(self.root).as_posix() if self.directory.is_relative_to(self.root) else self.directory.name
+
+    # ------------------------------------------------------------------ loggers and callbacks
+    def loggers(self, command: str) -> list[Logger]:
+        assert self.directory is not None, "resolve_directory first"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # version="" puts metrics.csv straight into runs/<name>/ (no version_N folder); the CSV
+        # logger is first so that trainer.log_dir (where config.yaml goes) is the run directory.
+        loggers: list[Logger] = [CSVLogger(save_dir=str(self.directory.parent), name=self.directory.name, version="")]
+        mode = resolve_wandb_mode(self.wandb)
+        if mode != "disabled":
+            loggers.append(
+                SafeWandbLogger(
+                    name=self.run_name,
+                    save_dir=str(self.directory),
+                    project=self.project,
+                    id=self.wandb_id or self._persistent_wandb_id(),
+                    group=self.group,
+                    job_type=self.job_type or command,
+                    tags=self.tags or None,
+                    config=self.config or None,
+                    mode=mode,
+                    resume="allow",
+                    settings=_wandb_settings(),
+                )
+            )
+        return loggers
+
+    def _persistent_wandb_id(self) -> str:
+        path = self.directory / "wandb_id"
+        if path.exists():
+            return path.read_text().strip()
+        run_id = re.sub(r"[^a-z0-9-]", "-", self.run_name.lower())[-40:].strip("-") + "-" + os.urandom(4).hex()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(run_id)
+        os.replace(tmp, path)
+        return run_id
+
+    def trainer_callbacks(self, command: str, has_loggers: bool) -> list[Callback]:
+        callbacks: list[Callback] = list(self.callbacks)
+        if command == "fit":
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=str(self.directory / "checkpoints"),
+                    filename="best",
+                    monitor=self.monitor,
+                    mode=self.mode,
+                    save_top_k=1,
+                    save_last=True,
+                    auto_insert_metric_name=False,
+                )
+            )
+            if has_loggers:
+                callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        return callbacks
+
+    def summary(self) -> dict[str, Any]:
+        """What the run wrote, for the closing message and for tools that collect runs."""
+        d = self.directory
+        out: dict[str, Any] = {"run_dir": str(d)}
+        for label, rel in (("config", "config.yaml"), ("metrics", "metrics.csv"), ("last", "checkpoints/last.ckpt"), ("best", "checkpoints/best.ckpt")):
+            if (d / rel).exists():
+                out[label] = str(d / rel)
+        wandb_runs = sorted((d / "wandb").glob("*run-*")) if (d / "wandb").exists() else []
+        if wandb_runs:
+            out["wandb"] = str(wandb_runs[-1])
+        return out
+
+
+def _holds_run(directory: Path) -> bool:
+    return directory.exists() and any(directory.iterdir())
+
+
+def _wandb_settings() -> Any:
+    import wandb
+
+    # console="off": DDP children and search workers must not have their stdout wrapped;
+    # init_timeout bounds an unreachable server (the default waits 90 s).
+    return wandb.Settings(init_timeout=30, silent=True, console="off")
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)

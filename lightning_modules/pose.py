@@ -1,0 +1,227 @@
+"""Top-down pose estimation: heatmap regression with intermediate supervision (Newell et al. 2016).
+
+The network (any ``nn.Module`` returning one heatmap tensor per stack) knows nothing of this file;
+here live the loss, decoding to image coordinates, the flip test, PCK/PCKh metrics per stack, the
+optimiser and schedule, and the images logged to W&B.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric
+
+from datamodules.keypoints import Skeleton
+from datamodules.pose import PoseProtocol
+from lightning_modules.heatmap_decode import decode_heatmaps, flip_back, to_image_coordinates
+from lightning_modules.metrics.pck import PCK
+
+__all__ = ["PoseEstimationModule", "heatmap_loss"]
+
+
+def heatmap_loss(outputs: list[Tensor], heatmaps: Tensor, valid: Tensor, intermediate_supervision: bool = True) -> Tensor:
+    """Mean squared error between predicted and target heatmaps, summed over supervised stacks.
+
+    Args:
+        outputs: one ``(N, K, h, w)`` prediction per stack.
+        heatmaps: ``(N, K, h, w)`` targets (the same for every stack, as in the paper).
+        valid: ``(N, K)`` bool; invalid joints (unannotated or off the crop) contribute no loss.
+        intermediate_supervision: supervise every stack (True) or the last one only.
+
+    Returns: scalar; per stack the squared error is averaged over the valid heatmaps' pixels.
+    """
+    weight = valid.to(heatmaps.dtype)[..., None, None]
+    pixels = heatmaps.shape[-1] * heatmaps.shape[-2]
+    count = (weight.sum() * pixels).clamp(min=1.0)
+    supervised = outputs if intermediate_supervision else outputs[-1:]
+    return sum(((out.float() - heatmaps) ** 2 * weight).sum() / count for out in supervised)
+
+
+class PoseEstimationModule(pl.LightningModule):
+    """Heatmap-based pose estimation.
+
+    Args:
+        network: images ``(N, 3, H, W)`` -> list of ``(N, K, H/s, W/s)`` heatmaps, one per stack
+            (``lightning_modules.networks.hourglass.StackedHourglass``).
+        optimizer: optimiser factory; ``None`` is the paper's RMSprop with lr 2.5e-4.
+        scheduler: learning-rate scheduler factory, or ``None``. ``ReduceLROnPlateau`` watches the
+            protocol's validation metric (``val/pckh`` or ``val/pck``).
+        intermediate_supervision: apply the loss to every stack's output (the paper) or to the last.
+        flip_test: at validation and test, average the heatmaps of the crop and of its mirror.
+        quarter_offset: refine the argmax by a quarter pixel towards the higher neighbour.
+        log_images: number of validation crops drawn with predictions and logged to W&B (0: none).
+
+    Batches are ``(images, target)`` from ``datamodules.pose.PoseDataModule``; the data module
+    supplies the skeleton (flip pairs, part columns) and the protocol (PCKh@0.5 or PCK@0.2).
+    Metrics: ``val/<protocol>`` (final stack), ``val/<protocol>_<part>``, ``val/<protocol>_limbs``,
+    ``val/<protocol>_stack<k>`` and ``val/<protocol>_limbs_stack<k>`` for every stack, ``val/loss``,
+    ``val/<protocol>_best``; the same under ``test/`` without the best.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        intermediate_supervision: bool = True,
+        flip_test: bool = True,
+        quarter_offset: bool = True,
+        log_images: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["network", "optimizer", "scheduler"])
+        self.network = network
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.intermediate_supervision = intermediate_supervision
+        self.flip_test = flip_test
+        self.quarter_offset = quarter_offset
+        self.log_images = log_images
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self.best = MaxMetric()
+        self.best.persistent(True)  # so val/<metric>_best survives a resume from last.ckpt
+        self.skeleton: Skeleton | None = None
+        self.protocol: PoseProtocol | None = None
+        self.metrics = nn.ModuleDict()
+        self._image_batch: dict[str, Tensor] | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "skeleton"):
+            raise RuntimeError("PoseEstimationModule needs a pose data module (datamodules.pose.PoseDataModule)")
+        self.configure_protocol(datamodule.skeleton, datamodule.protocol)
+
+    def configure_protocol(self, skeleton: Skeleton, protocol: PoseProtocol) -> None:
+        """Build the metrics for a dataset's skeleton and protocol (called from ``setup``)."""
+        joints = getattr(self.network, "num_joints", skeleton.num_joints)
+        if joints != skeleton.num_joints:
+            raise ValueError(
+                f"model.network.init_args.num_joints is {joints} but the {skeleton.name} data has {skeleton.num_joints} joints"
+            )
+        if self.skeleton == skeleton and self.protocol == protocol and len(self.metrics):
+            return
+        self.skeleton, self.protocol = skeleton, protocol
+        stacks = getattr(self.network, "num_stacks", 1)
+        self.metrics = nn.ModuleDict(
+            {f"{split}_stack{k}": PCK(skeleton, protocol.threshold) for split in ("val", "test") for k in range(1, stacks + 1)}
+        )
+
+    @property
+    def metric_name(self) -> str:
+        return self.protocol.name if self.protocol is not None else "pckh"
+
+    def configure_optimizers(self) -> Any:
+        params = self.network.parameters()
+        optimizer = self.optimizer_factory(params) if self.optimizer_factory else torch.optim.RMSprop(params, lr=2.5e-4)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = f"val/{self.metric_name}"
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, images: Tensor) -> list[Tensor]:
+        return self.network(images)
+
+    def training_step(self, batch: tuple[Tensor, dict[str, Tensor]], batch_idx: int) -> Tensor:
+        images, target = batch
+        outputs = self.network(images)
+        loss = heatmap_loss(outputs, target["heatmaps"], target["heatmap_valid"], self.intermediate_supervision)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
+        self.train_loss(loss.detach())
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def _predict_heatmaps(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """The network's outputs on ``images`` and, with the flip test, their average with the
+        outputs on the mirrored images (else the same list twice)."""
+        outputs = self.network(images)
+        if not self.flip_test:
+            return outputs, outputs
+        flipped = self.network(images.flip(-1))
+        perm = self.skeleton.flip_permutation()
+        return outputs, [(o + flip_back(f, perm)) / 2 for o, f in zip(outputs, flipped)]
+
+    def _image_keypoints(self, heatmaps: Tensor, images: Tensor, crop_matrices: Tensor) -> tuple[Tensor, Tensor]:
+        coords, scores = decode_heatmaps(heatmaps.float(), self.quarter_offset)
+        stride = images.shape[-1] / heatmaps.shape[-1]
+        return to_image_coordinates(coords, stride, crop_matrices), scores
+
+    def _evaluate(self, split: str, batch: tuple[Tensor, dict[str, Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
+        images, target = batch
+        raw, outputs = self._predict_heatmaps(images)
+        normaliser = target[self.protocol.normaliser]
+        for k, heatmaps in enumerate(outputs, start=1):
+            keypoints, _ = self._image_keypoints(heatmaps, images, target["crop_matrix"])
+            self.metrics[f"{split}_stack{k}"].update(keypoints, target["keypoints"], target["visible"], normaliser)
+        return raw, outputs
+
+    def validation_step(self, batch: tuple[Tensor, dict[str, Tensor]], batch_idx: int) -> None:
+        images, target = batch
+        raw, outputs = self._evaluate("val", batch)
+        loss = heatmap_loss(raw, target["heatmaps"], target["heatmap_valid"], self.intermediate_supervision)
+        self.val_loss(loss)
+        self.log("val/loss", self.val_loss, on_epoch=True, batch_size=images.shape[0])
+        if batch_idx == 0 and self.log_images and not self.trainer.sanity_checking:
+            self._image_batch = {"images": images[: self.log_images].detach(), "heatmaps": outputs[-1][: self.log_images].detach()}
+
+    def test_step(self, batch: tuple[Tensor, dict[str, Tensor]], batch_idx: int) -> None:
+        self._evaluate("test", batch)
+
+    def predict_step(self, batch: tuple[Tensor, dict[str, Tensor]], batch_idx: int) -> dict[str, Tensor]:
+        """Keypoints in original-image pixel-index coordinates, ``(N, K, 2)``, with peak scores."""
+        images, target = batch
+        heatmaps = self._predict_heatmaps(images)[1][-1]
+        keypoints, scores = self._image_keypoints(heatmaps, images, target["crop_matrix"])
+        return {"keypoints": keypoints, "scores": scores, "index": target["index"]}
+
+    # ------------------------------------------------------------------ epoch ends
+    def _log_split(self, split: str) -> Tensor:
+        name = self.metric_name
+        stacks = sum(1 for key in self.metrics if key.startswith(f"{split}_stack"))
+        final = None
+        for k in range(1, stacks + 1):
+            metric = self.metrics[f"{split}_stack{k}"]
+            result = metric.compute()
+            metric.reset()
+            self.log(f"{split}/{name}_stack{k}", result["mean"], sync_dist=False)
+            if "limbs" in result:
+                self.log(f"{split}/{name}_limbs_stack{k}", result["limbs"], sync_dist=False)
+            if k == stacks:
+                final = result
+        self.log(f"{split}/{name}", final["mean"], prog_bar=True)
+        if "limbs" in final:
+            self.log(f"{split}/{name}_limbs", final["limbs"])
+        for part, value in final["parts"].items():
+            self.log(f"{split}/{name}_{part.lower()}", value)
+        return final["mean"]
+
+    def on_validation_epoch_end(self) -> None:
+        value = self._log_split("val")
+        if not self.trainer.sanity_checking:
+            self.best(value)
+            self.log(f"val/{self.metric_name}_best", self.best.compute())
+            self._log_prediction_images()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test")
+
+    def _log_prediction_images(self) -> None:
+        batch, self._image_batch = self._image_batch, None
+        wandb_loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
+        if batch is None or not wandb_loggers or not self.trainer.is_global_zero:
+            return
+        from lightning_modules.visualize import pose_panels
+
+        panels = pose_panels(batch["images"], batch["heatmaps"], self.skeleton)
+        for logger in wandb_loggers:
+            logger.log_image(key="val/predictions", images=panels, step=self.global_step)

@@ -1,0 +1,37 @@
+"""Pictures of predictions for loggers: crops with the decoded skeleton beside the heatmaps."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+from torchvision.utils import draw_keypoints, make_grid
+
+from datamodules.keypoints import Skeleton
+from datamodules.pose import IMAGENET_MEAN, IMAGENET_STD
+from lightning_modules.heatmap_decode import decode_heatmaps, heatmap_to_input
+
+__all__ = ["pose_panels"]
+
+
+def pose_panels(images: Tensor, heatmaps: Tensor, skeleton: Skeleton) -> list[Tensor]:
+    """One ``(3, H, 2W)`` uint8 panel per crop: the crop with the predicted skeleton, and the
+    maximum over joints of the predicted heatmaps, upsampled to the crop and overlaid on it.
+
+    Args:
+        images: ``(N, 3, H, W)`` normalised crops (as the data module returns them).
+        heatmaps: ``(N, K, h, w)`` predictions for those crops.
+    """
+    images = images.detach().float().cpu()
+    heatmaps = heatmaps.detach().float().cpu()
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    pixels = ((images * std + mean).clamp(0, 1) * 255).to(torch.uint8)
+    coords, _ = decode_heatmaps(heatmaps)
+    points = heatmap_to_input(coords, images.shape[-1] / heatmaps.shape[-1])
+    peak = F.interpolate(heatmaps.amax(1, keepdim=True).clamp(0, 1), size=images.shape[-2:], mode="bilinear")
+    panels = []
+    for pixel, kp, heat in zip(pixels, points, peak):
+        drawn = draw_keypoints(pixel, kp[None], connectivity=list(skeleton.edges), colors="red", radius=2, width=2)
+        overlay = (pixel.float() * 0.4 + heat * 255 * 0.6 * torch.tensor([1.0, 0.8, 0.0]).view(3, 1, 1)).clamp(0, 255).to(torch.uint8)
+        panels.append(make_grid([drawn, overlay], nrow=2, padding=0))
+    return panels
