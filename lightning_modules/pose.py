@@ -54,6 +54,8 @@ class PoseEstimationModule(pl.LightningModule):
         flip_test: at validation and test, average the heatmaps of the crop and of its mirror.
         quarter_offset: refine the argmax by a quarter pixel towards the higher neighbour.
         log_images: number of validation crops drawn with predictions and logged to W&B (0: none).
+        channels_last: keep the network's weights and inputs in channels-last memory format
+            (faster convolutions on CPUs and on tensor-core GPUs; the numbers are unchanged).
 
     Batches are ``(images, target)`` from ``datamodules.pose.PoseDataModule``; the data module
     supplies the skeleton (flip pairs, part columns) and the protocol (PCKh@0.5 or PCK@0.2).
@@ -71,6 +73,7 @@ class PoseEstimationModule(pl.LightningModule):
         flip_test: bool = True,
         quarter_offset: bool = True,
         log_images: int = 4,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network", "optimizer", "scheduler"])
@@ -81,6 +84,9 @@ class PoseEstimationModule(pl.LightningModule):
         self.flip_test = flip_test
         self.quarter_offset = quarter_offset
         self.log_images = log_images
+        self.channels_last = channels_last
+        if channels_last:
+            self.network.to(memory_format=torch.channels_last)
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.best = MaxMetric()
@@ -130,6 +136,12 @@ class PoseEstimationModule(pl.LightningModule):
     # ------------------------------------------------------------------ steps
     def forward(self, images: Tensor) -> list[Tensor]:
         return self.network(images)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.channels_last:
+            images, target = batch
+            return images.contiguous(memory_format=torch.channels_last), target
+        return batch
 
     def training_step(self, batch: tuple[Tensor, dict[str, Tensor]], batch_idx: int) -> Tensor:
         images, target = batch
