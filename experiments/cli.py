@@ -18,7 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from experiments.runs import RUN_DIR_ENV, RunSpec, write_json_atomic
 
-__all__ = ["ConvlabCLI", "run_cli"]
+__all__ = ["ConvlabCLI", "run_cli", "load_components"]
 
 
 class JsonPredictionWriter(BasePredictionWriter):
@@ -101,6 +101,21 @@ class ConvlabCLI(LightningCLI):
             print(f"  sync with: wandb sync {summary['wandb']}", flush=True)
 
     after_fit = after_validate = after_test = after_predict = _report
+
+
+class _ComponentsCLI(ConvlabCLI):
+    """Parses and instantiates model and data like ``fit`` does, but builds no trainer and so
+    creates no run directory."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> None:  # type: ignore[override]
+        return None
+
+
+def load_components(config_args: list[str]) -> tuple[pl.LightningModule, pl.LightningDataModule, dict[str, Any]]:
+    """The model, data module and resolved ``fit`` config (as a plain dict) of
+    ``--config a.yaml [--config b.yaml] [--key value ...]``, exactly as ``fit`` would build them."""
+    cli = _ComponentsCLI(args=config_args, run=False)
+    return cli.model, cli.datamodule, cli.config.as_dict()
 
 
 def run_cli(args: list[str]) -> int:

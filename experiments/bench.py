@@ -1,0 +1,306 @@
+"""``python -m experiments bench --config <yaml> [options] [--key value ...]``
+
+Measures, for the network and data of a config:
+
+* parameters, and forward FLOPs per image (``torch.utils.flop_counter``, 2 x multiply-adds);
+* inference latency (eval mode, batch 1 and the training batch), median over repeats;
+* training throughput (images/s) of one optimisation step;
+* the ratio of a training step through the LightningModule and ``Trainer.fit`` to the same step in
+  a bare PyTorch loop on the same network, batch, optimiser and precision. Both run in this
+  process, in alternating blocks, on one batch that is collated once and replayed, so data
+  loading and the machine's background load weigh on both alike. The Lightning step time is the
+  time between consecutive ``on_train_batch_start`` calls (the whole loop iteration: fetch,
+  forward, loss, logging calls, backward, optimiser); the bare step time is one iteration of
+  ``for batch in loader: zero_grad, forward, loss, backward, step``.
+
+Writes a JSON file (``--out``, default ``runs/bench/<config stem>.json``) and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from experiments.cli import load_components
+
+__all__ = ["main", "BARE_LOSSES", "run_bench"]
+
+
+def _pose_bare_loss(module: pl.LightningModule, batch: Any) -> Tensor:
+    from lightning_modules.pose import heatmap_loss
+
+    images, target = batch
+    return heatmap_loss(module.network(images), target["heatmaps"], target["heatmap_valid"], module.intermediate_supervision)
+
+
+def _bare_losses() -> dict[type, Callable[[pl.LightningModule, Any], Tensor]]:
+    from lightning_modules.pose import PoseEstimationModule
+
+    return {PoseEstimationModule: _pose_bare_loss}
+
+
+# What a plain PyTorch loop computes for each task's LightningModule: the same loss, no Lightning.
+BARE_LOSSES = _bare_losses
+
+
+class _Replay(Dataset):
+    """One pre-collated batch, ``length`` times (``batch_size=None`` loaders yield it as is)."""
+
+    def __init__(self, batch: Any, length: int) -> None:
+        self.batch, self.length = batch, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Any:
+        return self.batch
+
+
+class _StepTimer(pl.Callback):
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self.sync = sync
+        self.starts: list[float] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self.sync()
+        self.starts.append(time.perf_counter())
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.sync()
+        self.starts.append(time.perf_counter())
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _first_optimizer(configured: Any) -> torch.optim.Optimizer:
+    if isinstance(configured, torch.optim.Optimizer):
+        return configured
+    if isinstance(configured, dict):
+        return configured["optimizer"]
+    if isinstance(configured, (list, tuple)):
+        return _first_optimizer(configured[0])
+    raise TypeError(f"cannot find the optimiser in {type(configured).__name__}")
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision.startswith("bf16-mixed"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16-mixed"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def _median_ms(samples: list[float]) -> float:
+    return 1e3 * statistics.median(samples)
+
+
+def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, repeats: int, warmup: int, precision: str | None, device_name: str | None, channels_last: bool | None) -> dict[str, Any]:
+    extra: list[str] = []
+    if batch_size is not None:
+        extra += ["--data.init_args.batch_size", str(batch_size)]
+    if channels_last is not None:
+        extra += ["--model.init_args.channels_last", str(channels_last).lower()]
+    model, datamodule, config = load_components(config_args + extra)
+    trainer_cfg = config["trainer"]
+    precision = precision or str(trainer_cfg.get("precision") or "32-true")
+    accelerator = device_name or trainer_cfg.get("accelerator") or "auto"
+    device = torch.device("cuda" if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()) else "cpu")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    loss_fn = _bare_losses().get(type(model))
+    if loss_fn is None:
+        raise SystemExit(f"bench: no bare-PyTorch loss registered for {type(model).__name__} (experiments/bench.py BARE_LOSSES)")
+
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    images = batch[0]
+    n = images.shape[0]
+
+    # ---- size and FLOPs (forward, one image)
+    net: nn.Module = model.network
+    params = sum(p.numel() for p in net.parameters())
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net.eval()
+        net(images[:1])
+    flops = counter.get_total_flops()
+
+    # ---- inference latency
+    net_dev = copy.deepcopy(net).to(device).eval()
+    mf = torch.channels_last if getattr(model, "channels_last", False) else torch.contiguous_format
+    latency = {}
+    for label, x in (("batch1", images[:1]), (f"batch{n}", images)):
+        x = x.to(device).contiguous(memory_format=mf)
+        times = []
+        with torch.no_grad(), _autocast(precision, device):
+            for i in range(warmup + steps):
+                sync()
+                t0 = time.perf_counter()
+                net_dev(x)
+                sync()
+                if i >= warmup:
+                    times.append(time.perf_counter() - t0)
+        latency[label] = _median_ms(times)
+    del net_dev
+
+    # ---- training step: Lightning vs bare, interleaved blocks
+    if hasattr(model, "configure_protocol") and hasattr(datamodule, "skeleton"):
+        model.configure_protocol(datamodule.skeleton, datamodule.protocol)
+    lit_module = copy.deepcopy(model)
+    bare_module = copy.deepcopy(model).to(device).train()
+    bare_opt = _first_optimizer(bare_module.configure_optimizers())
+    scaler = torch.amp.GradScaler(device.type) if precision.startswith("16-mixed") and device.type == "cuda" else None
+    replay_batch = bare_module.on_before_batch_transfer(batch, 0)
+
+    class _ReplayData(pl.LightningDataModule):
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(_Replay(batch, warmup + steps), batch_size=None)
+
+    lightning_times: list[float] = []
+    bare_times: list[float] = []
+    ratios: list[float] = []
+    trainer_kwargs = dict(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        max_epochs=1,
+    )
+    for _ in range(repeats):
+        timer = _StepTimer(sync)
+        trainer = pl.Trainer(callbacks=[timer], **trainer_kwargs)
+        # The module reads the skeleton from trainer.datamodule in setup(); give it the real one.
+        replay = _ReplayData()
+        replay.skeleton, replay.protocol = getattr(datamodule, "skeleton", None), getattr(datamodule, "protocol", None)
+        trainer.fit(lit_module, datamodule=replay)
+        steps_l = [b - a for a, b in zip(timer.starts[:-1], timer.starts[1:])][warmup:]
+
+        steps_b = []
+        loader = DataLoader(_Replay(replay_batch, warmup + steps), batch_size=None)
+        sync()
+        t_prev = time.perf_counter()
+        for i, b in enumerate(loader):
+            b = _to_device(b, device)
+            bare_opt.zero_grad(set_to_none=True)
+            with _autocast(precision, device):
+                loss = loss_fn(bare_module, b)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(bare_opt)
+                scaler.update()
+            else:
+                loss.backward()
+                bare_opt.step()
+            sync()
+            t_now = time.perf_counter()
+            if i >= warmup:
+                steps_b.append(t_now - t_prev)
+            t_prev = t_now
+        lightning_times += steps_l
+        bare_times += steps_b
+        ratios.append(statistics.median(steps_l) / statistics.median(steps_b))
+
+    step_l, step_b = statistics.median(lightning_times), statistics.median(bare_times)
+    result = {
+        "config": [str(c) for c in config.get("config", [])],
+        "network": type(net).__name__,
+        "input_shape": list(images.shape[1:]),
+        "batch_size": n,
+        "precision": precision,
+        "channels_last": bool(getattr(model, "channels_last", False)),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "params": params,
+        "forward_gflops_per_image": flops / 1e9,
+        "latency_ms": latency,
+        "train_step_ms": {"lightning": 1e3 * step_l, "bare": 1e3 * step_b},
+        "train_images_per_s": {"lightning": n / step_l, "bare": n / step_b},
+        "lightning_to_bare_ratio": step_l / step_b,
+        "ratio_per_repeat": ratios,
+        "steps_per_block": steps,
+        "repeats": repeats,
+        "training_tflops_per_s": 3 * flops * n / step_l / 1e12,
+        "versions": {"torch": torch.__version__, "lightning": pl.__version__},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    return result
+
+
+def _table(result: dict[str, Any]) -> str:
+    rows = [
+        ("network", f"{result['network']} {result['input_shape']} x{result['batch_size']} {result['precision']}{' channels_last' if result['channels_last'] else ''}"),
+        ("device", result["device"]),
+        ("parameters", f"{result['params']:,}"),
+        ("forward GFLOPs / image", f"{result['forward_gflops_per_image']:.3f}"),
+        *[(f"latency {k}", f"{v:.2f} ms") for k, v in result["latency_ms"].items()],
+        ("train step (Lightning)", f"{result['train_step_ms']['lightning']:.2f} ms"),
+        ("train step (bare)", f"{result['train_step_ms']['bare']:.2f} ms"),
+        ("train images/s (Lightning)", f"{result['train_images_per_s']['lightning']:.1f}"),
+        ("Lightning / bare step", f"{result['lightning_to_bare_ratio']:.3f}  (per block: {', '.join(f'{r:.3f}' for r in result['ratio_per_repeat'])})"),
+        ("training TFLOP/s", f"{result['training_tflops_per_s']:.3f}"),
+    ]
+    if "peak_share" in result:
+        rows.append(("share of peak", f"{100 * result['peak_share']:.1f}% of {result['peak_tflops']} TFLOP/s"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", action="append", required=True, help="config file (repeat to compose)")
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch (default: the config's)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per block")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps at the start of each block")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating Lightning/bare blocks")
+    parser.add_argument("--precision", default=None, help="e.g. 32-true, bf16-mixed, 16-mixed (default: the config's)")
+    parser.add_argument("--device", default=None, choices=["cpu", "gpu", "cuda"], help="default: the config's accelerator")
+    parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, to report the share of it")
+    parser.add_argument("--out", default=None, help="JSON output (default runs/bench/<config>.json)")
+    args, overrides = parser.parse_known_args(argv)
+    config_args = [a for c in args.config for a in ("--config", c)] + overrides
+    result = run_bench(
+        config_args,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        precision=args.precision,
+        device_name=args.device,
+        channels_last=args.channels_last,
+    )
+    if args.peak_tflops:
+        result["peak_tflops"] = args.peak_tflops
+        result["peak_share"] = result["training_tflops_per_s"] / args.peak_tflops
+    out = Path(args.out or Path("runs/bench") / f"{Path(args.config[-1]).stem}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(_table(result))
+    print(f"bench: wrote {out}")
+    return 0 if math.isfinite(result["lightning_to_bare_ratio"]) else 1
