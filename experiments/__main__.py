@@ -12,12 +12,14 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
     if command in LIGHTNING_COMMANDS or command.startswith("-"):
         from experiments.cli import run_cli
 
-        return run_cli(argv)
+        # LightningCLI reads sys.argv itself (and warns when given both).
+        return run_cli(None if from_command_line else argv)
     if command == "bench":
         from experiments.bench import main as bench_main
 

@@ -118,8 +118,9 @@ def load_components(config_args: list[str]) -> tuple[pl.LightningModule, pl.Ligh
     return cli.model, cli.datamodule, cli.config.as_dict()
 
 
-def run_cli(args: list[str]) -> int:
-    """Run one LightningCLI command; configuration errors become one line on stderr and exit 2."""
+def run_cli(args: list[str] | None = None) -> int:
+    """Run one LightningCLI command (``None``: from ``sys.argv``); configuration errors become one
+    line on stderr and exit 2."""
     from jsonargparse import ArgumentError
 
     from datamodules.errors import ConfigError
