@@ -7,6 +7,7 @@ failing or hanging the run.
 """
 from __future__ import annotations
 
+import csv
 import json
 import netrc
 import os
@@ -17,10 +18,11 @@ from typing import Any, Literal
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_warn
 
-__all__ = ["RunSpec", "resolve_wandb_mode", "SafeWandbLogger", "RUN_DIR_ENV"]
+__all__ = ["RunSpec", "resolve_wandb_mode", "SafeWandbLogger", "ResumableCSVLogger", "RUN_DIR_ENV"]
 
 # Set by the process that resolved the run directory, so that the DDP ranks Lightning launches by
 # re-running the command line write into the same directory instead of resolving their own.
@@ -69,6 +71,28 @@ class SafeWandbLogger(WandbLogger):
             self._wandb_init["mode"] = "offline"
             self._experiment = None
             return WandbLogger.experiment.fget(self)
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; a resumed run must append to it.
+    The existing header seeds the known keys, so new keys merge into it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(next(csv.reader(file), []))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """CSVLogger whose ``metrics.csv`` survives a resume (rows are appended, never dropped)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 class RunSpec:
@@ -162,7 +186,7 @@ class RunSpec:
         self.directory.mkdir(parents=True, exist_ok=True)
         # version="" puts metrics.csv straight into runs/<name>/ (no version_N folder); the CSV
         # logger is first so that trainer.log_dir (where config.yaml goes) is the run directory.
-        loggers: list[Logger] = [CSVLogger(save_dir=str(self.directory.parent), name=self.directory.name, version="")]
+        loggers: list[Logger] = [ResumableCSVLogger(save_dir=str(self.directory.parent), name=self.directory.name, version="")]
         mode = resolve_wandb_mode(self.wandb)
         if mode != "disabled":
             loggers.append(

@@ -1,0 +1,137 @@
+"""The front door end to end: ``python -m experiments fit|validate|test|predict`` on tiny pose runs,
+resume, bf16 on CPU, 2-process DDP, and configuration errors."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = "tests/configs/pose_tiny.yaml"
+
+
+def experiments(*args: str, root: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "CONVLAB_", "MASTER_", "LOCAL_RANK", "RANK", "WORLD_SIZE"))}
+    environment.update({"WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"})
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "experiments", *args, "--run.root", str(root)],
+        cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows: list[dict[str, str]], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key)]
+
+
+def wandb_runs(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_fit_writes_the_run_layout(tmp_path):
+    result = experiments("fit", "--config", TINY, "--run.name", "tiny", root=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "tiny"
+    assert (run / "config.yaml").exists()
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert (run / "checkpoints" / "best.ckpt").exists()
+    rows = read_metrics(run)
+    for key in ("val/pckh", "val/pckh_stack1", "val/pckh_stack2", "val/pckh_limbs_stack1", "val/pckh_best", "val/pckh_wrist", "val/loss", "train/loss_step"):
+        values = column(rows, key)
+        assert values and all(math.isfinite(v) for v in values), key
+    assert len(column(rows, "val/pckh")) == 2  # one per epoch
+    assert len(wandb_runs(run)) == 1
+    assert f"convlab: fit -> {run}" in result.stdout
+    assert "sync with: wandb sync" in result.stdout
+    # Prediction images went to W&B (media files in the offline run).
+    assert list(wandb_runs(run)[0].rglob("*.png"))
+
+
+def test_resume_from_last_checkpoint_continues_the_run(tmp_path):
+    first = experiments("fit", "--config", TINY, "--run.name", "r", "--trainer.max_epochs", "1", root=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "r"
+    wandb_id = (run / "wandb_id").read_text()
+    step_1 = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    second = experiments("fit", "--config", TINY, "--run.name", "r", "--trainer.max_epochs", "3", "--ckpt_path", "last", root=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 3 * step_1  # two more epochs on top of the first
+    epochs = sorted({int(float(r["epoch"])) for r in read_metrics(run) if r.get("val/pckh")})
+    assert epochs == [0, 1, 2]  # the CSV was appended, not restarted
+    assert (run / "wandb_id").read_text() == wandb_id  # same W&B run id, resumed
+    assert all(wandb_id in p.name for p in wandb_runs(run))
+
+
+def test_fresh_fit_never_overwrites_a_run(tmp_path):
+    args = ("fit", "--config", TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1")
+    assert experiments(*args, root=tmp_path).returncode == 0
+    assert experiments(*args, root=tmp_path).returncode == 0
+    assert (tmp_path / "pose_tiny" / "checkpoints" / "last.ckpt").exists()
+    assert (tmp_path / "pose_tiny-2" / "checkpoints" / "last.ckpt").exists()
+    named = experiments(*args, "--run.name", "pose_tiny", root=tmp_path)
+    assert named.returncode == 2
+    assert named.stderr.strip().count("\n") == 0 and "already holds a run" in named.stderr
+
+
+def test_bf16_mixed_on_cpu(tmp_path):
+    result = experiments("fit", "--config", TINY, "--run.name", "bf16", "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "1", root=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "precision: bf16-mixed" in (tmp_path / "bf16" / "config.yaml").read_text()
+    assert all(math.isfinite(v) for v in column(read_metrics(tmp_path / "bf16"), "train/loss_step"))
+
+
+def test_validate_test_predict_from_a_checkpoint(tmp_path):
+    assert experiments("fit", "--config", TINY, "--run.name", "p", "--trainer.max_epochs", "1", root=tmp_path).returncode == 0
+    ckpt = str(tmp_path / "p" / "checkpoints" / "best.ckpt")
+    for command in ("validate", "test", "predict"):
+        result = experiments(command, "--config", TINY, "--ckpt_path", ckpt, root=tmp_path)
+        assert result.returncode == 0, (command, result.stderr[-3000:])
+    assert column(read_metrics(tmp_path / "pose_tiny-validate"), "val/pckh")
+    assert column(read_metrics(tmp_path / "pose_tiny-test"), "test/pckh_stack2")
+    predictions = json.loads((tmp_path / "pose_tiny-predict" / "predictions.json").read_text())
+    assert len(predictions) == 16 and len(predictions[0]["keypoints"]) == 16
+    assert predictions[0]["image_id"] == "test/000000"
+
+
+def test_unknown_config_key_fails_at_once_with_one_line(tmp_path):
+    result = experiments("fit", "--config", TINY, "--model.init_args.num_stakcs", "3", root=tmp_path, timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "num_stakcs" in lines[0], result.stderr
+    assert not (tmp_path / "pose_tiny").exists()
+
+
+def test_bad_value_names_the_key(tmp_path):
+    result = experiments("fit", "--config", TINY, "--data.init_args.source.init_args.num_train", "-5", root=tmp_path, timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "num_train" in lines[0], result.stderr
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu_make_one_run(tmp_path):
+    result = experiments(
+        "fit", "--config", TINY, "--run.name", "ddp", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+        root=tmp_path, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # both ranks wrote into one run
+    run = tmp_path / "ddp"
+    rows = read_metrics(run)
+    assert len(column(rows, "val/pckh")) == 2  # one set of metrics: rank 0 logs, once per epoch
+    assert len(wandb_runs(run)) == 1  # one W&B run
+    config = (run / "config.yaml").read_text()
+    assert "devices: 2" in config and "strategy: ddp" in config
