@@ -8,6 +8,7 @@ search trial or a table row is the base config plus a small override file).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,17 +122,22 @@ def load_components(config_args: list[str]) -> tuple[pl.LightningModule, pl.Ligh
 def run_cli(args: list[str] | None = None) -> int:
     """Run one LightningCLI command (``None``: from ``sys.argv``); configuration errors become one
     line on stderr and exit 2."""
+    import logging
+
     from jsonargparse import ArgumentError
 
-    from datamodules.errors import ConfigError
-
+    # The seed is in the saved config.yaml; its log line would precede every error message.
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     try:
         ConvlabCLI(args=args)
     except ArgumentError as error:
         print(f"convlab: config error: {_one_line(error)}", file=sys.stderr)
         return 2
-    except ConfigError as error:
-        print(f"convlab: {error}", file=sys.stderr)
+    except Exception as error:
+        cause = _config_error_in(error)
+        if cause is None:
+            raise
+        print(f"convlab: {cause}", file=sys.stderr)
         return 2
     finally:
         if os.environ.get(RUN_DIR_ENV) and "LOCAL_RANK" not in os.environ:
@@ -139,10 +145,36 @@ def run_cli(args: list[str] | None = None) -> int:
     return 0
 
 
+def _config_error_in(error: BaseException) -> BaseException | None:
+    """The ``ConfigError`` behind ``error``: jsonargparse wraps exceptions raised while it
+    instantiates classes."""
+    from datamodules.errors import ConfigError
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ConfigError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+_NOISE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>", "Parser key", "Problem with given class_path")
+
+
 def _one_line(error: BaseException) -> str:
-    """jsonargparse nests the reason under several lines of context; keep the most specific one."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    informative = [line for line in lines if any(k in line for k in ("Unrecognized", "does not", "not found", "No such", "Expected", "Does not", "invalid", "must"))]
-    return informative[-1] if informative else lines[0]
+    """jsonargparse nests the reason under several lines of context; name the key and the class it
+    belongs to, then the innermost reason."""
+    text = str(error)
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    classes = re.findall(r"Problem with given class_path '([^']+)'", text)
+    reasons = [line.strip().lstrip("- ").strip() for line in text.splitlines() if line.strip() and not any(n in line for n in _NOISE)]
+    reason = reasons[-1] if reasons else text.strip().splitlines()[0]
+    if not keys:
+        return reason
+    # Every class level below the top adds "init_args" to the dotted key a user would type.
+    path = keys[0] + "".join(f".init_args.{k}" for k in keys[1:])
+    if len(classes) >= len(keys):
+        path += ".init_args"
+    owner = f" ({classes[-1]})" if classes else ""
+    return f"{path}{owner}: {reason}"

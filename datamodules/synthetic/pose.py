@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from datamodules.errors import ConfigError
 from datamodules.keypoints import MPII_SKELETON, Skeleton
 from datamodules.pose import PCKH_MPII, PoseProtocol, PoseRecord, PoseSource
 
@@ -73,9 +74,9 @@ class SyntheticPose(PoseSource):
     ) -> None:
         for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
             if value < 0:
-                raise ValueError(f"SyntheticPose.{name} must be >= 0, got {value}")
+                raise ConfigError(f"SyntheticPose.{name} must be >= 0, got {value}")
         if image_size < 32:
-            raise ValueError(f"SyntheticPose.image_size must be >= 32, got {image_size}")
+            raise ConfigError(f"SyntheticPose.image_size must be >= 32, got {image_size}")
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size = image_size
         self.seed = seed
