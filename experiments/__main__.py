@@ -3,6 +3,7 @@
 Commands:
   fit | validate | test | predict   LightningCLI commands on a config (``--config <yaml>``)
   bench                             parameters, FLOPs, latency, throughput, Lightning/bare step ratio
+  search                            Optuna study over a search spec (``--config experiments/search/<spec>.yaml``)
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.bench import main as bench_main
 
         return bench_main(argv[1:])
+    if command == "search":
+        from search.cli import main as search_main
+
+        return search_main(argv[1:])
     print(__doc__.strip(), file=sys.stderr)
     return 0 if command in ("-h", "--help", "help") else 2
 

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 __all__ = ["LaunchResult", "launch", "experiments_command", "clean_environment"]
 
@@ -73,6 +74,7 @@ def launch(
     cwd: str | Path | None = None,
     timeout: float | None = None,
     log_path: str | Path | None = None,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> LaunchResult:
     """Run ``command`` in a new session and wait for it.
 
@@ -82,6 +84,8 @@ def launch(
         cwd: working directory.
         timeout: seconds; past it the process group gets SIGTERM, then SIGKILL.
         log_path: file receiving stdout and stderr (inherited from the caller when None).
+        on_start: called with the started process (a caller that must stop runs from another
+            thread, such as the search driver on Ctrl-C, keeps it to kill the group).
     """
     log = open(log_path, "ab") if log_path else None
     start = time.monotonic()
@@ -94,6 +98,8 @@ def launch(
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
+    if on_start is not None:
+        on_start(process)
     timed_out = False
     try:
         process.wait(timeout=timeout)

@@ -1,0 +1,70 @@
+"""``python -m experiments search --config experiments/search/<spec>.yaml [options]``
+
+Runs (or resumes) the study the spec describes: the same command again keeps every finished trial
+and retries the interrupted ones; several such commands (on several machines, with a PostgreSQL
+``--storage``) share one study and its trial budget.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m experiments search", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="search spec (experiments/search/<name>.yaml)")
+    p.add_argument("--storage", help="journal file or SQLAlchemy URL (default: runs/<study>/journal.log)")
+    p.add_argument("--n-trials", type=int, help="trial budget of the whole study (default: the spec's)")
+    p.add_argument("--timeout", type=float, help="seconds after which this driver starts no new trial")
+    p.add_argument("--slots", type=int, help="trials run at once by this driver, each on its own devices")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra fixed override (YAML value), e.g. --set trainer.precision=bf16-mixed")
+    p.add_argument("--retrain-top-k", type=int, help="re-train the k best configurations over --retrain-seeds")
+    p.add_argument("--retrain-seeds", type=int, nargs="+", help="seeds for --retrain-top-k (default: the spec's or 1 2 3)")
+    p.add_argument("--report-only", action="store_true", help="write the best config and the report of the study as it is")
+    p.add_argument("--check", action="store_true", help="check the spec against the config and exit")
+    p.add_argument("--no-report", action="store_true", help="do not write the report when the budget is done")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from search.spec import SpecError, load_spec
+
+    try:
+        extra = {}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise SpecError(f"--set {item}: expected KEY=VALUE")
+            extra[key.strip()] = yaml.safe_load(value)
+        spec = load_spec(args.config, extra)
+        if args.n_trials is not None and args.n_trials < 1:
+            raise SpecError("--n-trials: must be >= 1")
+        if args.slots is not None and args.slots < 1:
+            raise SpecError("--slots: must be >= 1")
+        from search.driver import SearchDriver
+
+        driver = SearchDriver(
+            spec, storage=args.storage, n_trials=args.n_trials, slots=args.slots, timeout=args.timeout,
+            report=not args.no_report, retrain_top_k=args.retrain_top_k, retrain_seeds=args.retrain_seeds,
+        )
+        if args.check:
+            driver.prepare()
+            print(f"convlab search: {args.config}: OK ({len(spec.entries)} parameters: {', '.join(e.name for e in spec.entries)})")
+            return 0
+        if args.report_only:
+            driver.prepare()
+            driver.finish(driver.open_study())
+            return 0
+        return driver.run()
+    except SpecError as error:
+        print(f"convlab search: {args.config}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,491 @@
+"""The search driver: samples in its own process and runs one ``fit`` process tree per trial.
+
+For every trial the driver
+
+1. takes the study lock, fails orphaned trials (and enqueues them again), checks the budget, asks;
+2. samples the parameters (or reads back those of an enqueued retry);
+3. composes base config + fixed overrides + parameters, builds the model and counts parameters and
+   FLOPs; a configuration over ``constraints`` is rejected (PRUNED, ``rejected`` attribute) at once;
+4. writes ``attempts/trial-NNNN/override.yaml`` (parameters, ``run.name/group/job_type/wandb_id``
+   and the trial callback in ``run.callbacks``) and launches
+   ``python -m experiments fit --config <base>... --config <override>`` (under torchrun when the
+   spec asks) in its own process group with the slot's devices, and waits, with a timeout;
+5. alone decides the state: COMPLETE with the values of ``result.json``, PRUNED, or FAIL with the
+   reason (``crash``, ``oom``, ``nonfinite``, ``timeout``, ``exception``, ``interrupted``).
+
+A retried trial whose first attempt left ``checkpoints/last.ckpt`` resumes from it, in the same run
+directory and the same W&B run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from experiments.launch import clean_environment, experiments_command, launch
+from search.compose import ConfigComposer, input_shape, measure_model, validate_space
+from search.space import get_dotted, override_tree, params_to_values, suggest_params
+from search.spec import SearchSpec, SpecError, build_pruner, build_sampler, grid_size
+from search.storage import (
+    DRIVER_ATTR, DriverIdentity, HeartbeatThread, StudyLock, budget_state, is_rdb, make_stale_callback,
+    open_storage, retry_chain_root, sweep_orphans,
+)
+from search.trial import DRIVER_ENV
+
+__all__ = ["SearchDriver", "classify_failure"]
+
+
+def say(message: str) -> None:
+    print(f"convlab search: {message}", flush=True)
+
+
+def classify_failure(returncode: int, timed_out: bool, status_dir: Path, log_path: Path | None) -> tuple[str, str]:
+    """``(reason, detail)`` of a failed trial from its exit status and the ranks' markers."""
+    markers = []
+    for path in sorted(status_dir.glob("fail_rank*.json")):
+        try:
+            markers.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    tail = ""
+    if log_path and log_path.exists():
+        lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+        tail = "\n".join(lines[-15:])
+    if timed_out:
+        return "timeout", tail
+    for kind in ("oom", "nonfinite", "exception", "interrupted"):
+        hits = [m for m in markers if m.get("kind") == kind]
+        if hits:
+            m = hits[0]
+            return kind, f"rank {m['rank']}: {m['type']}: {m['message']}"
+    started = sorted(int(p.stem[4:]) for p in status_dir.glob("rank*.json"))
+    failed = {int(m["rank"]) for m in markers}
+    silent = [r for r in started if r not in failed]
+    if markers or returncode != 0:
+        who = f"rank(s) {silent} died without an exception" if silent else "the process died before training"
+        signal_name = f" (signal {signal.Signals(-returncode).name})" if returncode < 0 and -returncode in signal.Signals._value2member_map_ else ""
+        return "crash", f"{who}; exit status {returncode}{signal_name}\n{tail}"
+    return "exception", f"exit status 0 but no result.json\n{tail}"
+
+
+class SearchDriver:
+    """One driver process of a study (several may share a study through its storage)."""
+
+    def __init__(
+        self,
+        spec: SearchSpec,
+        storage: str | None = None,
+        n_trials: int | None = None,
+        slots: int | None = None,
+        timeout: float | None = None,
+        report: bool = True,
+        retrain_top_k: int | None = None,
+        retrain_seeds: list[int] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.n_trials = n_trials if n_trials is not None else spec.n_trials
+        self.slots = slots or spec.slots
+        self.timeout = timeout if timeout is not None else spec.timeout
+        self.write_report = report
+        self.retrain_top_k = retrain_top_k if retrain_top_k is not None else spec.retrain.get("top_k", 0)
+        self.retrain_seeds = retrain_seeds or spec.retrain.get("seeds", [1, 2, 3])
+        self.storage_arg = storage
+        self.me = DriverIdentity()
+        self.stop_event = threading.Event()
+        self.interrupted = False
+        self.processes: dict[int, subprocess.Popen] = {}
+        self._process_lock = threading.Lock()
+        self.rejections = 0
+        self.launched = 0
+
+    # ------------------------------------------------------------------ set-up
+    def prepare(self) -> None:
+        """Everything that can fail on a bad spec, before any trial."""
+        import warnings
+
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        spec = self.spec
+        self.composer = ConfigComposer()
+        config = validate_space(spec, self.composer)
+        self.base_dict = self.composer.to_dict(config)
+        self.runs_root = Path(get_dotted(self.base_dict, "run.root") or "runs")
+        self.study_dir = self.runs_root / spec.study
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        self.input_shape = input_shape(spec, self.base_dict)
+        if any(o.metric == "latency_ms" for o in spec.objectives) and self.input_shape is None:
+            raise SpecError("objectives: latency_ms needs measure.input_shape (the data has no input_size)")
+        if spec.sampler["name"] == "grid":
+            size = grid_size(spec.entries)
+            self.n_trials = min(self.n_trials or size, size)
+        self.url = self.storage_arg or spec.storage.get("url") or str(self.study_dir / "journal.log")
+        self.heartbeat_interval = int(spec.storage.get("heartbeat_interval", 20))
+        self.grace_period = float(spec.storage.get("grace_period", max(60, 4 * self.heartbeat_interval)))
+        self.max_retry = int(spec.storage.get("max_retry", 3))
+        if is_rdb(self.url):
+            self.storage = open_storage(
+                self.url, heartbeat_interval=self.heartbeat_interval, grace_period=int(self.grace_period),
+                stale_callback=make_stale_callback(self.max_retry),
+            )
+        else:
+            self.storage = open_storage(self.url)
+        self.lock = StudyLock(self.url, spec.study)
+        self.devices = self._slot_devices()
+
+    def _slot_devices(self) -> list[list[int] | None]:
+        devices = self.spec.devices
+        if devices is None:
+            import torch
+
+            count = torch.cuda.device_count()
+            devices = list(range(count)) if count else None
+        if not devices:
+            return [None] * self.slots
+        if len(devices) < self.slots:
+            raise SpecError(f"slots: {self.slots} slots need at least as many GPUs, {len(devices)} visible")
+        per = len(devices) // self.slots
+        return [devices[i * per:(i + 1) * per] for i in range(self.slots)]
+
+    def open_study(self) -> Any:
+        import optuna
+
+        spec = self.spec
+        with self.lock.hold():
+            study = optuna.create_study(
+                study_name=spec.study, storage=self.storage, directions=spec.directions,
+                pruner=build_pruner(spec.pruner), load_if_exists=True,
+            )
+            if [d.name.lower() for d in study.directions] != spec.directions:
+                raise SpecError(f"objectives: study {spec.study!r} exists with directions {[d.name.lower() for d in study.directions]}")
+            attrs = study.user_attrs
+            if "search:uuid" not in attrs:
+                import uuid
+
+                study.set_user_attr("search:uuid", uuid.uuid4().hex)
+                study.set_user_attr("search:spec", json.loads(json.dumps(spec.raw, default=str)))
+                study.set_user_attr("search:objectives", [o.__dict__ for o in spec.objectives])
+                study.set_metric_names([o.metric for o in spec.objectives])
+            elif attrs.get("search:spec", {}).get("space") != json.loads(json.dumps(spec.raw.get("space"), default=str)):
+                say(f"warning: the search space differs from the one study {spec.study!r} started with")
+            ordinal = int(attrs.get("search:drivers", 0))
+            study.set_user_attr("search:drivers", ordinal + 1)
+        self.uuid = study.user_attrs["search:uuid"]
+        study.sampler = build_sampler(spec.sampler, spec.entries, seed_offset=ordinal)
+        self.study = study
+        (self.study_dir / "spec.yaml").write_text(yaml.safe_dump(spec.raw, sort_keys=False))
+        return study
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> int:
+        self.prepare()
+        study = self.open_study()
+        budget = f"{self.n_trials} trials" if self.n_trials else "no trial count"
+        if self.timeout:
+            budget += f", {self.timeout:.0f} s"
+        say(f"study {self.spec.study} ({budget}, {self.slots} slot(s)) in {self.study_dir}; storage {self.url}")
+        self.deadline = time.monotonic() + self.timeout if self.timeout else None
+        self.heartbeat = HeartbeatThread(self.storage, max(1, self.heartbeat_interval // 2) if not is_rdb(self.url) else self.heartbeat_interval)
+        self.heartbeat.start()
+        threads = [threading.Thread(target=self._slot_loop, args=(i,), name=f"slot-{i}", daemon=True) for i in range(self.slots)]
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM,)}
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            for t in threads:
+                t.start()
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.5)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self.stop_event.set()
+            say("interrupted: stopping the running trials (they will be retried when the study resumes)")
+            with self._process_lock:
+                for process in self.processes.values():
+                    _kill_group(process)
+            for t in threads:
+                t.join()
+        finally:
+            self.heartbeat.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if self.interrupted:
+            return 130
+        if self.write_report:
+            self.finish(study)
+        return 0
+
+    def finish(self, study: Any) -> None:
+        from search.report import retrain_top_k, write_outputs, write_wandb_summary
+
+        retrain = None
+        if self.retrain_top_k:
+            retrain = retrain_top_k(self, study, self.retrain_top_k, self.retrain_seeds)
+        outputs = write_outputs(study, self.spec, self.composer, self.study_dir, retrain=retrain)
+        for label, path in outputs.items():
+            say(f"{label:<11} {path}")
+        write_wandb_summary(study, self.spec, self.base_dict, self.study_dir, self.uuid)
+
+    def _out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _slot_loop(self, slot: int) -> None:
+        while not self.stop_event.is_set() and not self._out_of_time():
+            with self.lock.hold():
+                sweep_orphans(self.study, self.me, self.grace_period, self.max_retry)
+                state = budget_state(self.study)
+                if self.n_trials is not None and state["counted"] >= self.n_trials and not state["waiting"]:
+                    return
+                if self.rejections > 20 * (self.n_trials or 50):
+                    say("stopping: too many configurations rejected by the constraints")
+                    self.stop_event.set()
+                    return
+                with _quiet():
+                    trial = self.study.ask()
+                self.storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, {**self.me.as_attr(), "slot": slot})
+            self.heartbeat.add(trial._trial_id)
+            try:
+                self._run_trial(trial, slot)
+            except Exception as error:  # a driver-side bug must not leave the trial RUNNING
+                detail = traceback.format_exc()
+                self._tell_fail(trial, "driver", f"{type(error).__name__}: {error}\n{detail[-2000:]}")
+            finally:
+                self.heartbeat.remove(trial._trial_id)
+
+    # ------------------------------------------------------------------ one trial
+    def _run_trial(self, trial: Any, slot: int) -> None:
+        from optuna.trial import TrialState
+
+        spec = self.spec
+        params = suggest_params(trial, spec.entries)
+        values = params_to_values(params, spec.entries)
+        frozen = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        frozen[trial.number] = self.study._storage.get_trial(trial._trial_id)
+        root = retry_chain_root(frozen[trial.number], frozen)
+        retry_of = trial.user_attrs.get("retry_of")
+        number = trial.number
+        fixed = dict(spec.overrides)
+
+        # -- measure and check constraints before anything is launched
+        measured: dict[str, float] = {}
+        if spec.measure.get("enabled", True) or spec.constraints or any(o.measured for o in spec.objectives):
+            try:
+                config = self.composer.parse(spec.base, override_tree({**fixed, **values}))
+                measured = measure_model(self.composer, config, self.input_shape)
+            except Exception as error:
+                self._tell_fail(trial, "invalid_config", f"{type(error).__name__}: {error}")
+                return
+            for key, value in measured.items():
+                trial.set_user_attr(key, value)
+        violation = _violation(spec.constraints, measured)
+        if violation:
+            trial.set_user_attr("rejected", violation)
+            self.rejections += 1
+            self.study.tell(trial, state=TrialState.PRUNED)
+            say(f"trial {number} rejected before launch: {violation}  {params}")
+            return
+
+        # -- the attempt: override file, status directory, run directory
+        attempt = self.study_dir / "attempts" / f"trial-{number:04d}"
+        if attempt.exists():  # never reuse an attempt's files: keep them aside
+            attempt.rename(attempt.with_name(f"{attempt.name}-{int(time.time())}"))
+        attempt.mkdir(parents=True)
+        run_number, ckpt = number, None
+        if retry_of is not None:
+            root_dir = self.study_dir / f"trial-{root:04d}"
+            last = root_dir / "checkpoints" / "last.ckpt"
+            if last.exists():
+                run_number, ckpt = root, last
+                self._copy_intermediate(int(retry_of), trial)
+        run_name = f"{spec.study}/trial-{run_number:04d}"
+        wandb_id = f"{self.uuid[:8]}-t{run_number:04d}"
+        base_callbacks = get_dotted(self.base_dict, "run.callbacks") or []
+        callback_args = {
+            "storage": self.url,
+            "study_name": spec.study,
+            "trial_id": trial._trial_id,
+            "trial_number": number,
+            "status_dir": str(attempt),
+            "pruner": spec.pruner,
+            "objectives": [o.__dict__ for o in spec.objectives],
+            "params": params,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "latency": {k.removeprefix("latency_"): int(v) for k, v in spec.measure.items() if k.startswith("latency_")},
+        }
+        run_section: dict[str, Any] = {
+            "name": run_name,
+            "group": spec.study,
+            "job_type": "trial",
+            "wandb_id": wandb_id,
+            "tags": ["search", spec.study],
+            "config": {**params, "trial_number": number, "study": spec.study, "retry_of": retry_of},
+            "callbacks": list(base_callbacks) + [{"class_path": "search.trial.OptunaTrialCallback", "init_args": callback_args}],
+        }
+        if spec.wandb:
+            run_section["wandb"] = spec.wandb
+        override = override_tree({**fixed, **values})
+        override["run"] = run_section
+        override_path = attempt / "override.yaml"
+        header = f"# study {spec.study}, trial {number}: base config(s) {', '.join(spec.base)} + this file\n"
+        override_path.write_text(header + yaml.safe_dump(override, sort_keys=False))
+
+        args = ["fit"]
+        for path in spec.base:
+            args += ["--config", path]
+        args += ["--config", str(override_path)]
+        if ckpt is not None:
+            args += ["--ckpt_path", str(ckpt)]
+        command = experiments_command(*args, torchrun_nproc=spec.torchrun)
+        extra = {DRIVER_ENV: f"{self.me.pid}:{self.me.start or ''}", "WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
+        devices = self.devices[slot]
+        if devices is not None:
+            extra["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
+        elif "OMP_NUM_THREADS" not in os.environ:
+            extra["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.slots // (spec.torchrun or 1)))
+        trial.set_user_attr("run_dir", str(self.study_dir / f"trial-{run_number:04d}"))
+        trial.set_user_attr("attempt_dir", str(attempt))
+        trial.set_user_attr("slot", slot)
+        if devices is not None:
+            trial.set_user_attr("devices", devices)
+        if ckpt is not None:
+            trial.set_user_attr("resumed_from", str(ckpt))
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+        extra_info = f", resuming {ckpt}" if ckpt else ""
+        say(f"trial {number} started (slot {slot}{extra_info}): {shown}")
+        self.launched += 1
+
+        log_path = attempt / "worker.log"
+        result = launch(
+            command, env=clean_environment(extra), timeout=spec.trial_timeout, log_path=log_path,
+            on_start=lambda p: self._register(number, p),
+        )
+        with self._process_lock:
+            self.processes.pop(number, None)
+        trial.set_user_attr("returncode", result.returncode)
+        trial.set_user_attr("seconds", round(result.seconds, 2))
+
+        # -- the driver alone decides the state
+        if self.stop_event.is_set() and self.interrupted:
+            self._tell_fail(trial, "interrupted", "the driver was interrupted", retry=True)
+            return
+        payload = None
+        result_path = attempt / "result.json"
+        if result.returncode == 0 and not result.timed_out and result_path.exists():
+            payload = json.loads(result_path.read_text())
+        if payload is None:
+            reason, detail = classify_failure(result.returncode, result.timed_out, attempt, log_path)
+            if reason == "timeout":
+                detail = f"no result after {spec.trial_timeout:.0f} s; the process group was killed\n{detail}"
+            self._tell_fail(trial, reason, detail)
+            return
+        trial.set_user_attr("world_size", payload.get("world_size"))
+        trial.set_user_attr("epochs", payload.get("epochs"))
+        if payload["status"] == "pruned":
+            trial.set_user_attr("pruned_at", payload.get("pruned_at"))
+            self.study.tell(trial, state=TrialState.PRUNED)
+            say(f"trial {number} PRUNED at epoch {payload.get('pruned_at')} ({result.seconds:.0f} s)")
+            return
+        objective_values = []
+        for objective, value in zip(spec.objectives, payload["values"]):
+            if objective.metric in measured:
+                value = measured[objective.metric]
+            if value is None:
+                self._tell_fail(trial, "exception", f"{objective.metric} was never logged; logged metrics are in {attempt}")
+                return
+            objective_values.append(float(value))
+        if "latency_ms" in [o.metric for o in spec.objectives]:
+            trial.set_user_attr("latency_ms", objective_values[[o.metric for o in spec.objectives].index("latency_ms")])
+        if not all(math.isfinite(v) for v in objective_values):
+            self._tell_fail(trial, "nonfinite", f"objective values {objective_values}")
+            return
+        self.study.tell(trial, objective_values if spec.multi_objective else objective_values[0])
+        shown = ", ".join(f"{o.metric}={_fmt(v)}" for o, v in zip(spec.objectives, objective_values))
+        say(f"trial {number} COMPLETE {shown} ({result.seconds:.0f} s)")
+
+    def _register(self, number: int, process: subprocess.Popen) -> None:
+        with self._process_lock:
+            self.processes[number] = process
+        if self.stop_event.is_set() and self.interrupted:
+            _kill_group(process)
+
+    def _copy_intermediate(self, previous_number: int, trial: Any) -> None:
+        """A resumed trial continues the curve of the attempt it resumes (for the pruner)."""
+        previous = self.study.trials[previous_number] if previous_number < len(self.study.trials) else None
+        if previous is None:
+            return
+        for step, value in sorted(previous.intermediate_values.items()):
+            try:
+                self.study._storage.set_trial_intermediate_value(trial._trial_id, step, value)
+            except Exception:
+                pass
+
+    def _tell_fail(self, trial: Any, reason: str, detail: str, retry: bool = False) -> None:
+        from optuna.trial import TrialState
+
+        try:
+            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr("fail_detail", detail[-3000:])
+        except Exception:
+            pass
+        self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        first_line = detail.strip().splitlines()[0] if detail.strip() else ""
+        say(f"trial {trial.number} FAIL ({reason}): {first_line[:200]}")
+        if retry:
+            frozen = self.study._storage.get_trial(trial._trial_id)
+            count = int(frozen.user_attrs.get("retry_count", 0))
+            if count < self.max_retry:
+                self.study.enqueue_trial(
+                    frozen.params, user_attrs={"retry_of": trial.number, "retry_count": count + 1, "retry_reason": reason},
+                    skip_if_exists=False,
+                )
+
+
+def _violation(constraints: dict[str, float], measured: dict[str, float]) -> str | None:
+    if "max_params" in constraints and "params" in measured and measured["params"] > constraints["max_params"]:
+        return f"params {measured['params'] / 1e6:.2f}M > max_params {constraints['max_params'] / 1e6:.2f}M"
+    if "max_gflops" in constraints and "gflops" in measured and measured["gflops"] > constraints["max_gflops"]:
+        return f"gflops {measured['gflops']:.2f} > max_gflops {constraints['max_gflops']:.2f}"
+    return None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class _quiet:
+    """Silences Optuna's 'heartbeat is supposed to be used with Study.optimize' warning: the driver
+    records the heartbeats itself."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.filterwarnings("ignore", message=".*Heartbeat.*")
+
+    def __exit__(self, *exc: Any) -> None:
+        self._ctx.__exit__(*exc)
+

@@ -1,0 +1,327 @@
+"""The trial side: a Lightning callback that a search trial's ``fit`` carries in ``run.callbacks``.
+
+On every rank it
+
+* writes ``rank<r>.json`` when fit starts (world size, precision, the hyper-parameters it trains
+  with) so the driver and the tests can see that every rank runs the same trial;
+* watches the driver: when the driver is gone (``kill -9``) or the rank's parent changed, it kills
+  its process group, so no process outlives its trial;
+* on an exception writes ``fail_rank<r>.json`` with its kind (``oom``, ``nonfinite``,
+  ``exception``, ``distributed``: a peer died) before Lightning re-raises it.
+
+On global rank 0 it re-attaches to the Optuna trial (only then, lazily), reports the monitored
+metric after every validation, asks the pruner, and broadcasts the decision so that all ranks stop
+together at the same epoch; after fit it measures the latency if asked and writes ``result.json``
+atomically (``status`` complete or pruned, the objective values, the reported curve). It never
+tells the study anything: the driver alone marks the trial COMPLETE, PRUNED or FAIL.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+__all__ = ["ResultCallback", "OptunaTrialCallback", "failure_kind"]
+
+DRIVER_ENV = "CONVLAB_SEARCH_DRIVER"
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def failure_kind(error: BaseException) -> str:
+    """``oom``, ``nonfinite``, ``interrupted``, ``distributed`` (a collective failed, usually because
+    a peer died) or ``exception``."""
+    if isinstance(error, getattr(torch, "OutOfMemoryError", ())) or isinstance(error, torch.cuda.OutOfMemoryError):
+        return "oom"
+    text = f"{type(error).__name__}: {error}"
+    if "out of memory" in text.lower() and isinstance(error, RuntimeError):
+        return "oom"
+    if isinstance(error, FloatingPointError) or "non-finite" in text or "nan" in str(error).lower().split():
+        return "nonfinite"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    dist_error = getattr(torch.distributed, "DistBackendError", None)
+    if (dist_error and isinstance(error, dist_error)) or any(
+        s in text for s in ("gloo", "Gloo", "NCCL", "Connection closed by peer", "Connection reset by peer", "ProcessGroup", "Broken pipe")
+    ):
+        return "distributed"
+    return "exception"
+
+
+def _best(values: list[float], direction: str) -> float:
+    return max(values) if direction == "maximize" else min(values)
+
+
+class ResultCallback(pl.Callback):
+    """Writes ``<status_dir>/result.json`` (rank 0) and per-rank start/failure markers.
+
+    Args:
+        status_dir: where the markers and the result go (the driver reads them).
+        objectives: ``[{metric, direction, reduce}]``; ``latency_ms`` is measured after fit on
+            rank 0, other measured metrics (``params``, ``gflops``) come from the driver.
+        params: the trial's parameters (recorded in ``rank<r>.json``).
+        input_shape: input of the latency measurement.
+        latency: ``{batch_size, warmup, iterations}``.
+        driver: ``"<pid>:<start>"`` of the driver to watch (default: ``$CONVLAB_SEARCH_DRIVER``).
+    """
+
+    def __init__(
+        self,
+        status_dir: str,
+        objectives: list[dict[str, Any]] | None = None,
+        params: dict[str, Any] | None = None,
+        input_shape: list[int] | None = None,
+        latency: dict[str, int] | None = None,
+        driver: str | None = None,
+    ) -> None:
+        self.status_dir = Path(status_dir)
+        self.objectives = list(objectives or [{"metric": "val/pckh", "direction": "maximize", "reduce": "best"}])
+        self.params = dict(params or {})
+        self.input_shape = list(input_shape) if input_shape else None
+        self.latency = {"batch_size": 1, "warmup": 3, "iterations": 10, **(latency or {})}
+        self.driver = driver if driver is not None else os.environ.get(DRIVER_ENV)
+        self.history: dict[str, list[float]] = {}
+        self.curve: list[tuple[int, float]] = []
+        self.status = "complete"
+        self.pruned_at: int | None = None
+        self._watchdog: threading.Thread | None = None
+        self._failed = False
+
+    # ------------------------------------------------------------------ every rank
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._start_watchdog()
+        self._rank = trainer.global_rank
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        record = {
+            "rank": trainer.global_rank,
+            "local_rank": trainer.local_rank,
+            "world_size": trainer.world_size,
+            "pid": os.getpid(),
+            "precision": str(trainer.precision),
+            "precision_plugin": type(trainer.precision_plugin).__name__,
+            "strategy": type(trainer.strategy).__name__,
+            "torchelastic": "TORCHELASTIC_RUN_ID" in os.environ,
+            "params": self.params,
+            "num_parameters": sum(p.numel() for p in pl_module.parameters()),
+            "hparams": {k: v for k, v in dict(pl_module.hparams).items() if isinstance(v, (int, float, str, bool, type(None)))},
+        }
+        _write_json(self.status_dir / f"rank{trainer.global_rank}.json", record)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        path = self.status_dir / f"rank{trainer.global_rank}.json"
+        record = json.loads(path.read_text())
+        record["optimizer_lrs"] = [group["lr"] for opt in trainer.optimizers for group in opt.param_groups]
+        _write_json(path, record)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._failed = True
+        kind = failure_kind(exception)
+        _write_json(
+            self.status_dir / f"fail_rank{trainer.global_rank}.json",
+            {
+                "rank": trainer.global_rank,
+                "kind": kind,
+                "type": type(exception).__name__,
+                "message": str(exception)[:2000],
+                "epoch": trainer.current_epoch,
+                "traceback": traceback.format_exc()[-4000:],
+            },
+        )
+
+    def _start_watchdog(self) -> None:
+        if self._watchdog is not None:
+            return
+        parent = os.getppid()
+        pid, _, start = (self.driver or "").partition(":")
+
+        def watch() -> None:
+            from search.storage import process_alive
+
+            while True:
+                time.sleep(1.0)
+                gone = os.getppid() != parent or (pid and not process_alive(int(pid), start or None))
+                if gone:
+                    print(f"convlab search: the driver of this trial is gone; stopping (pid {os.getpid()})", file=sys.stderr, flush=True)
+                    try:
+                        os.killpg(os.getpgrp(), signal.SIGKILL)
+                    finally:
+                        os._exit(137)
+
+        self._watchdog = threading.Thread(target=watch, daemon=True, name="search-watchdog")
+        self._watchdog.start()
+
+    # ------------------------------------------------------------------ metrics
+    def _validation_step(self, trainer: pl.Trainer) -> int:
+        interval = trainer.val_check_interval
+        if isinstance(interval, float) and interval == 1.0:
+            return int(trainer.current_epoch)
+        return int(trainer.global_step)
+
+    def _collect(self, trainer: pl.Trainer) -> None:
+        for objective in self.objectives:
+            value = trainer.callback_metrics.get(objective["metric"])
+            if value is not None:
+                self.history.setdefault(objective["metric"], []).append(float(value))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if trainer.is_global_zero:
+            self._collect(trainer)
+
+    # ------------------------------------------------------------------ result
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or self._failed:
+            return
+        values = []
+        missing = []
+        for objective in self.objectives:
+            metric = objective["metric"]
+            if metric == "latency_ms":
+                values.append(self._latency(pl_module))
+            elif metric in ("params", "gflops"):
+                values.append(None)  # filled in by the driver from its measurement
+            elif self.history.get(metric):
+                series = self.history[metric]
+                values.append(series[-1] if objective.get("reduce", "best") == "last" else _best(series, objective["direction"]))
+            else:
+                values.append(None)
+                missing.append(metric)
+        _write_json(
+            self.status_dir / "result.json",
+            {
+                "status": self.status,
+                "values": values,
+                "missing": missing,
+                "pruned_at": self.pruned_at,
+                "curve": self.curve,
+                "history": self.history,
+                "epochs": trainer.current_epoch,
+                "global_step": trainer.global_step,
+                "world_size": trainer.world_size,
+                "run_dir": str(trainer.default_root_dir),
+            },
+        )
+
+    def _latency(self, pl_module: pl.LightningModule) -> float:
+        if not self.input_shape:
+            raise ValueError("latency_ms needs an input shape (measure.input_shape in the search spec)")
+        shape = [self.latency["batch_size"], *self.input_shape[1:]]
+        network = getattr(pl_module, "network", pl_module)
+        was_training = network.training
+        network.eval()
+        device = pl_module.device
+        x = torch.randn(shape, device=device)
+        if getattr(pl_module, "channels_last", False) and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        times = []
+        with torch.inference_mode():
+            for i in range(self.latency["warmup"] + self.latency["iterations"]):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                network(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if i >= self.latency["warmup"]:
+                    times.append((time.perf_counter() - start) * 1000.0)
+        network.train(was_training)
+        times.sort()
+        return times[len(times) // 2]
+
+
+class OptunaTrialCallback(ResultCallback):
+    """A search trial's callback: ``ResultCallback`` plus reporting to the Optuna trial and pruning.
+
+    Args:
+        storage: the study's storage (journal path or SQLAlchemy URL).
+        study_name: the study.
+        trial_id: Optuna's internal trial id (``trial._trial_id`` in the driver).
+        trial_number: the trial's number (for messages).
+        pruner: the spec's pruner (``{name, ...}``), rebuilt here as in the driver; ``None`` or
+            ``{name: none}`` reports but never prunes. Multi-objective trials do not report.
+        **kwargs: ``ResultCallback``'s arguments.
+    """
+
+    def __init__(
+        self,
+        storage: str,
+        study_name: str,
+        trial_id: int,
+        status_dir: str,
+        trial_number: int | None = None,
+        pruner: dict[str, Any] | None = None,
+        objectives: list[dict[str, Any]] | None = None,
+        params: dict[str, Any] | None = None,
+        input_shape: list[int] | None = None,
+        latency: dict[str, int] | None = None,
+        driver: str | None = None,
+    ) -> None:
+        super().__init__(status_dir, objectives, params, input_shape, latency, driver)
+        self.storage = storage
+        self.study_name = study_name
+        self.trial_id = trial_id
+        self.trial_number = trial_number
+        self.pruner = dict(pruner or {"name": "none"})
+        self._trial: Any = None
+
+    @property
+    def monitor(self) -> str:
+        return self.objectives[0]["metric"]
+
+    def _attach(self) -> Any:
+        if self._trial is None:
+            import optuna
+
+            from search.spec import build_pruner
+            from search.storage import open_storage
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            study = optuna.load_study(
+                study_name=self.study_name,
+                storage=open_storage(self.storage),
+                sampler=optuna.samplers.RandomSampler(),
+                pruner=build_pruner(self.pruner),
+            )
+            self._trial = optuna.trial.Trial(study, self.trial_id)
+        return self._trial
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        decision = "continue"
+        if trainer.is_global_zero:
+            self._collect(trainer)
+            value = trainer.callback_metrics.get(self.monitor)
+            if value is not None and not math.isfinite(float(value)):
+                decision = "nonfinite"
+            elif value is not None and len(self.objectives) == 1:
+                step = self._validation_step(trainer)
+                trial = self._attach()
+                trial.report(float(value), step=step)
+                self.curve.append((step, float(value)))
+                if self.pruner.get("name", "none") != "none" and trial.should_prune():
+                    decision = "prune"
+        decision = trainer.strategy.broadcast(decision, src=0)
+        if decision == "nonfinite":
+            raise FloatingPointError(f"non-finite {self.monitor} at epoch {trainer.current_epoch}")
+        if decision == "prune":
+            self.status = "pruned"
+            self.pruned_at = int(trainer.current_epoch)
+            trainer.should_stop = True
