@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -83,6 +84,7 @@ class ConvlabCLI(LightningCLI):
         kwargs["callbacks"] = list(trainer_config.get("callbacks") or []) + extra
         kwargs.setdefault("default_root_dir", str(run.directory))
         trainer = super().instantiate_trainer(**kwargs)
+        _share_cpu_threads(trainer)
         if trainer.is_global_zero:
             print(f"convlab: {command} -> {run.directory}", flush=True)
         return trainer
@@ -102,6 +104,18 @@ class ConvlabCLI(LightningCLI):
             print(f"  sync with: wandb sync {summary['wandb']}", flush=True)
 
     after_fit = after_validate = after_test = after_predict = _report
+
+
+def _share_cpu_threads(trainer: pl.Trainer) -> None:
+    """Several CPU ranks on one machine each default to one thread per core; their OpenMP threads
+    then spin against each other and a step gets many times slower. Give each rank its share,
+    unless the user set OMP_NUM_THREADS."""
+    if "OMP_NUM_THREADS" in os.environ or trainer.accelerator.__class__.__name__ != "CPUAccelerator":
+        return
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 0)) or trainer.num_devices
+    if local_ranks > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // local_ranks))
 
 
 class _ComponentsCLI(ConvlabCLI):

@@ -170,7 +170,8 @@ def _sample_figure(rng: np.random.Generator, size: int) -> dict:
     head_len_px = head_len * s
     head_center = (kp[NECK] + kp[HEAD]) / 2
     half = 0.55 * head_len_px
-    palette = rng.integers(0, 256, (6, 3))
+    background = rng.integers(0, 256, 3)
+    palette = np.stack([_contrasting(rng, background) for _ in range(6)])
     return {
         "keypoints": kp,
         "head_box": (float(head_center[0] - half), float(head_center[1] - half), float(head_center[0] + half), float(head_center[1] + half)),
@@ -178,11 +179,22 @@ def _sample_figure(rng: np.random.Generator, size: int) -> dict:
         "limb_width": float(rng.uniform(0.1, 0.2) * torso * s),
         "head_radius": float(0.42 * head_len_px),
         "colors": palette.tolist(),
+        "background": background.tolist(),
     }
 
 
+def _contrasting(rng: np.random.Generator, background: np.ndarray, distance: int = 160) -> np.ndarray:
+    """A clothing colour that stands out from the background's base colour (as a person mostly
+    does), so that clutter, not camouflage, is what makes the task hard."""
+    for _ in range(32):
+        color = rng.integers(0, 256, 3)
+        if np.abs(color - background).sum() >= distance:
+            return color
+    return 255 - background
+
+
 def _draw(rng: np.random.Generator, figure: dict, size: int, clutter: int, occlusion_prob: float) -> Image.Image:
-    base = rng.integers(0, 256, 3)
+    base = np.array(figure["background"])
     grad = np.linspace(0, 1, size)[None, :, None] * rng.integers(-80, 80, 3)[None, None, :]
     canvas = np.clip(base[None, None, :] + grad + rng.normal(0, 8, (size, size, 3)), 0, 255).astype(np.uint8)
     image = Image.fromarray(canvas)
