@@ -122,7 +122,6 @@ class SearchDriver:
         self.base_dict = self.composer.to_dict(config)
         self.runs_root = Path(get_dotted(self.base_dict, "run.root") or "runs")
         self.study_dir = self.runs_root / spec.study
-        self.study_dir.mkdir(parents=True, exist_ok=True)
         self.input_shape = input_shape(spec, self.base_dict)
         if any(o.metric == "latency_ms" for o in spec.objectives) and self.input_shape is None:
             raise SpecError("objectives: latency_ms needs measure.input_shape (the data has no input_size)")
@@ -133,15 +132,19 @@ class SearchDriver:
         self.heartbeat_interval = int(spec.storage.get("heartbeat_interval", 20))
         self.grace_period = float(spec.storage.get("grace_period", max(60, 4 * self.heartbeat_interval)))
         self.max_retry = int(spec.storage.get("max_retry", 3))
+        self.devices = self._slot_devices()
+
+    def connect(self) -> None:
+        """Open the storage (creating the journal file or the RDB tables) and the study lock."""
+        self.study_dir.mkdir(parents=True, exist_ok=True)
         if is_rdb(self.url):
             self.storage = open_storage(
-                self.url, heartbeat_interval=self.heartbeat_interval, grace_period=int(self.grace_period),
+                self.url, heartbeat_interval=self.heartbeat_interval, grace_period=max(1, int(self.grace_period)),
                 stale_callback=make_stale_callback(self.max_retry),
             )
         else:
             self.storage = open_storage(self.url)
-        self.lock = StudyLock(self.url, spec.study)
-        self.devices = self._slot_devices()
+        self.lock = StudyLock(self.url, self.spec.study)
 
     def _slot_devices(self) -> list[list[int] | None]:
         devices = self.spec.devices
@@ -161,6 +164,7 @@ class SearchDriver:
         import optuna
 
         spec = self.spec
+        self.connect()
         with self.lock.hold():
             study = optuna.create_study(
                 study_name=spec.study, storage=self.storage, directions=spec.directions,
@@ -246,8 +250,8 @@ class SearchDriver:
                 state = budget_state(self.study)
                 if self.n_trials is not None and state["counted"] >= self.n_trials and not state["waiting"]:
                     return
-                if self.rejections > 20 * (self.n_trials or 50):
-                    say("stopping: too many configurations rejected by the constraints")
+                if self.n_trials is None and self.rejections > 1000:
+                    say("stopping: more than 1000 configurations rejected by the constraints")
                     self.stop_event.set()
                     return
                 with _quiet():

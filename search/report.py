@@ -113,6 +113,10 @@ def _plots(study: Any, spec: SearchSpec, plot_dir: Path) -> dict[str, str]:
         jobs.append(("pareto_front", "Pareto front", lambda: ovm.plot_pareto_front(study, target_names=names)))
     jobs.append(("pruned", "Pruned and failed trials", lambda: _pruned_plot(study, plt)))
     out: dict[str, str] = {}
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     with _PLOT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for key, title, draw in jobs:
@@ -134,6 +138,7 @@ def _plots(study: Any, spec: SearchSpec, plot_dir: Path) -> dict[str, str]:
             except Exception as error:
                 out[key] = f"{title}: not drawn ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
                 plt.close("all")
+    optuna.logging.set_verbosity(verbosity)
     return out
 
 

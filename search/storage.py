@@ -287,13 +287,14 @@ def sweep_orphans(study: Any, me: DriverIdentity, grace_period: float, max_retry
 
 
 def budget_state(study: Any) -> dict[str, Any]:
-    """How much of the budget the study has used: every trial counts once, except a failed trial
-    that was retried (its retry counts) and a configuration rejected before launch."""
+    """How much of the budget the study has used: every trial counts once (a configuration
+    rejected before launch too: it is cheap, and the sampler learns from it), except a failed
+    trial that was retried (its retry counts instead)."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     superseded = {int(t.user_attrs["retry_of"]) for t in trials if t.user_attrs.get("retry_of") is not None}
-    counted = [t for t in trials if t.number not in superseded and not t.user_attrs.get("rejected")]
+    counted = [t for t in trials if t.number not in superseded]
     return {
         "counted": len(counted),
         "waiting": sum(1 for t in trials if t.state == TrialState.WAITING),

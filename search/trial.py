@@ -187,6 +187,11 @@ class ResultCallback(pl.Callback):
 
     # ------------------------------------------------------------------ result
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        path = self.status_dir / f"rank{trainer.global_rank}.json"
+        if path.exists():
+            record = json.loads(path.read_text())
+            record.update({"ended_epoch": int(trainer.current_epoch), "global_step": int(trainer.global_step), "stopped": bool(trainer.should_stop)})
+            _write_json(path, record)
         if not trainer.is_global_zero or self._failed:
             return
         values = []
