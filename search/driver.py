@@ -137,14 +137,15 @@ class SearchDriver:
     def connect(self) -> None:
         """Open the storage (creating the journal file or the RDB tables) and the study lock."""
         self.study_dir.mkdir(parents=True, exist_ok=True)
-        if is_rdb(self.url):
-            self.storage = open_storage(
-                self.url, heartbeat_interval=self.heartbeat_interval, grace_period=max(1, int(self.grace_period)),
-                stale_callback=make_stale_callback(self.max_retry),
-            )
-        else:
-            self.storage = open_storage(self.url)
         self.lock = StudyLock(self.url, self.spec.study)
+        with self.lock.hold():  # two drivers creating the RDB tables at once would race
+            if is_rdb(self.url):
+                self.storage = open_storage(
+                    self.url, heartbeat_interval=self.heartbeat_interval, grace_period=max(1, int(self.grace_period)),
+                    stale_callback=make_stale_callback(self.max_retry),
+                )
+            else:
+                self.storage = open_storage(self.url)
 
     def _slot_devices(self) -> list[list[int] | None]:
         devices = self.spec.devices
@@ -257,9 +258,11 @@ class SearchDriver:
                 with _quiet():
                     trial = self.study.ask()
                 self.storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, {**self.me.as_attr(), "slot": slot})
+                # Sampling under the lock too: with several slots the suggestions stay in trial order.
+                params = suggest_params(trial, self.spec.entries)
             self.heartbeat.add(trial._trial_id)
             try:
-                self._run_trial(trial, slot)
+                self._run_trial(trial, slot, params)
             except Exception as error:  # a driver-side bug must not leave the trial RUNNING
                 detail = traceback.format_exc()
                 self._tell_fail(trial, "driver", f"{type(error).__name__}: {error}\n{detail[-2000:]}")
@@ -267,11 +270,10 @@ class SearchDriver:
                 self.heartbeat.remove(trial._trial_id)
 
     # ------------------------------------------------------------------ one trial
-    def _run_trial(self, trial: Any, slot: int) -> None:
+    def _run_trial(self, trial: Any, slot: int, params: dict[str, Any]) -> None:
         from optuna.trial import TrialState
 
         spec = self.spec
-        params = suggest_params(trial, spec.entries)
         values = params_to_values(params, spec.entries)
         frozen = {t.number: t for t in self.study.get_trials(deepcopy=False)}
         frozen[trial.number] = self.study._storage.get_trial(trial._trial_id)

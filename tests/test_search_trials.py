@@ -1,0 +1,152 @@
+"""Trials through the driver: DDP (Lightning's launcher and torchrun), bf16-mixed, pruning across
+ranks, injected faults, constraints, multi-objective studies and W&B runs. CPU, tiny models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from tests.test_search_helpers import kill_all, load_study, run_search, tiny_base, wait_no_processes, write_spec
+
+
+def _ranks(attempt: Path) -> list[dict]:
+    return [json.loads((attempt / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def _offline_runs(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
+def test_ddp_trial_lightning_launcher_same_params_and_pruned_together(tmp_path: Path) -> None:
+    base = tiny_base(tmp_path, devices=2, strategy="ddp", max_epochs=4, wandb="offline")
+    # Prune at the first report after the warm-up (PCKh < 2 always): epoch 1 of 4.
+    spec = write_spec(tmp_path, base, pruner={"name": "threshold", "lower": 2.0, "n_warmup_steps": 1},
+                      budget={"n_trials": 1, "trial_timeout": 240})
+    try:
+        result = run_search(spec)
+        assert result.returncode == 0, result.stdout + result.stderr
+        study = load_study(str(tmp_path / "runs" / "study" / "journal.log"))
+        (trial,) = study.trials
+        assert trial.state == TrialState.PRUNED
+        assert trial.user_attrs["pruned_at"] == 1 and sorted(trial.intermediate_values) == [0, 1]
+        ranks = _ranks(Path(trial.user_attrs["attempt_dir"]))
+        assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
+        assert not ranks[0]["torchelastic"] and ranks[0]["strategy"] == "DDPStrategy"
+        # Every rank trains with the trial's parameters: same numbers, same model, same lr.
+        assert ranks[0]["params"] == ranks[1]["params"] == trial.params
+        assert ranks[0]["num_parameters"] == ranks[1]["num_parameters"]
+        assert ranks[0]["optimizer_lrs"] == ranks[1]["optimizer_lrs"] == [pytest.approx(trial.params["model.optimizer.lr"])]
+        # ... and all ranks stopped together, at the epoch the pruner decided.
+        assert ranks[0]["ended_epoch"] == ranks[1]["ended_epoch"] == 2
+        assert ranks[0]["global_step"] == ranks[1]["global_step"]
+        # One W&B run per trial, from rank 0 only, in the study's group.
+        runs = _offline_runs(Path(trial.user_attrs["run_dir"]))
+        assert len(runs) == 1 and runs[0].name.endswith(f"{study.user_attrs['search:uuid'][:8]}-t0000")
+        assert wait_no_processes(str(tmp_path), timeout=10) == []
+    finally:
+        kill_all(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_ddp_trial_torchrun_bf16_same_params(tmp_path: Path) -> None:
+    base = tiny_base(tmp_path, devices=2, strategy="ddp", max_epochs=2, precision="bf16-mixed")
+    spec = write_spec(tmp_path, base, torchrun=2, budget={"n_trials": 1, "trial_timeout": 240})
+    try:
+        result = run_search(spec)
+        assert result.returncode == 0, result.stdout + result.stderr
+        study = load_study(str(tmp_path / "runs" / "study" / "journal.log"))
+        (trial,) = study.trials
+        assert trial.state == TrialState.COMPLETE, trial.user_attrs
+        ranks = _ranks(Path(trial.user_attrs["attempt_dir"]))
+        assert all(r["torchelastic"] and r["world_size"] == 2 for r in ranks)
+        assert ranks[0]["params"] == ranks[1]["params"] == trial.params
+        assert ranks[0]["optimizer_lrs"] == ranks[1]["optimizer_lrs"]
+        assert [r["precision"] for r in ranks] == ["bf16-mixed", "bf16-mixed"]
+        assert {r["precision_plugin"] for r in ranks} == {"MixedPrecision"}
+        assert trial.user_attrs["world_size"] == 2
+        assert wait_no_processes(str(tmp_path), timeout=10) == []
+    finally:
+        kill_all(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_injected_faults_fail_with_their_reason_and_leave_no_process(tmp_path: Path) -> None:
+    plan = {"0": "crash", "1": "oom", "2": "nan", "3": "hang"}
+    callbacks = [{"class_path": "tests.fault_injection.FaultInjection", "init_args": {"plan": plan, "rank": 1, "at_step": 1}}]
+    base = tiny_base(tmp_path, devices=2, strategy="ddp", callbacks=callbacks)
+    spec = write_spec(tmp_path, base, slots=2, budget={"n_trials": 4, "trial_timeout": 50})
+    try:
+        result = run_search(spec)
+        assert result.returncode == 0, result.stdout + result.stderr
+        study = load_study(str(tmp_path / "runs" / "study" / "journal.log"))
+        assert [t.state for t in study.trials] == [TrialState.FAIL] * 4
+        reasons = {t.number: t.user_attrs["fail_reason"] for t in study.trials}
+        assert reasons == {0: "crash", 1: "oom", 2: "nonfinite", 3: "timeout"}, {t.number: t.user_attrs for t in study.trials}
+        details = {t.number: t.user_attrs["fail_detail"] for t in study.trials}
+        assert "rank(s) [1] died" in details[0]
+        assert "rank 1: OutOfMemoryError" in details[1]
+        assert "non-finite" in details[2]
+        assert "no result after 50 s" in details[3]
+        assert wait_no_processes(str(tmp_path), timeout=10) == []
+        report = (tmp_path / "runs" / "study" / "report.md").read_text()
+        assert "## Failures" in report and "| 3 | timeout |" in report
+    finally:
+        kill_all(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_multi_objective_pareto_front_constraints_wandb_and_retrain(tmp_path: Path) -> None:
+    base = tiny_base(tmp_path, max_epochs=1, wandb="offline")
+    space = {
+        "model.init_args.optimizer.init_args.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+        "model.init_args.network.init_args.num_features": {"type": "categorical", "choices": [4, 8, 64]},
+    }
+    objectives = [{"metric": "val/pckh", "direction": "maximize"}, {"metric": "params", "direction": "minimize"},
+                  {"metric": "latency_ms", "direction": "minimize"}]
+    spec = write_spec(tmp_path, base, space=space, objectives=objectives, sampler={"name": "nsga2", "seed": 0, "population_size": 4},
+                      constraints={"max_params": 60000}, slots=2, budget={"n_trials": 4, "trial_timeout": 240},
+                      retrain={"top_k": 1, "seeds": [1, 2]})
+    try:
+        result = run_search(spec)
+        assert result.returncode == 0, result.stdout + result.stderr
+        study = load_study(str(tmp_path / "runs" / "study" / "journal.log"))
+        assert len(study.trials) == 4
+        rejected = [t for t in study.trials if t.user_attrs.get("rejected")]
+        launched = [t for t in study.trials if not t.user_attrs.get("rejected")]
+        assert all(t.params["model.network.num_features"] == 64 and t.state == TrialState.PRUNED for t in rejected)
+        assert all("max_params" in t.user_attrs["rejected"] for t in rejected)
+        assert all(t.state == TrialState.COMPLETE and len(t.values) == 3 for t in launched), [t.user_attrs for t in launched]
+        assert all(t.values[1] == t.user_attrs["params"] and t.values[2] > 0 for t in launched)
+        attempts = sorted(p.name for p in (tmp_path / "runs" / "study" / "attempts").iterdir() if p.name.startswith("trial-"))
+        assert attempts == [f"trial-{t.number:04d}" for t in launched]  # nothing launched for a rejected one
+        front = study.best_trials
+        assert front and {t.number for t in front} <= {t.number for t in launched}
+        study_dir = tmp_path / "runs" / "study"
+        assert (study_dir / "plots" / "pareto_front.png").stat().st_size > 0
+        assert len(list((study_dir / "pareto").glob("*.yaml"))) == len(front)
+        report = (study_dir / "report.md").read_text()
+        assert "## Pareto front" in report and "± " in report
+        # W&B: one offline run per launched trial, plus the study summary.
+        for t in launched:
+            assert len(_offline_runs(Path(t.user_attrs["run_dir"]))) == 1
+        assert len(_offline_runs(study_dir / "summary")) == 1
+        retrain = json.loads((study_dir / "retrain.json").read_text())
+        assert len(retrain) == 2 and all(v["value"] is not None for v in retrain.values())
+        assert wait_no_processes(str(tmp_path), timeout=10) == []
+    finally:
+        kill_all(str(tmp_path))
+
+
+def test_parallel_slots_get_disjoint_devices(tmp_path: Path) -> None:
+    from search.driver import SearchDriver
+    from search.spec import load_spec
+
+    base = tiny_base(tmp_path)
+    spec = load_spec(write_spec(tmp_path, base, slots=2, devices=[0, 1, 2, 3]))
+    driver = SearchDriver(spec)
+    driver.prepare()
+    assert driver.devices == [[0, 1], [2, 3]]
+    assert not (tmp_path / "runs").exists()  # checking a spec creates nothing
