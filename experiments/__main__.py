@@ -4,6 +4,8 @@ Commands:
   fit | validate | test | predict   LightningCLI commands on a config (``--config <yaml>``)
   bench                             parameters, FLOPs, latency, throughput, Lightning/bare step ratio
   search                            Optuna study over a search spec (``--config experiments/search/<spec>.yaml``)
+  reproduce <table>                 run a paper table's rows x seeds, report paper | ours | delta (experiments/tables/)
+  report <table>                    rebuild a table's report from its finished runs, without training
 """
 from __future__ import annotations
 
@@ -29,6 +31,14 @@ def main(argv: list[str] | None = None) -> int:
         from search.cli import main as search_main
 
         return search_main(argv[1:])
+    if command == "reproduce":
+        from experiments.reproduce import main_reproduce
+
+        return main_reproduce(argv[1:])
+    if command == "report":
+        from experiments.reproduce import main_report
+
+        return main_report(argv[1:])
     print(__doc__.strip(), file=sys.stderr)
     return 0 if command in ("-h", "--help", "help") else 2
 

@@ -1,0 +1,730 @@
+"""Table specs: ``experiments/tables/<table>.yaml``, loaded and checked before any run starts.
+
+A table spec is a paper table (or an ablation) as a runnable object: which configs make its rows,
+which metrics make its columns, what the paper reports in each cell and where it says so, how close
+counts as reproduced, and how to run it at two scales::
+
+    table: hourglass_stacking                 # default: the file's stem
+    title: Stacked Hourglass, Sec. 4.2        # one line for the report
+    description: ...                          # free text, copied into the report
+    sources:                                  # where the paper numbers come from
+      sec42: {paper: "Newell et al., ECCV 2016", where: "Sec. 4.2 / Fig. 9", split: "MPII val",
+              protocol: "PCKh@0.5, wrists+elbows+knees+ankles", status: confirmed}
+    source: sec42                             # default source of a cell
+    tolerance: 1.0                            # default |ours - paper| that counts as reproduced
+    epoch: last                               # last | best: which validation a run reports
+    select: val/pckh_limbs                    # with epoch: best, the metric that picks the epoch
+    columns:
+      final: {metric: val/pckh_limbs, label: Final, scale: 100, digits: 1}
+      halfway: {metric: "val/pckh_limbs_stack{half}", scale: 100}   # {var}: a row's vars
+    rows:
+      hg2x4:
+        label: 2 stacks x 4 modules
+        section: Equal size                   # rows of one section form one block of the report
+        vars: {stacks: 2, half: 1}            # fill the column templates; a row without a
+                                              # template's var has no such cell
+        override: {model.init_args.network.init_args.num_stacks: 2}   # dotted keys
+        paper: {final: 87.4, halfway: {value: 84.6, source: sec42, tolerance: 1.5}}
+        profiles: {paper: {base: other.yaml, override: {...}, data_dir: flic}, quick: {skip: true}}
+    profiles:
+      quick:                                  # synthetic data, CPU minutes, checks the trend
+        base: experiments/configs/pose/hourglass_synthetic_quick.yaml   # or a list
+        override: {trainer.max_epochs: 6}     # applied to every row, before the row's own
+        seeds: 2
+        slots: 2                              # runs at once (CPU threads are split between them)
+        compare: false                        # paper numbers shown, tolerance not judged
+      paper:                                  # the real dataset, the paper's recipe
+        base: experiments/configs/pose/hourglass_mpii.yaml
+        data: {key: data.init_args.source.init_args.root, dir: mpii, help: "where to get it"}
+        seeds: 1
+    checks:                                   # orderings the paper reports, checked on our means
+      - name: more stacks at equal size, higher final accuracy
+        order: [hg2x4.final, hg4x2.final, hg8x1.final]            # strictly increasing
+      - name: intermediate below final
+        all: ["hg2x4.halfway < hg2x4.final", "hg4x2.halfway < hg4x2.final"]   # < <= > >=
+    plots:
+      - {name: fig9, kind: stack_outputs, rows: [hg2x4, hg4x2], metric: "val/pckh_limbs_stack{k}",
+         stacks: stacks, scale: 100, title: "..."}
+      - {name: curves, kind: curves, columns: [final]}            # per-epoch curves per row
+      - {name: bars, kind: bars, columns: [final, halfway]}        # mean +- std per row, paper marks
+
+Every mistake a user can fix raises ``TableSpecError`` with one line that names the entry
+(``rows.hg2x4.paper.finall: unknown column ...``).
+"""
+from __future__ import annotations
+
+import copy
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "TableSpecError", "TableSpec", "Source", "Column", "PaperCell", "Row", "RowProfile", "Profile", "DataSpec",
+    "Check", "Comparison", "CellRef", "Plot", "load_table", "table_path", "available_tables", "TABLES_DIR",
+    "REPO_ROOT", "template_fields", "override_tree", "deep_merge", "get_dotted",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TABLES_DIR = REPO_ROOT / "experiments" / "tables"
+
+TOP_LEVEL = {
+    "table", "title", "description", "sources", "source", "tolerance", "epoch", "select", "select_mode",
+    "columns", "rows", "profiles", "checks", "plots",
+}
+SOURCE_FIELDS = ("paper", "where", "split", "protocol", "status", "note")
+COLUMN_FIELDS = {"metric", "label", "scale", "digits", "note"}
+CELL_FIELDS = {"value", "source", "tolerance", "note"}
+ROW_FIELDS = {"label", "section", "vars", "override", "paper", "profiles", "note"}
+ROW_PROFILE_FIELDS = {"base", "override", "data_dir", "skip"}
+PROFILE_FIELDS = {"description", "base", "override", "seeds", "slots", "compare", "data", "note"}
+DATA_FIELDS = {"key", "dir", "help"}
+CHECK_FIELDS = {"name", "order", "all", "paper", "profiles"}
+PLOT_FIELDS = {"name", "kind", "title", "rows", "columns", "metric", "stacks", "scale", "ylabel"}
+PLOT_KINDS = ("stack_outputs", "curves", "bars")
+OPERATORS = ("<=", ">=", "<", ">")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_REF = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\.([A-Za-z0-9_-]+)\s*$")
+
+
+class TableSpecError(ValueError):
+    """A table spec the user has to fix; the message names the entry."""
+
+
+# ------------------------------------------------------------------------------------ model
+@dataclass
+class Source:
+    """Where a paper number comes from."""
+
+    name: str
+    paper: str
+    where: str = ""
+    split: str = ""
+    protocol: str = ""
+    status: str = ""
+    note: str = ""
+
+    def describe(self) -> str:
+        parts = [self.paper, self.where, self.split, self.protocol]
+        text = "; ".join(p for p in parts if p)
+        return f"{text} ({self.status})" if self.status else text
+
+
+@dataclass
+class Column:
+    name: str
+    metric: str
+    label: str
+    scale: float = 1.0
+    digits: int = 1
+    note: str = ""
+
+    def metric_for(self, row: "Row") -> str | None:
+        """The logged metric of this column for ``row``, or None when the row lacks a variable
+        of the template (the cell does not exist)."""
+        needed = template_fields(self.metric)
+        if not needed <= set(row.vars):
+            return None
+        return self.metric.format(**row.vars)
+
+
+@dataclass
+class PaperCell:
+    value: float
+    source: Source | None
+    tolerance: float | None
+    note: str = ""
+
+
+@dataclass
+class RowProfile:
+    base: list[str] | None = None
+    override: dict[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None
+    skip: bool = False
+
+
+@dataclass
+class Row:
+    name: str
+    label: str
+    section: str
+    vars: dict[str, Any]
+    override: dict[str, Any]
+    paper: dict[str, PaperCell]
+    profiles: dict[str, RowProfile]
+    note: str = ""
+
+    def in_profile(self, profile: str) -> bool:
+        return not self.profiles.get(profile, RowProfile()).skip
+
+
+@dataclass
+class DataSpec:
+    """How ``--data-root DIR`` reaches a profile's configs: ``DIR/<dir>`` becomes the config value
+    at ``key`` (a row may name another ``dir``)."""
+
+    key: str
+    dir: str = ""
+    help: str = ""
+
+
+@dataclass
+class Profile:
+    name: str
+    description: str
+    base: list[str]
+    override: dict[str, Any]
+    seeds: int = 1
+    slots: int = 1
+    compare: bool = True
+    data: DataSpec | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class CellRef:
+    row: str
+    column: str
+
+    def __str__(self) -> str:
+        return f"{self.row}.{self.column}"
+
+
+@dataclass
+class Comparison:
+    left: CellRef
+    op: str
+    right: CellRef
+
+    def holds(self, a: float, b: float) -> bool:
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.left} {self.op} {self.right}"
+
+
+@dataclass
+class Check:
+    name: str
+    comparisons: list[Comparison]
+    paper: str = ""
+    profiles: list[str] | None = None
+
+    def applies(self, profile: str) -> bool:
+        return self.profiles is None or profile in self.profiles
+
+
+@dataclass
+class Plot:
+    name: str
+    kind: str
+    title: str = ""
+    rows: list[str] | None = None
+    columns: list[str] | None = None
+    metric: str = ""
+    stacks: str = "stacks"
+    scale: float = 1.0
+    ylabel: str = ""
+
+
+@dataclass
+class TableSpec:
+    path: Path
+    table: str
+    title: str
+    description: str
+    sources: dict[str, Source]
+    columns: dict[str, Column]
+    rows: dict[str, Row]
+    profiles: dict[str, Profile]
+    checks: list[Check]
+    plots: list[Plot]
+    epoch: str = "last"
+    select: str | None = None
+    select_mode: str = "max"
+    tolerance: float | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def profile(self, name: str) -> Profile:
+        if name not in self.profiles:
+            raise TableSpecError(f"profile {name!r}: not in table {self.table} (profiles: {', '.join(self.profiles)})")
+        return self.profiles[name]
+
+    def rows_in(self, profile: str) -> list[Row]:
+        return [row for row in self.rows.values() if row.in_profile(profile)]
+
+
+# ------------------------------------------------------------------------------ dict helpers
+def template_fields(template: str) -> set[str]:
+    """The ``{name}`` fields of a format string."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def get_dotted(tree: Any, key: str, default: Any = None) -> Any:
+    node = tree
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return default
+    return node
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``; a mapping naming another ``class_path`` replaces the old one whole
+    (the init_args of one class mean nothing to another), as jsonargparse does."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            if "class_path" in value and old.get("class_path") not in (None, value["class_path"]):
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key] = deep_merge(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def override_tree(values: dict[str, Any]) -> dict[str, Any]:
+    """``{dotted key: value}`` -> the nested mapping a ``--config`` file holds (parents first)."""
+    tree: dict[str, Any] = {}
+    for key in sorted(values, key=lambda k: k.count(".")):
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        value = values[key]
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = deep_merge(node[parts[-1]], value)
+        else:
+            node[parts[-1]] = copy.deepcopy(value)
+    return tree
+
+
+# ---------------------------------------------------------------------------------- parsing
+def _mapping(where: str, value: Any, required: bool = False) -> dict[str, Any]:
+    if value is None:
+        if required:
+            raise TableSpecError(f"{where}: missing (expected a mapping)")
+        return {}
+    if not isinstance(value, dict):
+        raise TableSpecError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _unknown(where: str, raw: dict[str, Any], allowed: set[str]) -> None:
+    bad = sorted(set(map(str, raw)) - allowed)
+    if bad:
+        prefix = f"{where}." if where else ""
+        raise TableSpecError(f"{prefix}{bad[0]}: unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+def _text(where: str, value: Any, default: str = "") -> str:
+    if value is None:
+        return default
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise TableSpecError(f"{where}: expected text, got {type(value).__name__}")
+    return str(value).strip()
+
+
+def _number(where: str, value: Any) -> float:
+    if isinstance(value, str):  # YAML reads 1e-4 (without a dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            raise TableSpecError(f"{where}: expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+        raise TableSpecError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _positive_int(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TableSpecError(f"{where}: expected an integer >= 1, got {value!r}")
+    return value
+
+
+def _name(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not _NAME.match(value) or "/" in value:
+        raise TableSpecError(f"{where}: {value!r} is not a valid name (letters, digits, '_', '-', '.')")
+    return value
+
+
+def _overrides(where: str, raw: Any) -> dict[str, Any]:
+    raw = _mapping(where, raw)
+    for key in raw:
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise TableSpecError(f"{where}.{key}: not a dotted config key (such as model.init_args.network.init_args.num_stacks)")
+        if key.split(".")[0] == "run":
+            raise TableSpecError(f"{where}.{key}: the run section belongs to the runner (name, group, job_type, wandb_id)")
+    return dict(raw)
+
+
+def resolve_config_path(path: str) -> Path:
+    """A config path as written in a spec: absolute, relative to the working directory, or
+    relative to the repository root (so a spec works from any directory)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return REPO_ROOT / p
+
+
+def _bases(where: str, raw: Any) -> list[str]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw or not all(isinstance(p, str) and p for p in raw):
+        raise TableSpecError(f"{where}: give a config file or a list of config files")
+    for path in raw:
+        if not resolve_config_path(path).is_file():
+            raise TableSpecError(f"{where}: config file {path} not found")
+    return list(raw)
+
+
+def _source(where: str, name: str, raw: Any) -> Source:
+    if isinstance(raw, str):
+        raw = {"paper": raw}
+    raw = _mapping(where, raw)
+    _unknown(where, raw, set(SOURCE_FIELDS))
+    if not raw.get("paper"):
+        raise TableSpecError(f"{where}.paper: missing (the paper, repository or page the numbers come from)")
+    return Source(name=name, **{k: _text(f"{where}.{k}", raw.get(k)) for k in SOURCE_FIELDS})
+
+
+def _cell(where: str, raw: Any, sources: dict[str, Source], default_source: Source | None, default_tol: float | None) -> PaperCell:
+    if not isinstance(raw, dict):
+        raw = {"value": raw}
+    _unknown(where, raw, CELL_FIELDS)
+    if "value" not in raw:
+        raise TableSpecError(f"{where}.value: missing")
+    value = _number(f"{where}.value", raw["value"])
+    source = default_source
+    if raw.get("source") is not None:
+        ref = raw["source"]
+        if isinstance(ref, str) and ref in sources:
+            source = sources[ref]
+        elif isinstance(ref, dict):
+            source = _source(f"{where}.source", f"{where}.source", ref)
+        else:
+            raise TableSpecError(f"{where}.source: {ref!r} is not one of the sources ({', '.join(sources) or 'none defined'})")
+    if source is None:
+        raise TableSpecError(f"{where}.source: every paper number needs a source (set it here or a table-level `source:`)")
+    tolerance = default_tol
+    if "tolerance" in raw:
+        tolerance = None if raw["tolerance"] is None else _number(f"{where}.tolerance", raw["tolerance"])
+        if tolerance is not None and tolerance < 0:
+            raise TableSpecError(f"{where}.tolerance: must be >= 0, got {tolerance}")
+    return PaperCell(value=value, source=source, tolerance=tolerance, note=_text(f"{where}.note", raw.get("note")))
+
+
+def _ref(where: str, text: Any, rows: dict[str, Row], columns: dict[str, Column]) -> CellRef:
+    match = _REF.match(text) if isinstance(text, str) else None
+    if not match:
+        raise TableSpecError(f"{where}: {text!r} is not a cell reference <row>.<column>")
+    row, column = match.group(1), match.group(2)
+    if row not in rows:
+        raise TableSpecError(f"{where}: {row!r} is not a row (rows: {', '.join(rows)})")
+    if column not in columns:
+        raise TableSpecError(f"{where}: {column!r} is not a column (columns: {', '.join(columns)})")
+    if columns[column].metric_for(rows[row]) is None:
+        raise TableSpecError(f"{where}: row {row} has no {column} cell (it lacks a variable of {columns[column].metric!r})")
+    return CellRef(row, column)
+
+
+def _comparison(where: str, text: Any, rows: dict[str, Row], columns: dict[str, Column]) -> Comparison:
+    if not isinstance(text, str):
+        raise TableSpecError(f"{where}: expected 'row.column < row.column', got {text!r}")
+    for op in OPERATORS:
+        if op in text:
+            left, right = text.split(op, 1)
+            return Comparison(_ref(where, left, rows, columns), op, _ref(where, right, rows, columns))
+    raise TableSpecError(f"{where}: {text!r} has no comparison operator ({', '.join(OPERATORS)})")
+
+
+def load_table(name_or_path: str | Path, tables_dir: Path | None = None) -> TableSpec:
+    """Read and check a table spec: ``hourglass_stacking`` (from ``experiments/tables``) or a path."""
+    path = table_path(name_or_path, tables_dir)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise TableSpecError(f"{path}{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
+    return parse_table(raw, path)
+
+
+def available_tables(tables_dir: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (tables_dir or TABLES_DIR).glob("*.yaml"))
+
+
+def table_path(name_or_path: str | Path, tables_dir: Path | None = None) -> Path:
+    text = str(name_or_path)
+    candidate = Path(text)
+    if candidate.suffix in (".yaml", ".yml") or "/" in text:
+        if candidate.is_file():
+            return candidate
+        raise TableSpecError(f"table spec {text} not found")
+    directory = tables_dir or TABLES_DIR
+    path = directory / f"{text}.yaml"
+    if not path.is_file():
+        known = ", ".join(available_tables(directory)) or "none"
+        raise TableSpecError(f"table {text!r}: no {path} (tables: {known})")
+    return path
+
+
+def parse_table(raw: Any, path: Path) -> TableSpec:
+    if not isinstance(raw, dict):
+        raise TableSpecError(f"{path}: a table spec is a mapping (table, columns, rows, profiles, ...)")
+    _unknown("", raw, TOP_LEVEL)
+    table = _name("table", raw.get("table", path.stem))
+    title = _text("title", raw.get("title"), table)
+    description = _text("description", raw.get("description"))
+
+    sources = {}
+    for name, value in _mapping("sources", raw.get("sources")).items():
+        sources[_name(f"sources.{name}", name)] = _source(f"sources.{name}", name, value)
+    default_source = None
+    if raw.get("source") is not None:
+        if raw["source"] not in sources:
+            raise TableSpecError(f"source: {raw['source']!r} is not one of the sources ({', '.join(sources) or 'none defined'})")
+        default_source = sources[raw["source"]]
+    elif len(sources) == 1:
+        default_source = next(iter(sources.values()))
+    default_tol = None if raw.get("tolerance") is None else _number("tolerance", raw["tolerance"])
+    if default_tol is not None and default_tol < 0:
+        raise TableSpecError(f"tolerance: must be >= 0, got {default_tol}")
+    epoch = raw.get("epoch", "last")
+    if epoch not in ("last", "best"):
+        raise TableSpecError(f"epoch: must be last or best, got {epoch!r}")
+    select = raw.get("select")
+    if select is not None and not isinstance(select, str):
+        raise TableSpecError(f"select: expected a metric name such as val/pckh, got {select!r}")
+    select_mode = raw.get("select_mode", "max")
+    if select_mode not in ("max", "min"):
+        raise TableSpecError(f"select_mode: must be max or min, got {select_mode!r}")
+
+    # -- columns
+    columns: dict[str, Column] = {}
+    raw_columns = _mapping("columns", raw.get("columns"), required=True)
+    if not raw_columns:
+        raise TableSpecError("columns: a table needs at least one column")
+    for name, value in raw_columns.items():
+        where = f"columns.{name}"
+        _name(where, name)
+        if isinstance(value, str):
+            value = {"metric": value}
+        value = _mapping(where, value)
+        _unknown(where, value, COLUMN_FIELDS)
+        metric = value.get("metric")
+        if not isinstance(metric, str) or not metric:
+            raise TableSpecError(f"{where}.metric: missing (a logged metric such as val/pckh, may hold {{row var}} fields)")
+        try:
+            template_fields(metric)
+        except ValueError as error:
+            raise TableSpecError(f"{where}.metric: bad template {metric!r}: {error}") from None
+        digits = value.get("digits", 1)
+        if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= 6:
+            raise TableSpecError(f"{where}.digits: expected an integer from 0 to 6, got {digits!r}")
+        columns[name] = Column(
+            name=name, metric=metric, label=_text(f"{where}.label", value.get("label"), name),
+            scale=_number(f"{where}.scale", value.get("scale", 1.0)), digits=digits, note=_text(f"{where}.note", value.get("note")),
+        )
+
+    # -- profiles (before rows: rows may name a profile)
+    profiles: dict[str, Profile] = {}
+    raw_profiles = _mapping("profiles", raw.get("profiles"), required=True)
+    if not raw_profiles:
+        raise TableSpecError("profiles: a table needs at least one profile (quick, paper)")
+    for name, value in raw_profiles.items():
+        where = f"profiles.{name}"
+        _name(where, name)
+        value = _mapping(where, value, required=True)
+        _unknown(where, value, PROFILE_FIELDS)
+        if "base" not in value:
+            raise TableSpecError(f"{where}.base: missing (the config file(s) every row starts from)")
+        data = None
+        if value.get("data") is not None:
+            d = _mapping(f"{where}.data", value["data"])
+            _unknown(f"{where}.data", d, DATA_FIELDS)
+            key = d.get("key")
+            if not isinstance(key, str) or not _KEY.match(key):
+                raise TableSpecError(f"{where}.data.key: the dotted config key of the data root, e.g. data.init_args.source.init_args.root")
+            data = DataSpec(key=key, dir=_text(f"{where}.data.dir", d.get("dir")), help=_text(f"{where}.data.help", d.get("help")))
+        compare = value.get("compare", True)
+        if not isinstance(compare, bool):
+            raise TableSpecError(f"{where}.compare: expected true or false, got {compare!r}")
+        profiles[name] = Profile(
+            name=name,
+            description=_text(f"{where}.description", value.get("description")),
+            base=_bases(f"{where}.base", value["base"]),
+            override=_overrides(f"{where}.override", value.get("override")),
+            seeds=_positive_int(f"{where}.seeds", value.get("seeds", 1)),
+            slots=_positive_int(f"{where}.slots", value.get("slots", 1)),
+            compare=compare,
+            data=data,
+            note=_text(f"{where}.note", value.get("note")),
+        )
+
+    # -- rows
+    rows: dict[str, Row] = {}
+    raw_rows = _mapping("rows", raw.get("rows"), required=True)
+    if not raw_rows:
+        raise TableSpecError("rows: a table needs at least one row")
+    for name, value in raw_rows.items():
+        where = f"rows.{name}"
+        _name(where, name)
+        value = _mapping(where, value, required=True)
+        _unknown(where, value, ROW_FIELDS)
+        variables = _mapping(f"{where}.vars", value.get("vars"))
+        for var, v in variables.items():
+            if not isinstance(var, str) or not var.isidentifier():
+                raise TableSpecError(f"{where}.vars.{var}: not a variable name")
+            if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+                raise TableSpecError(f"{where}.vars.{var}: expected a number or text, got {v!r}")
+        row_profiles: dict[str, RowProfile] = {}
+        for pname, pvalue in _mapping(f"{where}.profiles", value.get("profiles")).items():
+            pwhere = f"{where}.profiles.{pname}"
+            if pname not in profiles:
+                raise TableSpecError(f"{pwhere}: {pname!r} is not a profile ({', '.join(profiles)})")
+            pvalue = _mapping(pwhere, pvalue)
+            _unknown(pwhere, pvalue, ROW_PROFILE_FIELDS)
+            skip = pvalue.get("skip", False)
+            if not isinstance(skip, bool):
+                raise TableSpecError(f"{pwhere}.skip: expected true or false, got {skip!r}")
+            data_dir = pvalue.get("data_dir")
+            if data_dir is not None and profiles[pname].data is None:
+                raise TableSpecError(f"{pwhere}.data_dir: profile {pname} has no data section (data.key) to apply it to")
+            row_profiles[pname] = RowProfile(
+                base=_bases(f"{pwhere}.base", pvalue["base"]) if pvalue.get("base") is not None else None,
+                override=_overrides(f"{pwhere}.override", pvalue.get("override")),
+                data_dir=None if data_dir is None else _text(f"{pwhere}.data_dir", data_dir),
+                skip=skip,
+            )
+        row = Row(
+            name=name, label=_text(f"{where}.label", value.get("label"), name), section=_text(f"{where}.section", value.get("section")),
+            vars=dict(variables), override=_overrides(f"{where}.override", value.get("override")), paper={},
+            profiles=row_profiles, note=_text(f"{where}.note", value.get("note")),
+        )
+        for column, cell in _mapping(f"{where}.paper", value.get("paper")).items():
+            cwhere = f"{where}.paper.{column}"
+            if column not in columns:
+                raise TableSpecError(f"{cwhere}: unknown column (columns: {', '.join(columns)})")
+            if columns[column].metric_for(row) is None:
+                missing = sorted(template_fields(columns[column].metric) - set(row.vars))
+                raise TableSpecError(f"{cwhere}: the row has no {column} cell: its vars lack {', '.join(missing)} for {columns[column].metric!r}")
+            row.paper[column] = _cell(cwhere, cell, sources, default_source, default_tol)
+        rows[name] = row
+    all_vars = set().union(*(set(r.vars) for r in rows.values()))
+    for column in columns.values():
+        unknown = template_fields(column.metric) - all_vars
+        if unknown:
+            raise TableSpecError(f"columns.{column.name}.metric: {{{sorted(unknown)[0]}}} is not a var of any row")
+    for pname in profiles:
+        if not any(r.in_profile(pname) for r in rows.values()):
+            raise TableSpecError(f"profiles.{pname}: every row skips this profile")
+
+    # -- checks
+    checks: list[Check] = []
+    raw_checks = raw.get("checks") or []
+    if not isinstance(raw_checks, list):
+        raise TableSpecError("checks: expected a list")
+    for i, value in enumerate(raw_checks):
+        where = f"checks[{i}]"
+        value = _mapping(where, value, required=True)
+        _unknown(where, value, CHECK_FIELDS)
+        name = _text(f"{where}.name", value.get("name"))
+        if not name:
+            raise TableSpecError(f"{where}.name: missing (what the check states, e.g. 'more stacks, higher accuracy')")
+        where = f"checks[{i}] ({name})"
+        comparisons: list[Comparison] = []
+        if ("order" in value) == ("all" in value):
+            raise TableSpecError(f"{where}: give either order: [cells, increasing] or all: ['a < b', ...]")
+        if "order" in value:
+            order = value["order"]
+            if not isinstance(order, list) or len(order) < 2:
+                raise TableSpecError(f"{where}.order: give two or more cells <row>.<column>, in increasing order")
+            refs = [_ref(f"{where}.order[{j}]", text, rows, columns) for j, text in enumerate(order)]
+            comparisons = [Comparison(a, "<", b) for a, b in zip(refs, refs[1:])]
+        else:
+            items = value["all"]
+            if isinstance(items, str):
+                items = [items]
+            if not isinstance(items, list) or not items:
+                raise TableSpecError(f"{where}.all: give a list of comparisons such as 'hg2.halfway < hg2.final'")
+            comparisons = [_comparison(f"{where}.all[{j}]", text, rows, columns) for j, text in enumerate(items)]
+        check_profiles = value.get("profiles")
+        if check_profiles is not None:
+            if isinstance(check_profiles, str):
+                check_profiles = [check_profiles]
+            bad = [p for p in check_profiles if p not in profiles]
+            if bad:
+                raise TableSpecError(f"{where}.profiles: {bad[0]!r} is not a profile ({', '.join(profiles)})")
+        for comparison in comparisons:
+            for ref in (comparison.left, comparison.right):
+                for p in check_profiles or profiles:
+                    if not rows[ref.row].in_profile(p) and check_profiles is not None:
+                        raise TableSpecError(f"{where}: row {ref.row} skips profile {p}")
+        checks.append(Check(name=name, comparisons=comparisons, paper=_text(f"{where}.paper", value.get("paper")), profiles=check_profiles))
+
+    # -- plots
+    plots: list[Plot] = []
+    raw_plots = raw.get("plots") or []
+    if not isinstance(raw_plots, list):
+        raise TableSpecError("plots: expected a list")
+    names: set[str] = set()
+    for i, value in enumerate(raw_plots):
+        where = f"plots[{i}]"
+        value = _mapping(where, value, required=True)
+        _unknown(where, value, PLOT_FIELDS)
+        name = _name(f"{where}.name", value.get("name"))
+        where = f"plots.{name}"
+        if name in names:
+            raise TableSpecError(f"{where}: duplicate plot name")
+        names.add(name)
+        kind = value.get("kind")
+        if kind not in PLOT_KINDS:
+            raise TableSpecError(f"{where}.kind: must be one of {', '.join(PLOT_KINDS)}, got {kind!r}")
+        plot_rows = value.get("rows")
+        if plot_rows is not None:
+            if not isinstance(plot_rows, list) or not plot_rows:
+                raise TableSpecError(f"{where}.rows: give a list of rows")
+            for r in plot_rows:
+                if r not in rows:
+                    raise TableSpecError(f"{where}.rows: {r!r} is not a row (rows: {', '.join(rows)})")
+        plot_columns = value.get("columns")
+        if plot_columns is not None:
+            if isinstance(plot_columns, str):
+                plot_columns = [plot_columns]
+            for c in plot_columns:
+                if c not in columns:
+                    raise TableSpecError(f"{where}.columns: {c!r} is not a column (columns: {', '.join(columns)})")
+        plot = Plot(
+            name=name, kind=kind, title=_text(f"{where}.title", value.get("title")), rows=plot_rows, columns=plot_columns,
+            metric=_text(f"{where}.metric", value.get("metric")), stacks=_text(f"{where}.stacks", value.get("stacks"), "stacks"),
+            scale=_number(f"{where}.scale", value.get("scale", 1.0)), ylabel=_text(f"{where}.ylabel", value.get("ylabel")),
+        )
+        if kind == "stack_outputs":
+            if "k" not in template_fields(plot.metric):
+                raise TableSpecError(f"{where}.metric: a stack_outputs plot needs a metric template with {{k}} (the stack), e.g. val/pckh_stack{{k}}")
+            for r in plot_rows or rows:
+                stacks = rows[r].vars.get(plot.stacks)
+                if isinstance(stacks, bool) or not isinstance(stacks, int) or stacks < 1:
+                    raise TableSpecError(f"{where}: row {r} needs an integer var {plot.stacks!r} (its number of stacks)")
+                missing = template_fields(plot.metric) - {"k"} - set(rows[r].vars)
+                if missing:
+                    raise TableSpecError(f"{where}.metric: row {r} lacks the var {sorted(missing)[0]!r}")
+        plots.append(plot)
+
+    return TableSpec(
+        path=path, table=table, title=title, description=description, sources=sources, columns=columns, rows=rows,
+        profiles=profiles, checks=checks, plots=plots, epoch=epoch, select=select, select_mode=select_mode,
+        tolerance=default_tol, raw=raw,
+    )
