@@ -86,6 +86,11 @@ class PoseSource(ABC):
     def load_image(self, record: PoseRecord) -> Tensor:
         """``(3, H, W)`` uint8 RGB image of ``record``."""
 
+    def coco_annotation_file(self, split: str) -> str | None:
+        """COCO-format keypoint ground truth of ``split`` when the source has one (then OKS AP is
+        reported besides PCK); ``None`` otherwise."""
+        return None
+
 
 class PoseAugmentation:
     """Training-time augmentation of Newell et al. Sec. 3.3.
@@ -213,6 +218,8 @@ class TopDownPoseDataset(Dataset):
             "scale": torch.tensor(record.scale, dtype=torch.float32),
             "flipped": torch.tensor(aug["flip"]),
             "index": torch.tensor(index),
+            # COCO's integer image id for OKS AP result files; -1 where ids are not integers.
+            "image_id": torch.tensor(record.image_id if isinstance(record.image_id, int) else -1),
         }
         return crop.float(), target
 

@@ -44,7 +44,7 @@ def _pose_bare_loss(module: pl.LightningModule, batch: Any) -> Tensor:
     from lightning_modules.pose import heatmap_loss
 
     images, target = batch
-    return heatmap_loss(module.network(images), target["heatmaps"], target["heatmap_valid"], module.intermediate_supervision)
+    return heatmap_loss(module(images), target["heatmaps"], target["heatmap_valid"], module.intermediate_supervision)
 
 
 def _bare_losses() -> dict[type, Callable[[pl.LightningModule, Any], Tensor]]:
@@ -171,7 +171,6 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
     bare_module = copy.deepcopy(model).to(device).train()
     bare_opt = _first_optimizer(bare_module.configure_optimizers())
     scaler = torch.amp.GradScaler(device.type) if precision.startswith("16-mixed") and device.type == "cuda" else None
-    replay_batch = bare_module.on_before_batch_transfer(batch, 0)
 
     class _ReplayData(pl.LightningDataModule):
         def train_dataloader(self) -> DataLoader:
@@ -202,7 +201,7 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
         steps_l = [b - a for a, b in zip(timer.starts[:-1], timer.starts[1:])][warmup:]
 
         steps_b = []
-        loader = DataLoader(_Replay(replay_batch, warmup + steps), batch_size=None)
+        loader = DataLoader(_Replay(batch, warmup + steps), batch_size=None)
         sync()
         t_prev = time.perf_counter()
         for i, b in enumerate(loader):

@@ -18,6 +18,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from datamodules.keypoints import Skeleton
 from datamodules.pose import PoseProtocol
 from lightning_modules.heatmap_decode import decode_heatmaps, flip_back, to_image_coordinates
+from lightning_modules.metrics.coco_keypoints import COCOKeypointAP
 from lightning_modules.metrics.pck import PCK
 
 __all__ = ["PoseEstimationModule", "heatmap_loss"]
@@ -61,7 +62,8 @@ class PoseEstimationModule(pl.LightningModule):
     supplies the skeleton (flip pairs, part columns) and the protocol (PCKh@0.5 or PCK@0.2).
     Metrics: ``val/<protocol>`` (final stack), ``val/<protocol>_<part>``, ``val/<protocol>_limbs``,
     ``val/<protocol>_stack<k>`` and ``val/<protocol>_limbs_stack<k>`` for every stack, ``val/loss``,
-    ``val/<protocol>_best``; the same under ``test/`` without the best.
+    ``val/<protocol>_best``; the same under ``test/`` without the best. On COCO, the official OKS
+    AP/AR of the final stack's keypoints too (``val/coco_ap``, ``val/coco_ap50``, ..., pycocotools).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class PoseEstimationModule(pl.LightningModule):
         self.skeleton: Skeleton | None = None
         self.protocol: PoseProtocol | None = None
         self.metrics = nn.ModuleDict()
+        self.coco_ap = nn.ModuleDict()
         self._image_batch: dict[str, Tensor] | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -102,6 +105,11 @@ class PoseEstimationModule(pl.LightningModule):
         if datamodule is None or not hasattr(datamodule, "skeleton"):
             raise RuntimeError("PoseEstimationModule needs a pose data module (datamodules.pose.PoseDataModule)")
         self.configure_protocol(datamodule.skeleton, datamodule.protocol)
+        # Sources with COCO ground truth (COCO keypoints) are also scored by OKS AP, officially.
+        for split, source_split in (("val", datamodule.val_split), ("test", datamodule.test_split)):
+            annotations = datamodule.source.coco_annotation_file(source_split)
+            if annotations and split not in self.coco_ap:
+                self.coco_ap[split] = COCOKeypointAP(annotations)
 
     def configure_protocol(self, skeleton: Skeleton, protocol: PoseProtocol) -> None:
         """Build the metrics for a dataset's skeleton and protocol (called from ``setup``)."""
@@ -135,17 +143,14 @@ class PoseEstimationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def forward(self, images: Tensor) -> list[Tensor]:
-        return self.network(images)
+        return self.network(self._memory_format(images))
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.channels_last:
-            images, target = batch
-            return images.contiguous(memory_format=torch.channels_last), target
-        return batch
+    def _memory_format(self, images: Tensor) -> Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def training_step(self, batch: tuple[Tensor, dict[str, Tensor]], batch_idx: int) -> Tensor:
         images, target = batch
-        outputs = self.network(images)
+        outputs = self(images)
         loss = heatmap_loss(outputs, target["heatmaps"], target["heatmap_valid"], self.intermediate_supervision)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
@@ -156,10 +161,10 @@ class PoseEstimationModule(pl.LightningModule):
     def _predict_heatmaps(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """The network's outputs on ``images`` and, with the flip test, their average with the
         outputs on the mirrored images (else the same list twice)."""
-        outputs = self.network(images)
+        outputs = self(images)
         if not self.flip_test:
             return outputs, outputs
-        flipped = self.network(images.flip(-1))
+        flipped = self(images.flip(-1))
         perm = self.skeleton.flip_permutation()
         return outputs, [(o + flip_back(f, perm)) / 2 for o, f in zip(outputs, flipped)]
 
@@ -173,8 +178,10 @@ class PoseEstimationModule(pl.LightningModule):
         raw, outputs = self._predict_heatmaps(images)
         normaliser = target[self.protocol.normaliser]
         for k, heatmaps in enumerate(outputs, start=1):
-            keypoints, _ = self._image_keypoints(heatmaps, images, target["crop_matrix"])
+            keypoints, scores = self._image_keypoints(heatmaps, images, target["crop_matrix"])
             self.metrics[f"{split}_stack{k}"].update(keypoints, target["keypoints"], target["visible"], normaliser)
+        if split in self.coco_ap:
+            self.coco_ap[split].update(target["image_id"], keypoints, scores)
         return raw, outputs
 
     def validation_step(self, batch: tuple[Tensor, dict[str, Tensor]], batch_idx: int) -> None:
@@ -215,6 +222,11 @@ class PoseEstimationModule(pl.LightningModule):
             self.log(f"{split}/{name}_limbs", final["limbs"])
         for part, value in final["parts"].items():
             self.log(f"{split}/{name}_{part.lower()}", value)
+        if split in self.coco_ap:
+            stats = self.coco_ap[split].compute()
+            self.coco_ap[split].reset()
+            for stat, value in stats.items():
+                self.log(f"{split}/coco_{stat.lower()}", value.float())
         return final["mean"]
 
     def on_validation_epoch_end(self) -> None:

@@ -663,3 +663,47 @@ def test_missing_data_root_fails_at_once_with_one_line(tmp_path):
     assert result.returncode == 2, result.stderr[-3000:]
     assert len(lines) == 1 and str(missing) in lines[0], result.stderr[-3000:]
     assert not (tmp_path / "runs").exists()
+
+
+def test_coco_validation_reports_oks_ap_through_the_pose_module(tmp_path):
+    # The pose module scores COCO sources with pycocotools' OKS AP besides PCK; a network that
+    # outputs the ground-truth heatmaps must score AP = 1 (up to heatmap quantisation).
+    import lightning.pytorch as pl
+    from torch import nn
+
+    from lightning_modules.pose import PoseEstimationModule
+
+    root = coco_folder(tmp_path / "coco")
+    # People whose joints all lie inside their boxes (so inside their crops).
+    content = coco_file(root / "annotations" / "person_keypoints_val2017.json")
+    content["annotations"] = [
+        {"id": 20 + i, "image_id": i, "category_id": 1, "bbox": [20.0, 8.0, 40.0, 64.0], "area": 2000.0, "iscrowd": 0,
+         "num_keypoints": 17, "keypoints": [v for k in range(17) for v in (25.0 + 2 * k + i, 12.0 + 3 * k, 2)]}
+        for i in (1, 2)
+    ]
+    write_json(root / "annotations" / "person_keypoints_val2017.json", content)
+    datamodule = PoseDataModule(COCOKeypoints(str(root)), input_size=(64, 48), output_size=(64, 48), sigma=1.0, batch_size=2, num_workers=0)
+
+    class Oracle(nn.Module):
+        """Returns the batch's target heatmaps (set by the test) as its only stack."""
+
+        num_stacks, num_joints = 1, 17
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(()))
+            self.heatmaps = None
+
+        def forward(self, images):
+            return [self.heatmaps + 0 * self.dummy]
+
+    class FeedTargets(pl.Callback):
+        def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+            module.network.heatmaps = batch[1]["heatmaps"]
+
+    module = PoseEstimationModule(Oracle(), flip_test=False, log_images=0)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[FeedTargets()])
+    trainer.validate(module, datamodule=datamodule)
+    metrics = trainer.callback_metrics
+    assert metrics["val/coco_ap"].item() == pytest.approx(1.0)
+    assert metrics["val/pck"].item() == pytest.approx(1.0)

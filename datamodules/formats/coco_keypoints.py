@@ -102,6 +102,10 @@ class COCOKeypoints(ImageFileSource):
             self.splits[split] = self._read(path, folder)
         self.splits["test"] = self.splits["val"]
 
+    def coco_annotation_file(self, split: str) -> str | None:
+        """The split's keypoint ground truth, so OKS AP is reported (``test`` is the val people)."""
+        return str(self.annotation_files["train" if split == "train" else "val"])
+
     def _read(self, path: Path, images: Path) -> list[PoseRecord]:
         coco = load_coco(path)
         person = coco.getCatIds(catNms=["person"])
