@@ -17,6 +17,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments search", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="search spec (experiments/search/<name>.yaml)")
+    p.add_argument("--study-name", help="study name (default: the spec's study, else the spec file's stem)")
     p.add_argument("--storage", help="journal file or SQLAlchemy URL (default: runs/<study>/journal.log)")
     p.add_argument("--n-trials", type=int, help="trial budget of the whole study (default: the spec's)")
     p.add_argument("--timeout", type=float, help="seconds after which this driver starts no new trial")
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 raise SpecError(f"--set {item}: expected KEY=VALUE")
             extra[key.strip()] = yaml.safe_load(value)
-        spec = load_spec(args.config, extra)
+        spec = load_spec(args.config, extra, study=args.study_name)
         if args.n_trials is not None and args.n_trials < 1:
             raise SpecError("--n-trials: must be >= 1")
         if args.slots is not None and args.slots < 1:

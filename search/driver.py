@@ -218,6 +218,12 @@ class SearchDriver:
             with self._process_lock:
                 for process in self.processes.values():
                     _kill_group(process)
+            deadline = time.monotonic() + 15
+            for t in threads:
+                t.join(timeout=max(0.1, deadline - time.monotonic()))
+            with self._process_lock:
+                for process in self.processes.values():
+                    _kill_group(process, signal.SIGKILL)
             for t in threads:
                 t.join()
         finally:
@@ -236,7 +242,7 @@ class SearchDriver:
         retrain = None
         if self.retrain_top_k:
             retrain = retrain_top_k(self, study, self.retrain_top_k, self.retrain_seeds)
-        outputs = write_outputs(study, self.spec, self.composer, self.study_dir, retrain=retrain)
+        outputs = write_outputs(study, self.spec, self.composer, self.study_dir, retrain=retrain, storage_url=self.url)
         for label, path in outputs.items():
             say(f"{label:<11} {path}")
         write_wandb_summary(study, self.spec, self.base_dict, self.study_dir, self.uuid)
@@ -313,7 +319,13 @@ class SearchDriver:
             if last.exists():
                 run_number, ckpt = root, last
                 self._copy_intermediate(int(retry_of), trial)
-        run_name = f"{spec.study}/trial-{run_number:04d}"
+        run_label = f"trial-{run_number:04d}"
+        if ckpt is None:
+            k = 2
+            while _holds_files(self.study_dir / run_label):  # e.g. a study re-created with the same name
+                run_label = f"trial-{run_number:04d}-{k}"
+                k += 1
+        run_name = f"{spec.study}/{run_label}"
         wandb_id = f"{self.uuid[:8]}-t{run_number:04d}"
         base_callbacks = get_dotted(self.base_dict, "run.callbacks") or []
         callback_args = {
@@ -358,7 +370,7 @@ class SearchDriver:
             extra["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
         elif "OMP_NUM_THREADS" not in os.environ:
             extra["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.slots // (spec.torchrun or 1)))
-        trial.set_user_attr("run_dir", str(self.study_dir / f"trial-{run_number:04d}"))
+        trial.set_user_attr("run_dir", str(self.study_dir / run_label))
         trial.set_user_attr("attempt_dir", str(attempt))
         trial.set_user_attr("slot", slot)
         if devices is not None:
@@ -381,13 +393,13 @@ class SearchDriver:
         trial.set_user_attr("seconds", round(result.seconds, 2))
 
         # -- the driver alone decides the state
-        if self.stop_event.is_set() and self.interrupted:
-            self._tell_fail(trial, "interrupted", "the driver was interrupted", retry=True)
-            return
         payload = None
         result_path = attempt / "result.json"
         if result.returncode == 0 and not result.timed_out and result_path.exists():
             payload = json.loads(result_path.read_text())
+        if payload is None and self.interrupted:
+            self._tell_fail(trial, "interrupted", "the driver was interrupted; the trial will be retried", retry=True)
+            return
         if payload is None:
             reason, detail = classify_failure(result.returncode, result.timed_out, attempt, log_path)
             if reason == "timeout":
@@ -406,7 +418,8 @@ class SearchDriver:
             if objective.metric in measured:
                 value = measured[objective.metric]
             if value is None:
-                self._tell_fail(trial, "exception", f"{objective.metric} was never logged; logged metrics are in {attempt}")
+                logged = ", ".join(payload.get("metrics", [])) or "none"
+                self._tell_fail(trial, "exception", f"{objective.metric} was never logged (logged: {logged})")
                 return
             objective_values.append(float(value))
         if "latency_ms" in [o.metric for o in spec.objectives]:
@@ -474,9 +487,13 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _kill_group(process: subprocess.Popen) -> None:
+def _holds_files(directory: Path) -> bool:
+    return directory.exists() and any(directory.iterdir())
+
+
+def _kill_group(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     try:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 

@@ -178,7 +178,9 @@ def _pruned_plot(study: Any, plt: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------- report
-def write_outputs(study: Any, spec: SearchSpec, composer: Any, study_dir: Path, retrain: dict[str, Any] | None = None) -> dict[str, str]:
+def write_outputs(
+    study: Any, spec: SearchSpec, composer: Any, study_dir: Path, retrain: dict[str, Any] | None = None, storage_url: str | None = None
+) -> dict[str, str]:
     from optuna.trial import TrialState
 
     study_dir = Path(study_dir)
@@ -291,8 +293,10 @@ def write_outputs(study: Any, spec: SearchSpec, composer: Any, study_dir: Path, 
     lines += [
         "## Open the study",
         "",
-        f"- storage: `{study._storage.__class__.__name__}`; dashboard: `optuna-dashboard <storage URL or journal file>`",
-        f"- resume or extend: run the same `python -m experiments search --config {spec.path}` again",
+        f"- storage: `{storage_url or study._storage.__class__.__name__}`",
+        f"- dashboard: `pip install optuna-dashboard && optuna-dashboard {storage_url or '<storage>'}`",
+        f"- resume or extend: run the same `python -m experiments search --config {spec.path}"
+        + (f" --storage {storage_url}" if storage_url and "://" in storage_url else "") + "` again (`--n-trials N` raises the budget)",
         "",
     ]
     _atomic_write(study_dir / "report.md", "\n".join(lines))

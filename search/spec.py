@@ -225,8 +225,9 @@ def _check_kwargs(section: str, cls: Any, kwargs: dict[str, Any], reserved: tupl
             raise SpecError(f"{section}.{key}: not an argument of optuna.{cls.__name__}")
 
 
-def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpec:
-    """Read and check a spec. ``overrides`` are extra fixed dotted keys (the CLI's ``--set``)."""
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, study: str | None = None) -> SearchSpec:
+    """Read and check a spec. ``overrides`` are extra fixed dotted keys (the CLI's ``--set``),
+    ``study`` replaces the spec's study name."""
     path = Path(path)
     if not path.exists():
         raise SpecError(f"{path}: no such search spec")
@@ -240,7 +241,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Sear
     if unknown:
         raise SpecError(f"{unknown[0]}: unknown spec entry (known: {', '.join(sorted(TOP_LEVEL))})")
 
-    study = str(raw.get("study") or path.stem)
+    study = str(study or raw.get("study") or path.stem)
     if not re.match(r"^[A-Za-z0-9_.-]+$", study):
         raise SpecError(f"study: {study!r} may only hold letters, digits, '_', '-' and '.'")
     base = raw.get("base")

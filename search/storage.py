@@ -255,8 +255,6 @@ def sweep_orphans(study: Any, me: DriverIdentity, grace_period: float, max_retry
 
     storage = study._storage
     heartbeat_rdb = is_heartbeat_enabled(storage)
-    if heartbeat_rdb:
-        fail_stale_trials(study)
     failed = []
     now = time.time()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -283,6 +281,8 @@ def sweep_orphans(study: Any, me: DriverIdentity, grace_period: float, max_retry
             continue
         _enqueue_retry(study, trial, reason, max_retry)
         failed.append(trial.number)
+    if heartbeat_rdb:  # drivers on other hosts: Optuna's heartbeat (its callback enqueues the retry)
+        fail_stale_trials(study)
     return failed
 
 

@@ -221,6 +221,7 @@ class ResultCallback(pl.Callback):
                 "global_step": trainer.global_step,
                 "world_size": trainer.world_size,
                 "run_dir": str(trainer.default_root_dir),
+                "metrics": sorted(trainer.callback_metrics),
             },
         )
 

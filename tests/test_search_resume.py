@@ -61,13 +61,13 @@ def _check_resumed(storage: str, before: dict, n_trials: int) -> None:
 @pytest.mark.slow
 def test_kill9_driver_then_resume_journal(tmp_path: Path) -> None:
     base = tiny_base(tmp_path, max_epochs=3, wandb="offline")
-    spec = write_spec(tmp_path, base, budget={"n_trials": 3, "trial_timeout": 240})
+    spec = write_spec(tmp_path, base, budget={"n_trials": 2, "trial_timeout": 240})
     storage = str(tmp_path / "runs" / "study" / "journal.log")
     try:
         before = _kill_mid_trial(tmp_path, spec, storage, [])
         result = run_search(spec)
         assert result.returncode == 0, result.stdout + result.stderr
-        _check_resumed(storage, before, n_trials=3)
+        _check_resumed(storage, before, n_trials=2)
         study = load_study(storage)
         retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 1)
         # The resumed trial continues its W&B run: the same id as the interrupted attempt.
@@ -82,7 +82,7 @@ def test_kill9_driver_then_resume_journal(tmp_path: Path) -> None:
         # Running the finished study's command again runs nothing more.
         again = run_search(spec)
         assert again.returncode == 0 and "started" not in again.stdout
-        assert len(load_study(storage).trials) == 4
+        assert len(load_study(storage).trials) == 3
         assert wait_no_processes(str(tmp_path), timeout=10) == []
     finally:
         kill_all(str(tmp_path))
@@ -92,12 +92,12 @@ def test_kill9_driver_then_resume_journal(tmp_path: Path) -> None:
 def test_kill9_driver_then_resume_postgres(tmp_path: Path) -> None:
     url, drop = postgres_database("search_kill9")
     base = tiny_base(tmp_path, max_epochs=3)
-    spec = write_spec(tmp_path, base, budget={"n_trials": 3, "trial_timeout": 240}, storage={"heartbeat_interval": 2, "grace_period": 6})
+    spec = write_spec(tmp_path, base, budget={"n_trials": 2, "trial_timeout": 240}, storage={"heartbeat_interval": 2, "grace_period": 6})
     try:
         before = _kill_mid_trial(tmp_path, spec, url, ["--storage", url])
         result = run_search(spec, "--storage", url)
         assert result.returncode == 0, result.stdout + result.stderr
-        _check_resumed(url, before, n_trials=3)
+        _check_resumed(url, before, n_trials=2)
         assert wait_no_processes(str(tmp_path), timeout=10) == []
     finally:
         kill_all(str(tmp_path))
