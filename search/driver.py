@@ -106,6 +106,7 @@ class SearchDriver:
         self._process_lock = threading.Lock()
         self.rejections = 0
         self.launched = 0
+        self.errors = 0
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
@@ -234,7 +235,7 @@ class SearchDriver:
             return 130
         if self.write_report:
             self.finish(study)
-        return 0
+        return 1 if self.errors else 0
 
     def finish(self, study: Any) -> None:
         from search.report import retrain_top_k, write_outputs, write_wandb_summary
@@ -251,6 +252,13 @@ class SearchDriver:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def _slot_loop(self, slot: int) -> None:
+        try:
+            self._slot_trials(slot)
+        except Exception:  # storage unreachable, a bug: say so, stop this slot, fail the command
+            self.errors += 1
+            say(f"slot {slot} stopped on an error:\n{traceback.format_exc()}")
+
+    def _slot_trials(self, slot: int) -> None:
         while not self.stop_event.is_set() and not self._out_of_time():
             with self.lock.hold():
                 sweep_orphans(self.study, self.me, self.grace_period, self.max_retry)
@@ -264,8 +272,11 @@ class SearchDriver:
                 with _quiet():
                     trial = self.study.ask()
                 self.storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, {**self.me.as_attr(), "slot": slot})
-                # Sampling under the lock too: with several slots the suggestions stay in trial order.
-                params = suggest_params(trial, self.spec.entries)
+                try:  # sampling under the lock too: with several slots the suggestions stay in trial order
+                    params = suggest_params(trial, self.spec.entries)
+                except Exception as error:
+                    self._tell_fail(trial, "driver", f"sampling failed: {type(error).__name__}: {error}")
+                    continue
             self.heartbeat.add(trial._trial_id)
             try:
                 self._run_trial(trial, slot, params)
