@@ -91,8 +91,7 @@ class PlannedRun:
 
     def override(self) -> dict[str, Any]:
         """The override file's content: the composed overrides, the seed and the run section."""
-        tree = override_tree(self.dotted)
-        tree["seed_everything"] = self.seed
+        tree = {"seed_everything": self.seed, **override_tree(self.dotted)}
         run = {
             "name": self.name,
             "root": self.root,
@@ -145,9 +144,10 @@ def row_config(spec: TableSpec, profile: Profile, row: Row, data_root: str | Non
 
 
 def config_identity(bases: list[str], dotted: dict[str, Any], data_key: str | None) -> dict[str, Any]:
-    """What makes two rows the same run: the base files and the overrides that change them. An
-    override equal to the base's own value changes nothing and is left out, and so is the data
-    root (moving a dataset does not make a run another run)."""
+    """What makes two rows the same run: the base configs (their content, so that an edited base
+    makes its finished runs stale) and the overrides that change them. An override equal to the
+    base's own value changes nothing and is left out, and so is the data root (moving a dataset
+    does not make a run another run)."""
     merged: dict[str, Any] = {}
     for base in bases:
         try:
@@ -162,7 +162,7 @@ def config_identity(bases: list[str], dotted: dict[str, Any], data_key: str | No
         if current is not _MISSING and _same(current, value):
             continue
         changes[key] = value
-    return {"bases": [str(resolve_config_path(b).resolve()) for b in bases], "override": override_tree(changes)}
+    return {"bases": [str(resolve_config_path(b).resolve()) for b in bases], "base_config": merged, "override": override_tree(changes)}
 
 
 _MISSING = object()
@@ -481,8 +481,14 @@ class Reproducer:
         run.override_path.write_text(run.header() + yaml.safe_dump(run.override(), sort_keys=False))
         state = _read_json(directory / STATE_FILE) or {}
         attempts = list(state.get("attempts", []))
+        if attempts and attempts[-1].get("returncode") is None:  # its runner died: close the record
+            last = attempts[-1]
+            ended = max((p.stat().st_mtime for p in directory.rglob("*") if p.is_file()), default=time.time())
+            last.update({"returncode": "interrupted", "seconds": round(max(0.0, ended - last.get("started_epoch", ended)), 1)})
         resumed = (directory / "checkpoints" / "last.ckpt").exists()
         command = experiments_command(*run.command_args())
+        started = time.time()
+        attempts.append({"started": _iso(started), "started_epoch": started, "resumed": resumed, "returncode": None, "seconds": None})
         state.update({
             "table": run.table, "profile": run.profile, "rows": run.rows, "seed": run.seed, "config_hash": run.config_hash,
             "override": str(run.override_path), "command": command, "attempts": attempts,
@@ -492,7 +498,6 @@ class Reproducer:
         extra = {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
         if threads:
             extra["OMP_NUM_THREADS"] = str(threads)
-        started = time.time()
 
         def on_start(process: subprocess.Popen) -> None:
             with self.lock:
@@ -505,14 +510,14 @@ class Reproducer:
             with self.lock:
                 self.processes.pop(id(run), None)
         (directory / PID_FILE).unlink(missing_ok=True)
-        attempts.append({"started": _iso(started), "seconds": round(result.seconds, 1), "returncode": result.returncode, "timed_out": result.timed_out, "resumed": resumed})
+        attempts[-1].update({"seconds": round(result.seconds, 1), "returncode": result.returncode, "timed_out": result.timed_out})
         state["attempts"] = attempts
         _write_json(directory / STATE_FILE, state)
         if self.stopping.is_set():
             return
         epochs = read_validation(directory / "metrics.csv")
         if result.returncode == 0 and epochs:
-            seconds = sum(a["seconds"] for a in attempts)
+            seconds = sum(a["seconds"] or 0 for a in attempts)
             _write_json(directory / RESULT_FILE, {
                 "table": run.table, "profile": run.profile, "rows": run.rows, "seed": run.seed, "config_hash": run.config_hash,
                 "returncode": 0, "epochs": max(epochs) + 1, "seconds": round(seconds, 1), "attempts": len(attempts),
@@ -782,11 +787,11 @@ def evaluate_checks(collected: Collected) -> list[CheckResult]:
                 sd = math.sqrt(sum((d - mean_d) ** 2 for d in diffs) / (len(diffs) - 1))
                 noise = f", seed-to-seed std of the difference {sd:.{digits}f}"
             details.append(
-                f"{'holds' if holds else 'FAILS'}: {comparison.left} {left.mean:.{digits}f} {comparison.op} "
+                f"{'holds' if holds else 'does not hold'}: {comparison.left} {left.mean:.{digits}f} {comparison.op} "
                 f"{comparison.right} {right.mean:.{digits}f} (difference {left.mean - right.mean:+.{digits}f}; "
                 f"holds in {per_seed}/{len(paired)} seed(s){noise})"
             )
-        status = "not evaluated" if missing and not any(d.startswith(("holds", "FAILS")) for d in details) else (
+        status = "not evaluated" if missing and not any(d.startswith(("holds", "does not hold")) for d in details) else (
             "holds" if holds_all and not missing else "fails" if not holds_all else "partly evaluated")
         results.append(CheckResult(name=check.name, status=status, details=details, paper=check.paper, seeds_holding=(seed_ok, seed_total)))
     return results
@@ -882,6 +887,11 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
         base_list = ", ".join(sorted({b for run in collected.runs for b in run.bases}))
         out.append(f"- Base config(s): {base_list}; each run adds its override file (`{pdir / 'overrides'}`).")
         out.append("")
+        if checks:
+            data = "synthetic data" if not profile.compare else "this profile's data"
+            verdicts = "; ".join(f"{c.name}: **{'holds' if c.status == 'holds' else 'does not hold' if c.status == 'fails' else c.status}**" for c in checks)
+            out.append(f"**Orderings on {data}** (means over {len(seeds)} seed(s); details under Trend checks): {verdicts}.")
+            out.append("")
         for message in collected.missing_metrics:
             out.append(f"> missing metric: {message}")
         if collected.missing_metrics:
@@ -956,7 +966,8 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
                     out.append(f"  - {detail}")
             out.append("")
             held = sum(r.status == "holds" for r in checks)
-            out.append(f"{held} of {len(checks)} orderings of the paper hold in this profile's means.")
+            out.append(f"{held} of {len(checks)} checked orderings hold in this profile's means. A difference smaller than its "
+                       "seed-to-seed spread is not resolved by this many seeds.")
             out.append("")
 
         # -- plots

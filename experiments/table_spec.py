@@ -578,6 +578,11 @@ def parse_table(raw: Any, path: Path) -> TableSpec:
     raw_rows = _mapping("rows", raw.get("rows"), required=True)
     if not raw_rows:
         raise TableSpecError("rows: a table needs at least one row")
+    all_vars = {str(v) for r in raw_rows.values() if isinstance(r, dict) and isinstance(r.get("vars"), dict) for v in r["vars"]}
+    for column in columns.values():
+        unknown = template_fields(column.metric) - all_vars
+        if unknown:
+            raise TableSpecError(f"columns.{column.name}.metric: {{{sorted(unknown)[0]}}} is not a var of any row")
     for name, value in raw_rows.items():
         where = f"rows.{name}"
         _name(where, name)
@@ -622,11 +627,6 @@ def parse_table(raw: Any, path: Path) -> TableSpec:
                 raise TableSpecError(f"{cwhere}: the row has no {column} cell: its vars lack {', '.join(missing)} for {columns[column].metric!r}")
             row.paper[column] = _cell(cwhere, cell, sources, default_source, default_tol)
         rows[name] = row
-    all_vars = set().union(*(set(r.vars) for r in rows.values()))
-    for column in columns.values():
-        unknown = template_fields(column.metric) - all_vars
-        if unknown:
-            raise TableSpecError(f"columns.{column.name}.metric: {{{sorted(unknown)[0]}}} is not a var of any row")
     for pname in profiles:
         if not any(r.in_profile(pname) for r in rows.values()):
             raise TableSpecError(f"profiles.{pname}: every row skips this profile")

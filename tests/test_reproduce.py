@@ -1,0 +1,474 @@
+"""Paper tables: spec loading and validation, planning (shared rows, data roots, stale runs), the
+report from finished runs, the paper profile's dry run without data, and ``reproduce`` end to end on
+a two-row, two-seed tiny table that is killed once and resumed."""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments.reproduce import (
+    RESULT_FILE, STATE_FILE, _TableLock, main_report, main_reproduce, pick_epoch, plan_runs, read_validation,
+)
+from experiments.table_spec import TableSpecError, available_tables, load_table
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = "tests/configs/table_tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)
+
+
+# ==================================================================================== specs
+def test_shipped_tables_load():
+    assert {"hourglass_stacking", "hourglass_mpii"} <= set(available_tables())
+    for name in available_tables():
+        spec = load_table(name)
+        assert {"quick", "paper"} <= set(spec.profiles), name
+    stacking = load_table("hourglass_stacking")
+    paper = {(r.name, c): cell.value for r in stacking.rows.values() for c, cell in r.paper.items()}
+    assert paper == {("hg2x4", "final"): 87.4, ("hg2x4", "halfway"): 84.6, ("hg4x2", "final"): 87.8,
+                     ("hg4x2", "halfway"): 86.5, ("hg8x1", "final"): 88.1, ("hg8x1", "halfway"): 87.1}
+    assert all(cell.source.split.startswith("MPII validation") for r in stacking.rows.values() for cell in r.paper.values())
+    assert stacking.columns["halfway"].metric_for(stacking.rows["hg8x1"]) == "val/pckh_limbs_stack4"
+    assert stacking.columns["halfway"].metric_for(stacking.rows["s1x1"]) is None  # a 1-stack net has no halfway
+    mpii = load_table("hourglass_mpii")
+    assert mpii.rows["mpii_test_paper"].paper["total"].value == 90.9
+    assert mpii.rows["flic"].paper["elbow"].value == 99.0 and mpii.rows["flic"].paper["wrist"].value == 97.0
+    assert mpii.columns["elbow"].metric_for(mpii.rows["flic"]) == "val/pck_elbow"
+    assert not mpii.rows["flic"].in_profile("quick")
+
+
+def _tiny_raw() -> dict:
+    return yaml.safe_load((REPO / TINY).read_text())
+
+
+def _set(path: str, value):
+    def mutate(raw):
+        node = raw
+        parts = path.split("/")
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if value is _DELETE:
+            del node[parts[-1]]
+        else:
+            node[parts[-1]] = value
+    return mutate
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (_set("colums", {}), "colums: unknown field"),
+    (_set("rows/two/paper/finall", 3.0), "rows.two.paper.finall: unknown column"),
+    (_set("rows/one/paper/halfway", 3.0), "rows.one.paper.halfway: the row has no halfway cell"),
+    (_set("rows/two/paper/final", {"value": "high"}), "rows.two.paper.final.value: expected a number"),
+    (_set("rows/two/paper/final", {"value": 1.0, "source": "nowhere"}), "rows.two.paper.final.source: 'nowhere' is not one of the sources"),
+    (_set("rows/two/overide", {}), "rows.two.overide: unknown field"),
+    (_set("rows/two/override", {"model.init_args..x": 1}), "rows.two.override.model.init_args..x: not a dotted config key"),
+    (_set("rows/two/override", {"run.name": "x"}), "rows.two.override.run.name: the run section belongs to the runner"),
+    (_set("rows/two/profiles", {"gpu": {}}), "rows.two.profiles.gpu: 'gpu' is not a profile"),
+    (_set("profiles/quick/base", "tests/configs/nope.yaml"), "profiles.quick.base: config file tests/configs/nope.yaml not found"),
+    (_set("profiles/quick/base", _DELETE), "profiles.quick.base: missing"),
+    (_set("profiles/quick/seeds", 0), "profiles.quick.seeds: expected an integer >= 1"),
+    (_set("columns/final/metric", "val/pckh_stack{stack}"), "columns.final.metric: {stack} is not a var of any row"),
+    (_set("epoch", "middle"), "epoch: must be last or best"),
+    (_set("checks/0/order", ["one.final", "three.final"]), "checks[0] (two stacks beat one).order[1]: 'three' is not a row"),
+    (_set("checks/1/all", ["two.first = two.final"]), "has no comparison operator"),
+    (_set("checks/1/all", ["one.halfway < two.final"]), "row one has no halfway cell"),
+    (_set("plots/0/metric", "val/pckh_limbs"), "plots.stack_outputs.metric: a stack_outputs plot needs a metric template with {k}"),
+    (_set("plots/1/kind", "pie"), "plots.bars.kind: must be one of"),
+    (_set("plots/0/stacks", "depth"), "plots.stack_outputs: row one needs an integer var 'depth'"),
+])
+def test_malformed_spec_is_rejected_naming_the_entry(tmp_path, mutate, message):
+    raw = _tiny_raw()
+    mutate(raw)
+    path = tmp_path / "table_tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(TableSpecError) as error:
+        load_table(path)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_table_and_bad_yaml(tmp_path):
+    with pytest.raises(TableSpecError, match="table 'hourglass_nope': no .* \\(tables: .*hourglass_stacking"):
+        load_table("hourglass_nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("table: x\ncolumns: [unclosed\n")
+    with pytest.raises(TableSpecError, match="not valid YAML"):
+        load_table(bad)
+
+
+# =================================================================================== planning
+def test_plan_shares_rows_with_identical_configs(tmp_path):
+    spec = load_table("hourglass_stacking")
+    runs = plan_runs(spec, "quick", [0, 1], str(tmp_path))
+    assert len(runs) == 14  # 7 distinct configs x 2 seeds, not 9 rows x 2
+    by_key = {r.key: r.rows for r in runs if r.seed == 0}
+    assert by_key["hg2x4"] == ["hg2x4", "sup_on"]  # sup_on restates the base's intermediate_supervision: true
+    assert by_key["hg8x1"] == ["hg8x1", "s8x1"]
+    assert set(by_key) == {"hg2x4", "hg4x2", "hg8x1", "sup_off", "s1x1", "s2x1", "s4x1"}
+    assert all(r.status == "new" for r in runs)
+    assert len({r.wandb_id for r in runs}) == 14
+    assert [r.wandb_id for r in runs] == [r.wandb_id for r in plan_runs(spec, "quick", [0, 1], str(tmp_path))]
+    run = runs[0]
+    override = run.override()
+    assert override["seed_everything"] == 0
+    assert override["run"]["group"] == "hourglass_stacking" and override["run"]["job_type"] == "hg2x4"
+    assert override["run"]["name"] == "tables/hourglass_stacking/quick/hg2x4/seed0"
+    assert run.command_args()[-2:] == ["--ckpt_path", "last"]
+
+
+def test_paper_profile_maps_the_data_root(tmp_path):
+    spec = load_table("hourglass_mpii")
+    runs = plan_runs(spec, "paper", [0], str(tmp_path / "runs"), data_root="/datasets")
+    roots = {r.key: r.dotted["data.init_args.source.init_args.root"] for r in runs}
+    assert roots == {"mpii_val_bearpaw": "/datasets/mpii", "flic": "/datasets/flic"}
+    assert runs[0].rows == ["mpii_val_bearpaw", "mpii_val_mmpose", "mpii_test_paper"]
+    assert runs[1].bases == ["experiments/configs/pose/hourglass_flic.yaml"]
+    # Moving the dataset does not make the runs other runs.
+    moved = plan_runs(spec, "paper", [0], str(tmp_path / "runs"), data_root="/elsewhere")
+    assert [r.config_hash for r in moved] == [r.config_hash for r in runs]
+
+
+def test_changed_spec_makes_runs_stale_and_foreign_dirs_are_refused(tmp_path):
+    spec = load_table(TINY)
+    run = plan_runs(spec, "quick", [0], str(tmp_path))[0]
+    run.directory.mkdir(parents=True)
+    (run.directory / STATE_FILE).write_text(json.dumps({"config_hash": "something-else"}))
+    assert plan_runs(spec, "quick", [0], str(tmp_path))[0].status == "stale"
+    (run.directory / STATE_FILE).unlink()
+    (run.directory / "notes.txt").write_text("mine")
+    assert plan_runs(spec, "quick", [0], str(tmp_path))[0].status == "foreign"
+
+
+# ============================================================================ metrics helpers
+def test_read_validation_and_epoch_choice(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text(
+        "epoch,step,train/loss,val/pckh,val/x\n"
+        "0,3,0.5,,\n0,3,,0.2,1\n1,7,,0.6,2\n"
+        "1,7,,0.5,3\n"  # a resumed run logged epoch 1 again: the later row wins
+        "2,11,,0.4,4\n"
+    )
+    epochs = read_validation(path)
+    assert epochs == {0: {"val/pckh": 0.2, "val/x": 1.0}, 1: {"val/pckh": 0.5, "val/x": 3.0}, 2: {"val/pckh": 0.4, "val/x": 4.0}}
+    assert pick_epoch(epochs, "last", "val/pckh", "max") == 2
+    assert pick_epoch(epochs, "best", "val/pckh", "max") == 1
+    assert pick_epoch(epochs, "best", "val/x", "min") == 0
+
+
+# ==================================================== report from runs (fabricated, no training)
+def _fabricate(root: Path, values: dict[tuple[str, int], list[dict[str, float]]]) -> None:
+    """Finished runs of the tiny table: ``{(row, seed): [validation metrics per epoch]}``."""
+    spec = load_table(TINY)
+    for run in plan_runs(spec, "quick", sorted({s for _, s in values}), str(root)):
+        epochs = values.get((run.key, run.seed))
+        if epochs is None:
+            continue
+        run.directory.mkdir(parents=True)
+        keys = sorted({k for e in epochs for k in e})
+        with open(run.directory / "metrics.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["epoch", "step", "train/loss", *keys])
+            for i, e in enumerate(epochs):
+                writer.writerow([i, 4 * i + 3, 0.1, *[""] * len(keys)])
+                writer.writerow([i, 4 * i + 3, "", *[e.get(k, "") for k in keys]])
+        stacks = spec.rows[run.key].vars["stacks"]
+        (run.directory / "config.yaml").write_text(yaml.safe_dump({
+            "run": {"monitor": "val/pckh", "wandb": "disabled"},
+            "model": {"init_args": {"network": {"class_path": "lightning_modules.networks.hourglass.StackedHourglass",
+                                                "init_args": {"num_stacks": stacks, "num_blocks": 1, "num_features": 16, "num_joints": 16, "depth": 2}}}},
+        }))
+        (run.directory / STATE_FILE).write_text(json.dumps({"config_hash": run.config_hash}))
+        (run.directory / RESULT_FILE).write_text(json.dumps({"config_hash": run.config_hash, "seconds": 12.0}))
+
+
+def _epoch(stack1: float, stack2: float | None = None, total: float = 0.5) -> dict[str, float]:
+    out = {"val/pckh": total, "val/pckh_limbs_stack1": stack1}
+    if stack2 is not None:
+        out["val/pckh_limbs_stack2"] = stack2
+    return out
+
+
+def test_report_from_finished_runs(tmp_path, capsys):
+    _fabricate(tmp_path, {
+        ("one", 0): [_epoch(0.05), _epoch(0.10)],
+        ("one", 1): [_epoch(0.07), _epoch(0.14)],
+        ("two", 0): [_epoch(0.02, 0.10), _epoch(0.18, 0.20)],
+        ("two", 1): [_epoch(0.03, 0.12), _epoch(0.12, 0.24)],
+    })
+    assert main_report([TINY, "--root", str(tmp_path), "--wandb", "disabled"]) == 0
+    out = tmp_path / "tables" / "table_tiny"
+    summary = json.loads((out / "quick" / "summary.json").read_text())
+    cells = {(c["row"], c["column"]): c for c in summary["cells"]}
+    assert set(cells) == {("one", "final"), ("one", "first"), ("two", "final"), ("two", "first"), ("two", "halfway")}
+    final_one = cells[("one", "final")]
+    assert final_one["values"] == pytest.approx([10.0, 14.0]) and final_one["mean"] == pytest.approx(12.0)
+    assert final_one["std"] == pytest.approx(math.sqrt(8.0)) and final_one["n"] == 2
+    assert final_one["delta"] == pytest.approx(2.0)  # paper 10.0
+    final_two = cells[("two", "final")]
+    assert final_two["mean"] == pytest.approx(22.0) and final_two["delta"] == pytest.approx(2.0)
+    assert cells[("two", "halfway")]["mean"] == pytest.approx(15.0) and cells[("two", "halfway")]["delta"] == pytest.approx(10.0)
+    # The quick profile of the fixture compares (compare defaults to true): tolerance 50 / 0.001.
+    assert final_one["within_tolerance"] is True and final_two["within_tolerance"] is False
+    checks = {c["name"]: c["status"] for c in summary["checks"]}
+    assert checks == {"two stacks beat one": "holds", "first stack below final": "holds"}
+    report = (out / "report.md").read_text()
+    assert report == (out / "quick" / "report.md").read_text().replace("](plots/", "](quick/plots/")
+    assert "| 1 stack | Final | 10.00 | 12.00 ± 2.83 (n=2) | +2.00 | yes (±50) | fixture |" in report
+    assert "| 2 stacks | Final | 20.00 | 22.00 ± 2.83 (n=2) | +2.00 | no (±0.001) | fixture |" in report
+    assert "| 2 stacks | Halfway | 5.00 | 15.00 ± 4.24 (n=2) | +10.00 | yes (±50) | fixture |" in report
+    assert "last** validation epoch" in report
+    assert "two stacks beat one**: ✅ holds" in report
+    for name in ("stack_outputs", "bars", "curves"):
+        assert (out / "quick" / "plots" / f"{name}.png").stat().st_size > 1000
+        assert f"](quick/plots/{name}.png)" in report
+    assert (out / "quick" / "runs.csv").read_text().count("\n") == 5
+
+    # A run that is not finished (no result.json) is left out: the cell has one seed.
+    (tmp_path / "tables/table_tiny/quick/two/seed1" / RESULT_FILE).unlink()
+    assert main_report([TINY, "--root", str(tmp_path), "--wandb", "disabled", "--seeds", "2"]) == 0
+    summary = json.loads((out / "quick" / "summary.json").read_text())
+    cells = {(c["row"], c["column"]): c for c in summary["cells"]}
+    assert cells[("two", "final")]["n"] == 1 and cells[("two", "final")]["mean"] == pytest.approx(20.0)
+    assert "| `tables/table_tiny/quick/two/seed1` | two | 1 | partial |" in (out / "report.md").read_text()
+
+
+def test_report_at_the_best_epoch(tmp_path):
+    raw = _tiny_raw()
+    raw["epoch"] = "best"  # by the runs' monitor, val/pckh
+    spec_path = tmp_path / "table_tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    spec = load_table(spec_path)
+    # Fabricate with the modified spec's hashes (same configs as the fixture's).
+    _fabricate(tmp_path, {("one", 0): [_epoch(0.30, total=0.9), _epoch(0.10, total=0.2)], ("two", 0): [_epoch(0.1, 0.2), _epoch(0.2, 0.4, total=0.7)]})
+    assert main_report([str(spec_path), "--root", str(tmp_path), "--wandb", "disabled"]) == 0
+    summary = json.loads((tmp_path / "tables/table_tiny/quick/summary.json").read_text())
+    cells = {(c["row"], c["column"]): c["mean"] for c in summary["cells"]}
+    assert cells[("one", "final")] == pytest.approx(30.0)  # epoch 0 has the best val/pckh
+    assert cells[("two", "final")] == pytest.approx(40.0)
+
+
+def test_report_without_finished_runs_says_so(tmp_path, capsys):
+    assert main_report([TINY, "--root", str(tmp_path)]) == 2
+    assert "no finished runs of table_tiny (quick)" in capsys.readouterr().err
+
+
+# ============================================================== paper profile without the data
+def test_paper_dry_run_lists_runs_and_names_missing_files(tmp_path, capsys):
+    data = tmp_path / "data"
+    (data / "mpii" / "annot").mkdir(parents=True)
+    (data / "mpii" / "annot" / "train.json").write_text("[]")
+    code = main_reproduce(["hourglass_mpii", "--profile", "paper", "--dry-run", "--data-root", str(data), "--root", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "[new] tables/hourglass_mpii/paper/mpii_val_bearpaw/seed0  (rows mpii_val_bearpaw, mpii_val_mmpose, mpii_test_paper)" in out
+    assert "[new] tables/hourglass_mpii/paper/flic/seed0" in out
+    assert "fit --config experiments/configs/pose/hourglass_mpii.yaml --config" in out
+    assert "fit --config experiments/configs/pose/hourglass_flic.yaml --config" in out
+    assert f"root: {data / 'mpii'}" in out and "params 25.43M" in out
+    assert f"missing file   {data / 'mpii/annot/valid.json'}" in out
+    assert f"missing file   {data / 'mpii/annot/gt_valid.mat'}" in out
+    assert f"missing folder {data / 'mpii/images'}" in out
+    assert str(data / "mpii/annot/train.json") not in out  # it is there
+    assert f"=> put images/, annot/valid.json, annot/gt_valid.mat under {data / 'mpii'}" in out
+    assert f"=> put images/, examples.mat under {data / 'flic'}" in out
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+    # Without --dry-run it refuses before starting anything.
+    code = main_reproduce(["hourglass_mpii", "--profile", "paper", "--data-root", str(data), "--root", str(tmp_path / "runs")])
+    assert code == 2
+    assert f"missing folder {data / 'flic'}" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_second_reproduce_of_the_same_table_is_refused(tmp_path, capsys):
+    with _TableLock(tmp_path / "tables" / "table_tiny" / "quick"):
+        assert main_reproduce([TINY, "--root", str(tmp_path), "--seeds", "1"]) == 2
+    assert "another reproduce of this table is running" in capsys.readouterr().err
+
+
+# ======================================================== end to end: kill, resume, report, W&B
+def _environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "CONVLAB_", "MASTER_", "LOCAL_RANK", "RANK", "WORLD_SIZE"))}
+    env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def _wait_for(predicate, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            raise AssertionError(f"reproduce ended early ({process.returncode}):\n{process.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for reproduce")
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """``reproduce`` of the tiny table (2 rows x 2 seeds, 2 epochs each), SIGKILLed (its whole process
+    group) while the second run trains, then run again to the end."""
+    root = tmp_path_factory.mktemp("tables")
+    base = root / "tables" / "table_tiny" / "quick"
+    command = [sys.executable, "-m", "experiments", "reproduce", TINY, "--root", str(root), "--slots", "1"]
+    first = subprocess.Popen(command, cwd=REPO, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    orphan = None
+    try:
+        _wait_for(lambda: (base / "one/seed0" / RESULT_FILE).exists(), first, 400)
+        finished = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in
+                    [base / "one/seed0" / RESULT_FILE, base / "one/seed0/metrics.csv", base / "one/seed0/checkpoints/last.ckpt"]}
+        _wait_for(lambda: (base / "two/seed0/checkpoints/last.ckpt").exists(), first, 400)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(30)
+        orphan = json.loads((base / "two/seed0/runner.pid.json").read_text())["pid"]
+        second = subprocess.run(command, cwd=REPO, env=_environment(), capture_output=True, text=True, timeout=600)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.stdout.close()
+        if orphan and _alive(orphan):
+            os.killpg(orphan, signal.SIGKILL)
+    return {"root": root, "base": base, "finished_before_kill": finished, "orphan": orphan, "second": second}
+
+
+@pytest.mark.slow
+def test_killed_reproduce_resumes_without_rerunning_finished_runs(reproduced):
+    second, base = reproduced["second"], reproduced["base"]
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "reused   tables/table_tiny/quick/one/seed0 (finished)" in second.stdout
+    assert "train    tables/table_tiny/quick/one/seed0" not in second.stdout
+    for path, (mtime, content) in reproduced["finished_before_kill"].items():
+        assert path.stat().st_mtime_ns == mtime and path.read_bytes() == content, path
+    assert len(json.loads((base / "one/seed0" / STATE_FILE).read_text())["attempts"]) == 1
+    # The interrupted run continued from its last.ckpt, in the same directory, and its orphaned
+    # training process (the SIGKILL reached the runner only) did not outlive the second reproduce.
+    assert "resume   tables/table_tiny/quick/two/seed0 from last.ckpt" in second.stdout
+    assert not _alive(reproduced["orphan"])
+    state = json.loads((base / "two/seed0" / STATE_FILE).read_text())
+    assert [a["returncode"] for a in state["attempts"]] == ["interrupted", 0] and state["attempts"][1]["resumed"] is True
+    assert sorted(read_validation(base / "two/seed0/metrics.csv")) == [0, 1]
+    for run in ("one/seed0", "one/seed1", "two/seed0", "two/seed1"):
+        assert (base / run / RESULT_FILE).exists(), run
+        assert not (base / run / "runner.pid.json").exists()
+
+
+@pytest.mark.slow
+def test_end_to_end_report_has_the_rows_means_and_deltas(reproduced):
+    base = reproduced["base"]
+    spec = load_table(TINY)
+    summary = json.loads((base / "summary.json").read_text())
+    cells = {(c["row"], c["column"]): c for c in summary["cells"]}
+    report = (base.parent / "report.md").read_text()
+    for row in ("one", "two"):
+        stacks = spec.rows[row].vars["stacks"]
+        values = []
+        for seed in (0, 1):
+            epochs = read_validation(base / row / f"seed{seed}" / "metrics.csv")
+            values.append(100 * epochs[max(epochs)][f"val/pckh_limbs_stack{stacks}"])
+        cell = cells[(row, "final")]
+        mean = sum(values) / 2
+        std = abs(values[0] - values[1]) / math.sqrt(2)
+        paper = spec.rows[row].paper["final"]
+        assert cell["values"] == pytest.approx(values) and cell["mean"] == pytest.approx(mean) and cell["n"] == 2
+        assert cell["delta"] == pytest.approx(mean - paper.value)
+        verdict = "yes" if abs(mean - paper.value) <= paper.tolerance else "no"
+        line = f"| {spec.rows[row].label} | Final | {paper.value:.2f} | {mean:.2f} ± {std:.2f} (n=2) | {mean - paper.value:+.2f} | {verdict} (±{paper.tolerance:g}) | fixture |"
+        assert line in report
+    assert [(c["row"], c["column"]) for c in summary["cells"]] == [("one", "final"), ("one", "first"), ("two", "final"), ("two", "first"), ("two", "halfway")]
+    assert {c["name"] for c in summary["checks"]} == {"two stacks beat one", "first stack below final"}
+    assert all(c["status"] in ("holds", "fails") for c in summary["checks"])
+    for name in ("stack_outputs", "bars", "curves"):
+        assert (base / "plots" / f"{name}.png").exists()
+
+
+# W&B's offline run files are a LevelDB-style log of protobuf records (wandb/sdk/internal/datastore).
+def _wandb_records(path: Path) -> list:
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending, records = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:
+            records.append(chunk)
+        elif kind == 2:
+            pending = chunk
+        elif kind == 3:
+            pending += chunk
+        elif kind == 4:
+            records.append(pending + chunk)
+    return [wandb_internal_pb2.Record.FromString(r) for r in records]
+
+
+def _wandb_run(directory: Path) -> tuple[object, set[str]]:
+    files = sorted(directory.glob("wandb/offline-run-*/run-*.wandb"))
+    assert files, directory
+    records = _wandb_records(files[-1])
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    keys = {item.key or "/".join(item.nested_key) for r in records if r.WhichOneof("record_type") == "history" for item in r.history.item}
+    return run, keys
+
+
+@pytest.mark.slow
+def test_wandb_runs_share_the_table_group_and_the_summary_is_logged(reproduced):
+    base = reproduced["base"]
+    for row in ("one", "two"):
+        for seed in (0, 1):
+            run, keys = _wandb_run(base / row / f"seed{seed}")
+            assert run.run_group == "table_tiny" and run.job_type == row
+            assert "val/pckh_limbs_stack1" in keys
+    run, keys = _wandb_run(base)
+    assert run.run_group == "table_tiny" and run.job_type == "summary"
+    for key in ("table", "runs", "curves", "checks", "plots/stack_outputs", "plots/bars", "plots/curves"):
+        assert any(k == key or k.startswith(key + "/") for k in keys), (key, sorted(keys))
+    table = next(r.summary for r in _wandb_records(sorted(base.glob("wandb/offline-run-*/run-*.wandb"))[-1])
+                 if r.WhichOneof("record_type") == "summary" and any(list(u.nested_key)[:2] == ["table", "_type"] for u in r.summary.update))
+    assert any(json.loads(u.value_json) == "table-file" for u in table.update if list(u.nested_key)[:2] == ["table", "_type"])
+
+
+@pytest.mark.slow
+def test_report_is_rebuilt_from_finished_runs_alone(reproduced, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(reproduced["root"], root, ignore=shutil.ignore_patterns("*.ckpt", "wandb", "plots", "report.md", "summary.json"))
+    base = root / "tables" / "table_tiny" / "quick"
+    mtimes = {p: p.stat().st_mtime_ns for p in base.glob("*/seed*/metrics.csv")}
+    assert main_report([TINY, "--root", str(root), "--wandb", "disabled"]) == 0
+    rebuilt = json.loads((base / "summary.json").read_text())
+    original = json.loads((reproduced["base"] / "summary.json").read_text())
+    assert rebuilt["cells"] == original["cells"] and rebuilt["checks"] == original["checks"]
+    assert (root / "tables" / "table_tiny" / "report.md").exists() and (base / "plots" / "bars.png").exists()
+    assert {p: p.stat().st_mtime_ns for p in base.glob("*/seed*/metrics.csv")} == mtimes
+    assert not list(base.glob("*/seed*/checkpoints/*.ckpt"))  # nothing trained
