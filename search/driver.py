@@ -203,15 +203,17 @@ class SearchDriver:
         self.deadline = time.monotonic() + self.timeout if self.timeout else None
         self.heartbeat = HeartbeatThread(self.storage, max(1, self.heartbeat_interval // 2) if not is_rdb(self.url) else self.heartbeat_interval)
         self.heartbeat.start()
+        # Completion events instead of Thread.join: a join interrupted by Ctrl-C can mark a running
+        # thread as finished (Python < 3.13), and the driver would exit before failing its trials.
+        self._slot_done = [threading.Event() for _ in range(self.slots)]
         threads = [threading.Thread(target=self._slot_loop, args=(i,), name=f"slot-{i}", daemon=True) for i in range(self.slots)]
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM,)}
         signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             for t in threads:
                 t.start()
-            while any(t.is_alive() for t in threads):
-                for t in threads:
-                    t.join(timeout=0.5)
+            while not self._all_slots_done(0.5):
+                pass
         except KeyboardInterrupt:
             self.interrupted = True
             self.stop_event.set()
@@ -219,14 +221,11 @@ class SearchDriver:
             with self._process_lock:
                 for process in self.processes.values():
                     _kill_group(process)
-            deadline = time.monotonic() + 15
-            for t in threads:
-                t.join(timeout=max(0.1, deadline - time.monotonic()))
-            with self._process_lock:
-                for process in self.processes.values():
-                    _kill_group(process, signal.SIGKILL)
-            for t in threads:
-                t.join()
+            if not self._all_slots_done(15):
+                with self._process_lock:
+                    for process in self.processes.values():
+                        _kill_group(process, signal.SIGKILL)
+                self._all_slots_done(60)
         finally:
             self.heartbeat.stop()
             for sig, handler in previous.items():
@@ -251,12 +250,22 @@ class SearchDriver:
     def _out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
+    def _all_slots_done(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(e.is_set() for e in self._slot_done):
+                return True
+            time.sleep(0.1)
+        return all(e.is_set() for e in self._slot_done)
+
     def _slot_loop(self, slot: int) -> None:
         try:
             self._slot_trials(slot)
         except Exception:  # storage unreachable, a bug: say so, stop this slot, fail the command
             self.errors += 1
             say(f"slot {slot} stopped on an error:\n{traceback.format_exc()}")
+        finally:
+            self._slot_done[slot].set()
 
     def _slot_trials(self, slot: int) -> None:
         while not self.stop_event.is_set() and not self._out_of_time():

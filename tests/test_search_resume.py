@@ -125,3 +125,26 @@ def test_two_drivers_share_one_postgres_study(tmp_path: Path) -> None:
     finally:
         kill_all(str(tmp_path))
         drop()
+
+
+@pytest.mark.slow
+def test_ctrl_c_fails_the_running_trial_and_the_next_run_retries_it(tmp_path: Path) -> None:
+    base = tiny_base(tmp_path, max_epochs=2)
+    spec = write_spec(tmp_path, base, budget={"n_trials": 1, "trial_timeout": 240})
+    storage = str(tmp_path / "runs" / "study" / "journal.log")
+    log = tmp_path / "driver1.log"
+    try:
+        driver = start_search(spec, log=log)
+        assert wait_for(lambda: "trial 0 started" in log.read_text(), timeout=120), log.read_text()
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=60) == 130
+        assert wait_no_processes(str(tmp_path), timeout=10) == []
+        study = load_study(storage)
+        assert study.trials[0].state == TrialState.FAIL and study.trials[0].user_attrs["fail_reason"] == "interrupted"
+        assert study.trials[1].state == TrialState.WAITING and study.trials[1].user_attrs["retry_of"] == 0
+        result = run_search(spec)
+        assert result.returncode == 0, result.stdout + result.stderr
+        trials = load_study(storage).trials
+        assert len(trials) == 2 and trials[1].state == TrialState.COMPLETE and trials[1].params == trials[0].params
+    finally:
+        kill_all(str(tmp_path))
