@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import queue
 import re
 import shutil
 import signal
@@ -44,7 +45,7 @@ from typing import Any
 import yaml
 
 from experiments.table_spec import (
-    Column, Profile, Row, TableSpec, TableSpecError, deep_merge, get_dotted, load_table, override_tree,
+    Profile, Row, TableSpec, TableSpecError, deep_merge, get_dotted, load_table, override_tree,
     resolve_config_path,
 )
 
@@ -171,7 +172,9 @@ _MISSING = object()
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return all(k in a and _same(a[k], v) for k, v in b.items())
-    return type(a) is type(b) and a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool) and a == b)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b and (type(a) is type(b) or (isinstance(a, (int, float)) and isinstance(b, (int, float))))
 
 
 def table_dir(root: str | Path, table: str) -> Path:
@@ -366,7 +369,8 @@ def describe_missing(missing: list[MissingData], profile: Profile, data_root: st
             lines.append(f"    {m.error}")
         inside = [(kind, Path(path)) for kind, path, _ in m.items if Path(path) != root and Path(path).is_relative_to(root)]
         if inside:
-            names = [f"{p.relative_to(root)}/" for kind, p in inside if kind == "folder"] + [str(p.relative_to(root)) for kind, p in inside if kind != "folder"]
+            names = [f"{p.relative_to(root)}/" for kind, p in inside if kind == "folder"]
+            names += [str(p.relative_to(root)) for kind, p in inside if kind != "folder"]
             lines.append(f"    => put {', '.join(names)} under {root}")
     if profile.data and profile.data.help:
         lines.append(f"  {profile.data.help}")
@@ -419,12 +423,20 @@ def pick_epoch(epochs: dict[int, dict[str, float]], mode: str, select: str | Non
 class Reproducer:
     """Runs a plan: finished runs are reused, the others launched (``slots`` at a time)."""
 
-    def __init__(self, spec: TableSpec, profile: Profile, runs: list[PlannedRun], slots: int = 1, timeout: float | None = None) -> None:
+    def __init__(
+        self, spec: TableSpec, profile: Profile, runs: list[PlannedRun], slots: int = 1, timeout: float | None = None,
+        gpus: list[str] | None = None,
+    ) -> None:
         self.spec = spec
         self.profile = profile
         self.runs = runs
         self.slots = max(1, slots)
         self.timeout = timeout
+        # Each slot gets its own GPUs (CUDA_VISIBLE_DEVICES), as the search driver's slots do.
+        self.slot_gpus = [gpus[i::self.slots] for i in range(self.slots)] if gpus else None
+        self.free_slots: "queue.Queue[int]" = queue.Queue()
+        for i in range(self.slots):
+            self.free_slots.put(i)
         self.processes: dict[int, subprocess.Popen] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -439,7 +451,8 @@ class Reproducer:
             return True
         threads = None
         if "OMP_NUM_THREADS" not in os.environ:
-            threads = max(1, (os.cpu_count() or 1) // self.slots)
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            threads = max(1, cores // self.slots)
         say(f"{len(todo)} run(s) to train, {self.slots} at a time" + (f", {threads} CPU thread(s) each" if threads else ""))
         previous = signal.getsignal(signal.SIGTERM)
         if threading.current_thread() is threading.main_thread():
@@ -498,6 +511,9 @@ class Reproducer:
         extra = {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
         if threads:
             extra["OMP_NUM_THREADS"] = str(threads)
+        slot = self.free_slots.get()
+        if self.slot_gpus is not None:
+            extra["CUDA_VISIBLE_DEVICES"] = ",".join(self.slot_gpus[slot])
 
         def on_start(process: subprocess.Popen) -> None:
             with self.lock:
@@ -509,6 +525,7 @@ class Reproducer:
         finally:
             with self.lock:
                 self.processes.pop(id(run), None)
+            self.free_slots.put(slot)
         (directory / PID_FILE).unlink(missing_ok=True)
         attempts[-1].update({"seconds": round(result.seconds, 1), "returncode": result.returncode, "timed_out": result.timed_out})
         state["attempts"] = attempts
@@ -605,7 +622,6 @@ class RunValues:
     run: PlannedRun
     epoch: int | None
     epochs: int
-    values: dict[str, float | None]  # column -> scaled value (for the row ``run.key``; rows differ only by vars)
     curves: dict[int, dict[str, float]]
     seconds: float | None
     params: int | None
@@ -703,7 +719,8 @@ def collect(spec: TableSpec, profile: Profile, runs: list[PlannedRun]) -> Collec
             params[row] = configs_seen[run.config_hash]
         epoch = pick_epoch(epochs, spec.epoch, select, spec.select_mode)
         result = _read_json(directory / RESULT_FILE) or {}
-        finished.append(RunValues(run=run, epoch=epoch, epochs=len(epochs), values={}, curves=epochs, seconds=result.get("seconds"), params=configs_seen[run.config_hash]))
+        finished.append(RunValues(run=run, epoch=epoch, epochs=len(epochs), curves=epochs,
+                                  seconds=result.get("seconds"), params=configs_seen[run.config_hash]))
 
     cells: dict[tuple[str, str], Cell] = {}
     missing: list[str] = []
@@ -719,7 +736,8 @@ def collect(spec: TableSpec, profile: Profile, runs: list[PlannedRun]) -> Collec
                     continue
                 value = rv.curves.get(rv.epoch, {}).get(metric)
                 if value is None:
-                    note = f"columns.{column.name}: metric {metric} not in {rv.run.directory / 'metrics.csv'} (logged: {', '.join(sorted(rv.curves.get(rv.epoch, {}))[:12])} ...)"
+                    logged = ", ".join(sorted(rv.curves.get(rv.epoch, {}))[:12])
+                    note = f"columns.{column.name}: metric {metric} not in {rv.run.directory / 'metrics.csv'} (logged: {logged} ...)"
                     if note not in missing:
                         missing.append(note)
                     continue
@@ -948,6 +966,8 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
                 out.append(f"- {row_label} / {col_label}: {note}")
             out.append("")
         row_notes = [row for row in rows if row.note]
+        if row_notes:
+            out += ["Notes:", ""]
         for row in row_notes:
             out.append(f"- `{row.name}`: {row.note}")
         if row_notes:
@@ -1308,6 +1328,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--rows", default=None, help="comma-separated rows to run (default: all rows of the profile)")
         parser.add_argument("--slots", type=int, default=None, help="runs at once (default: the profile's slots)")
         parser.add_argument("--timeout", type=float, default=None, help="seconds per run before it is stopped (default: none)")
+        parser.add_argument("--gpus", default=None, help="comma-separated GPU indices shared out between the slots (CUDA_VISIBLE_DEVICES per run)")
         parser.add_argument("--dry-run", action="store_true", help="list the runs and their configs; train nothing")
         parser.add_argument("--rerun-stale", action="store_true",
                             help="move runs whose config no longer matches the spec aside (<dir>.stale-<time>) and train them again")
@@ -1321,6 +1342,12 @@ def _setup(args: argparse.Namespace) -> tuple[TableSpec, Profile, list[int]]:
     profile = spec.profile(name)
     if args.seeds is not None and args.seeds < 1:
         raise TableSpecError(f"--seeds: must be >= 1, got {args.seeds}")
+    if args.data_root is not None and profile.data is None:
+        raise TableSpecError(f"--data-root: profile {profile.name} of {spec.table} reads no dataset (it has no data section); use --profile paper")
+    if getattr(args, "slots", None) is not None and args.slots < 1:
+        raise TableSpecError(f"--slots: must be >= 1, got {args.slots}")
+    if getattr(args, "gpus", None) and len([g for g in args.gpus.split(",") if g.strip()]) < (args.slots or profile.slots):
+        raise TableSpecError(f"--gpus: {args.gpus} cannot give {args.slots or profile.slots} slots a GPU each")
     return spec, profile, list(range(args.seeds if args.seeds is not None else profile.seeds))
 
 
@@ -1344,7 +1371,8 @@ def main_reproduce(argv: list[str]) -> int:
             return 0
         if missing:
             raise UserError(describe_missing(missing, profile, args.data_root))
-        reproducer = Reproducer(spec, profile, runs, slots=args.slots or profile.slots, timeout=args.timeout)
+        reproducer = Reproducer(spec, profile, runs, slots=args.slots or profile.slots, timeout=args.timeout,
+                                gpus=[g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None)
         started = time.monotonic()
         with _TableLock(table_dir(args.root, spec.table) / profile.name):
             for run in runs:  # again, under the lock: another reproduce may have moved on

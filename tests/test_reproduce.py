@@ -3,7 +3,6 @@ report from finished runs, the paper profile's dry run without data, and ``repro
 a two-row, two-seed tiny table that is killed once and resumed."""
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
@@ -296,6 +295,30 @@ def test_paper_dry_run_lists_runs_and_names_missing_files(tmp_path, capsys):
     assert code == 2
     assert f"missing folder {data / 'flic'}" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_stale_runs_are_refused_and_moved_aside_only_when_asked(tmp_path, capsys):
+    from experiments.reproduce import _check_directories
+
+    spec = load_table(TINY)
+    stale = plan_runs(spec, "quick", [0], str(tmp_path))[0]
+    stale.directory.mkdir(parents=True)
+    (stale.directory / STATE_FILE).write_text(json.dumps({"config_hash": "an-older-spec"}))
+    (stale.directory / "metrics.csv").write_text("epoch,val/pckh\n0,0.5\n")
+    assert main_reproduce([TINY, "--root", str(tmp_path), "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "1 run(s) were trained with another config than the spec's now" in err and "--rerun-stale" in err
+    assert (stale.directory / "metrics.csv").exists()  # untouched
+    runs = plan_runs(spec, "quick", [0], str(tmp_path))
+    _check_directories(runs, rerun_stale=True)
+    moved = list(stale.directory.parent.glob("seed0.stale-*"))
+    assert len(moved) == 1 and (moved[0] / "metrics.csv").read_text().startswith("epoch")
+    assert runs[0].status == "new" and not stale.directory.exists()
+
+
+def test_data_root_needs_a_profile_with_data(capsys):
+    assert main_reproduce(["hourglass_stacking", "--data-root", "/data", "--dry-run"]) == 2
+    assert "--data-root: profile quick of hourglass_stacking reads no dataset" in capsys.readouterr().err
 
 
 def test_a_second_reproduce_of_the_same_table_is_refused(tmp_path, capsys):
