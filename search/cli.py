@@ -22,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", type=int, help="trial budget of the whole study (default: the spec's)")
     p.add_argument("--timeout", type=float, help="seconds after which this driver starts no new trial")
     p.add_argument("--slots", type=int, help="trials run at once by this driver, each on its own devices")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra fixed override (YAML value), e.g. --set trainer.precision=bf16-mixed")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra fixed override (YAML value), e.g. --set trainer.precision=bf16-mixed")
     p.add_argument("--retrain-top-k", type=int, help="re-train the k best configurations over --retrain-seeds")
     p.add_argument("--retrain-seeds", type=int, nargs="+", help="seeds for --retrain-top-k (default: the spec's or 1 2 3)")
     p.add_argument("--report-only", action="store_true", help="write the best config and the report of the study as it is")

@@ -22,7 +22,8 @@ _LOCK = threading.Lock()
 def error_reason(error: BaseException) -> str:
     """The most specific line of a jsonargparse error ("Option 'x' is not accepted", ...)."""
     lines = [line.strip().lstrip("- ").strip() for line in str(error).splitlines() if line.strip()]
-    for pattern in ("is not accepted", "does not accept", "Got value", "Unrecognized", "No such", "not found", "Import of", "Expected a <class"):
+    patterns = ("is not accepted", "does not accept", "Got value", "Unrecognized", "No such", "not found", "Import of", "Expected a <class")
+    for pattern in patterns:
         hits = [line for line in lines if pattern in line and "NoneType" not in line]
         if hits:
             return hits[-1]

@@ -36,8 +36,16 @@ from search.compose import ConfigComposer, input_shape, measure_model, validate_
 from search.space import get_dotted, override_tree, params_to_values, suggest_params
 from search.spec import SearchSpec, SpecError, build_pruner, build_sampler, grid_size
 from search.storage import (
-    DRIVER_ATTR, DriverIdentity, HeartbeatThread, StudyLock, budget_state, is_rdb, make_stale_callback,
-    open_storage, retry_chain_root, sweep_orphans,
+    DRIVER_ATTR,
+    DriverIdentity,
+    HeartbeatThread,
+    StudyLock,
+    budget_state,
+    is_rdb,
+    make_stale_callback,
+    open_storage,
+    retry_chain_root,
+    sweep_orphans,
 )
 from search.trial import DRIVER_ENV
 
@@ -72,7 +80,8 @@ def classify_failure(returncode: int, timed_out: bool, status_dir: Path, log_pat
     silent = [r for r in started if r not in failed]
     if markers or returncode != 0:
         who = f"rank(s) {silent} died without an exception" if silent else "the process died before training"
-        signal_name = f" (signal {signal.Signals(-returncode).name})" if returncode < 0 and -returncode in signal.Signals._value2member_map_ else ""
+        signals = {s.value: s.name for s in signal.Signals}
+        signal_name = f" (signal {signals[-returncode]})" if -returncode in signals else ""
         return "crash", f"{who}; exit status {returncode}{signal_name}\n{tail}"
     return "exception", f"exit status 0 but no result.json\n{tail}"
 
@@ -201,7 +210,8 @@ class SearchDriver:
             budget += f", {self.timeout:.0f} s"
         say(f"study {self.spec.study} ({budget}, {self.slots} slot(s)) in {self.study_dir}; storage {self.url}")
         self.deadline = time.monotonic() + self.timeout if self.timeout else None
-        self.heartbeat = HeartbeatThread(self.storage, max(1, self.heartbeat_interval // 2) if not is_rdb(self.url) else self.heartbeat_interval)
+        interval = self.heartbeat_interval if is_rdb(self.url) else max(1, self.heartbeat_interval // 2)
+        self.heartbeat = HeartbeatThread(self.storage, interval)
         self.heartbeat.start()
         # Completion events instead of Thread.join: a join interrupted by Ctrl-C can mark a running
         # thread as finished (Python < 3.13), and the driver would exit before failing its trials.

@@ -249,10 +249,14 @@ def write_outputs(
         at = Counter(t.user_attrs.get("pruned_at") for t in pruned)
         seconds_pruned = sum(t.user_attrs.get("seconds", 0) for t in pruned)
         mean_complete = statistics.fmean([t.user_attrs.get("seconds", 0) for t in complete]) if complete else None
-        lines.append(f"{len(pruned)} trial(s) pruned, by epoch: " + ", ".join(f"epoch {k}: {v}" for k, v in sorted(at.items(), key=lambda kv: (kv[0] is None, kv[0]))) + ".")
+        by_epoch = ", ".join(f"epoch {k}: {v}" for k, v in sorted(at.items(), key=lambda kv: (kv[0] is None, kv[0])))
+        lines.append(f"{len(pruned)} trial(s) pruned, by epoch: {by_epoch}.")
         if mean_complete and len(pruned) * mean_complete > seconds_pruned:
             saved = len(pruned) * mean_complete - seconds_pruned
-            lines.append(f"They ran {seconds_pruned:.0f} s in all; run to the end they would have taken about {len(pruned) * mean_complete:.0f} s (≈{saved:.0f} s saved).")
+            lines.append(
+                f"They ran {seconds_pruned:.0f} s in all; run to the end they would have taken about "
+                f"{len(pruned) * mean_complete:.0f} s (≈{saved:.0f} s saved)."
+            )
     else:
         lines.append("No trial was pruned." if spec.pruning else "Pruning is off for this study.")
     if rejected:

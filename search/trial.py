@@ -190,7 +190,9 @@ class ResultCallback(pl.Callback):
         path = self.status_dir / f"rank{trainer.global_rank}.json"
         if path.exists():
             record = json.loads(path.read_text())
-            record.update({"ended_epoch": int(trainer.current_epoch), "global_step": int(trainer.global_step), "stopped": bool(trainer.should_stop)})
+            record.update(
+                {"ended_epoch": int(trainer.current_epoch), "global_step": int(trainer.global_step), "stopped": bool(trainer.should_stop)}
+            )
             _write_json(path, record)
         if not trainer.is_global_zero or self._failed:
             return

@@ -12,7 +12,16 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.test_search_helpers import (
-    REPO, kill_all, load_study, postgres_database, run_search, start_search, tiny_base, wait_for, wait_no_processes, write_spec,
+    REPO,
+    kill_all,
+    load_study,
+    postgres_database,
+    run_search,
+    start_search,
+    tiny_base,
+    wait_for,
+    wait_no_processes,
+    write_spec,
 )
 
 
@@ -71,7 +80,8 @@ def test_kill9_driver_then_resume_journal(tmp_path: Path) -> None:
         study = load_study(storage)
         retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 1)
         # The resumed trial continues its W&B run: the same id as the interrupted attempt.
-        ids = {p.name.rsplit("-", 2)[-2] + "-" + p.name.rsplit("-", 1)[-1] for p in (Path(retry.user_attrs["run_dir"]) / "wandb").glob("offline-run-*")}
+        offline = (Path(retry.user_attrs["run_dir"]) / "wandb").glob("offline-run-*")
+        ids = {p.name.rsplit("-", 2)[-2] + "-" + p.name.rsplit("-", 1)[-1] for p in offline}
         assert ids == {f"{study.user_attrs['search:uuid'][:8]}-t0001"}
         # Outputs, and the best configuration trains again with a plain fit.
         study_dir = tmp_path / "runs" / "study"

@@ -65,7 +65,8 @@ def test_invalid_specs_name_the_entry(tmp_path: Path, fields: dict, message: str
     [
         ({"model.init_args.network.init_args.num_featurez": {"type": "int", "low": 4, "high": 8}},
          "space.model.init_args.network.init_args.num_featurez: Option 'num_featurez' is not accepted"),
-        ({"trainer.max_epochz": {"type": "int", "low": 1, "high": 2}}, "space.trainer.max_epochz: Group 'trainer' does not accept option 'max_epochz'"),
+        ({"trainer.max_epochz": {"type": "int", "low": 1, "high": 2}},
+         "space.trainer.max_epochz: Group 'trainer' does not accept option 'max_epochz'"),
         ({"model.init_args.network.init_args.num_stacks": {"type": "float", "low": 1.0, "high": 2.0}},
          "space.model.init_args.network.init_args.num_stacks: Expected a <class 'int'>"),
     ],
@@ -136,7 +137,8 @@ def test_failure_classification(tmp_path: Path) -> None:
     (status / "fail_rank0.json").write_text(json.dumps({"rank": 0, "kind": "distributed", "type": "DistBackendError", "message": "gloo"}))
     reason, detail = classify_failure(1, False, status, None)
     assert reason == "crash" and "[1]" in detail
-    (status / "fail_rank1.json").write_text(json.dumps({"rank": 1, "kind": "oom", "type": "OutOfMemoryError", "message": "CUDA out of memory"}))
+    oom = {"rank": 1, "kind": "oom", "type": "OutOfMemoryError", "message": "CUDA out of memory"}
+    (status / "fail_rank1.json").write_text(json.dumps(oom))
     assert classify_failure(-9, False, status, None)[0] == "oom"
 
 
