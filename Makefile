@@ -1,11 +1,12 @@
 # The two README commands, each doing its own set-up:
-#   make quick   train the quick synthetic Stacked Hourglass (the main job)
+#   make quick   the main job: reproduce the hourglass stacking ablation (quick profile)
 #   make test    run the test suite
+#   make train   train the quick synthetic Stacked Hourglass alone
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: quick test test-fast bench setup clean-runs
+.PHONY: quick train test test-fast bench setup clean-runs
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +17,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 setup: $(VENV)/.installed
 
 quick: $(VENV)/.installed
+	$(PY) -m experiments reproduce hourglass_stacking --profile quick
+
+train: $(VENV)/.installed
 	$(PY) -m experiments fit --config experiments/configs/pose/hourglass_synthetic_quick.yaml
 
 test: $(VENV)/.installed
