@@ -889,7 +889,12 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
             out += [profile.note, ""]
         unique = {(run.config_hash) for run in collected.runs}
         out.append(f"- Runs: {len(unique)} distinct configs x {len(seeds)} seed(s) ({', '.join(map(str, seeds))}) = {len(collected.runs)} runs; "
-                   f"{len(finished)} finished, total training time {total_seconds / 60:.1f} min.")
+                   f"{len(finished)} finished, training time summed over runs {total_seconds / 60:.1f} min.")
+        last = _read_json(pdir / "last_reproduce.json")
+        if last:
+            out.append(f"- Last `reproduce`: {last['training_wall_seconds'] / 60:.1f} min of wall time for {last['trained']} run(s) trained "
+                       f"({last['slots']} at a time, {last.get('cpu_count')} CPU cores), {last['reused']} reused, {last['failed']} failed; "
+                       f"finished {last['finished_at']}.")
         shared = sorted({tuple(run.rows) for run in collected.runs if len(run.rows) > 1})
         for group in shared:
             out.append(f"- Rows {', '.join(group)} compose to the same config and share one run per seed.")
@@ -1089,6 +1094,9 @@ def make_plots(collected: Collected, plot_dir: Path) -> list[Path]:
 
     spec, profile = collected.spec, collected.profile
     planned_rows = {r for run in collected.runs for r in run.rows}
+    # The paper's numbers are drawn where they are comparable; on synthetic data (compare: false)
+    # they would only squash our curves against the bottom of the axes (they are in the tables).
+    show_paper = profile.compare
     written: list[Path] = []
     for plot in spec.plots:
         rows = [spec.rows[r] for r in (plot.rows or [r.name for r in spec.rows_in(profile.name)])
@@ -1120,7 +1128,7 @@ def make_plots(collected: Collected, plot_dir: Path) -> list[Path]:
                             if cell is not None and column.metric_for(row) == target:
                                 paper_x.append(k / n)
                                 paper_y.append(cell.value)
-                    if paper_x:
+                    if paper_x and show_paper:
                         ax.plot(paper_x, paper_y, linestyle="--", marker="D", color=color, alpha=0.6, label=f"{row.label} (paper)")
                 if not drew:
                     plt.close(fig)
@@ -1132,7 +1140,7 @@ def make_plots(collected: Collected, plot_dir: Path) -> list[Path]:
                 ax.legend(fontsize=7)
             elif plot.kind == "bars":
                 columns = [spec.columns[c] for c in (plot.columns or list(spec.columns))]
-                fig, ax = plt.subplots(figsize=(max(6.4, 1.1 * len(rows) * len(columns)), 4.2))
+                fig, ax = plt.subplots(figsize=(min(13.0, max(6.4, 0.6 * len(rows) * len(columns) + 2.0)), 4.6))
                 width = 0.8 / len(columns)
                 for j, column in enumerate(columns):
                     xs, means, stds, paper_x, paper_y = [], [], [], [], []
@@ -1149,7 +1157,7 @@ def make_plots(collected: Collected, plot_dir: Path) -> list[Path]:
                             paper_y.append(cell.paper.value)
                     if xs:
                         ax.bar(xs, means, width=width * 0.9, yerr=stds, capsize=3, color=f"C{j}", label=f"{column.label} (ours)")
-                    if paper_x:
+                    if paper_x and show_paper:
                         ax.scatter(paper_x, paper_y, marker="D", color="black", zorder=3, s=18, label="paper" if j == 0 else None)
                 ax.set_xticks(range(len(rows)))
                 ax.set_xticklabels([r.label for r in rows], rotation=20, ha="right", fontsize=8)
@@ -1185,7 +1193,10 @@ def make_plots(collected: Collected, plot_dir: Path) -> list[Path]:
                     ax.legend(fontsize=7)
             if fig is None:
                 continue
-            fig.suptitle(plot.title or f"{spec.table}: {plot.name}", fontsize=10)
+            title = plot.title or f"{spec.table}: {plot.name}"
+            if not show_paper and plot.kind != "curves":
+                title += f"\n({profile.name} profile: the paper's numbers are in the report's tables, not drawn)"
+            fig.suptitle(title, fontsize=10)
             fig.text(0.99, 0.01, f"{spec.table} / {profile.name}", ha="right", va="bottom", fontsize=6, alpha=0.6)
             fig.tight_layout()
             path = plot_dir / f"{plot.name}.png"
@@ -1371,6 +1382,7 @@ def main_reproduce(argv: list[str]) -> int:
             return 0
         if missing:
             raise UserError(describe_missing(missing, profile, args.data_root))
+        reused = 0
         reproducer = Reproducer(spec, profile, runs, slots=args.slots or profile.slots, timeout=args.timeout,
                                 gpus=[g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None)
         started = time.monotonic()
@@ -1378,13 +1390,22 @@ def main_reproduce(argv: list[str]) -> int:
             for run in runs:  # again, under the lock: another reproduce may have moved on
                 run.status = run_status(run)
             _check_directories(runs, args.rerun_stale)
+            reused = sum(1 for r in runs if r.status == "finished")
             try:
                 ok = reproducer.execute()
             except KeyboardInterrupt:
                 done = sum(r.status == "finished" for r in runs)
                 say(f"interrupted: {done}/{len(runs)} runs finished; run the same command again to resume", sys.stderr)
                 return 130
-        say(f"training done in {(time.monotonic() - started) / 60:.1f} min")
+        wall = time.monotonic() - started
+        say(f"training done in {wall / 60:.1f} min")
+        pdir = table_dir(args.root, spec.table) / profile.name
+        pdir.mkdir(parents=True, exist_ok=True)
+        _write_json(pdir / "last_reproduce.json", {
+            "finished_at": _iso(time.time()), "training_wall_seconds": round(wall, 1), "slots": reproducer.slots,
+            "trained": sum(1 for r in runs if r.status == "finished") - reused, "reused": reused, "failed": len(reproducer.failures),
+            "seeds": seeds, "cpu_count": os.cpu_count(),
+        })
         if not args.no_report:
             _report(spec, profile, runs, args, command=_rebuild_command(args, profile))
         if not ok:
