@@ -452,8 +452,8 @@ class Reproducer:
         threads = None
         if "OMP_NUM_THREADS" not in os.environ:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            threads = max(1, cores // self.slots)
-        say(f"{len(todo)} run(s) to train, {self.slots} at a time" + (f", {threads} CPU thread(s) each" if threads else ""))
+            threads = max(1, cores // min(self.slots, len(todo)))
+        say(f"{len(todo)} run(s) to train, {min(self.slots, len(todo))} at a time" + (f", {threads} CPU thread(s) each" if threads else ""))
         previous = signal.getsignal(signal.SIGTERM)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -905,8 +905,9 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
             out.append(f"- Values: every column at the epoch with the **best** `{select}` ({spec.select_mode}) of each run (all columns of a run from that epoch).")
         out.append("- ours = mean ± sample std over seeds (n = finished seeds); Δ = ours − paper; within tolerance = |Δ| ≤ tolerance.")
         if not profile.compare:
+            tests = "the trend checks below are what this profile tests" if checks else "this profile tests the pipeline and the metrics"
             out.append(f"- The {profile.name} profile does not train on the paper's data: the paper numbers are shown for reference and "
-                       "not judged against a tolerance; the trend checks below are what this profile tests.")
+                       f"not judged against a tolerance; {tests}.")
         base_list = ", ".join(sorted({b for run in collected.runs for b in run.bases}))
         out.append(f"- Base config(s): {base_list}; each run adds its override file (`{pdir / 'overrides'}`).")
         out.append("")
@@ -937,12 +938,15 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
             out.append(f"- {c.label}: `{c.metric}`{scale}{note}")
         out.append("")
 
-        # -- long table: paper | ours | delta | tolerance, per section
+        # -- long table: paper | ours | delta | tolerance, per section, the cells with a paper number
         out.append("## Paper vs ours")
         out.append("")
         sections: dict[str, list[Row]] = {}
         for row in rows:
-            sections.setdefault(row.section, []).append(row)
+            if row.paper:
+                sections.setdefault(row.section, []).append(row)
+        if not sections:
+            out += ["No cell of these rows has a paper number.", ""]
         for section, members in sections.items():
             if section:
                 out.append(f"### {section}")
@@ -952,7 +956,7 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
             for row in members:
                 for c in columns:
                     cell = collected.cells[(row.name, c.name)]
-                    if cell.metric is None:
+                    if cell.metric is None or cell.paper is None:
                         continue
                     paper = cell.paper
                     source = paper.source.name if paper and paper.source else ""

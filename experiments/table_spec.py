@@ -667,11 +667,12 @@ def parse_table(raw: Any, path: Path) -> TableSpec:
             bad = [p for p in check_profiles if p not in profiles]
             if bad:
                 raise TableSpecError(f"{where}.profiles: {bad[0]!r} is not a profile ({', '.join(profiles)})")
-        for comparison in comparisons:
-            for ref in (comparison.left, comparison.right):
-                for p in check_profiles or profiles:
-                    if not rows[ref.row].in_profile(p) and check_profiles is not None:
-                        raise TableSpecError(f"{where}: row {ref.row} skips profile {p}")
+        if check_profiles is not None:
+            for comparison in comparisons:
+                for ref in (comparison.left, comparison.right):
+                    skipped = [p for p in check_profiles if not rows[ref.row].in_profile(p)]
+                    if skipped:
+                        raise TableSpecError(f"{where}: row {ref.row} skips profile {skipped[0]}")
         checks.append(Check(name=name, comparisons=comparisons, paper=_text(f"{where}.paper", value.get("paper")), profiles=check_profiles))
 
     # -- plots
