@@ -114,7 +114,7 @@ class SyntheticPose(PoseSource):
     def load_image(self, record: PoseRecord) -> Tensor:
         split, index = record.image
         image = _draw(self._rng(split, index, 1), record.extra["figure"], self.image_size, self.clutter, self.occlusion_prob)
-        return torch.from_numpy(np.asarray(image)).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
 
 
 def _sample_figure(rng: np.random.Generator, size: int) -> dict:
