@@ -1,7 +1,7 @@
 """Errors a user can fix by changing a config or a file: the CLI prints them as one line."""
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataNotFoundError", "AnnotationFormatError"]
+__all__ = ["ConfigError", "DataNotFoundError", "AnnotationFormatError", "RunExistsError"]
 
 
 class ConfigError(ValueError):
@@ -22,3 +22,7 @@ class AnnotationFormatError(ConfigError):
     def __init__(self, path: object, detail: str) -> None:
         super().__init__(f"malformed annotation file {path}: {detail}")
         self.path = path
+
+
+class RunExistsError(ConfigError, FileExistsError):
+    """A fresh run asked for a run directory that already holds a run (nothing is overwritten)."""

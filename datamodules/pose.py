@@ -294,6 +294,10 @@ class PoseDataModule(pl.LightningDataModule):
     def protocol(self) -> PoseProtocol:
         return self.source.protocol
 
+    def coco_annotation_file(self, stage: str) -> str | None:
+        """COCO ground truth of the split that ``stage`` ("val" or "test") evaluates, if any."""
+        return self.source.coco_annotation_file(self.val_split if stage == "val" else self.test_split)
+
     def dataset(self, split: str, train: bool = False) -> TopDownPoseDataset:
         key = f"{split}:{train}"
         if key not in self.datasets:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lightning.pytorch import Callback
+
+from datamodules.errors import RunExistsError
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -164,7 +166,7 @@ class RunSpec:
             fresh_fit = command == "fit" and ckpt_path is None
             if fresh_fit and _holds_run(directory) and not _externally_launched():
                 if self.name is not None:
-                    raise FileExistsError(
+                    raise RunExistsError(
                         f"{directory} already holds a run; resume it with --ckpt_path last, or give another --run.name"
                     )
                 n = 2
