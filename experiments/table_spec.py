@@ -53,7 +53,6 @@ Every mistake a user can fix raises ``TableSpecError`` with one line that names 
 """
 from __future__ import annotations
 
-import copy
 import re
 import string
 from dataclasses import dataclass, field
@@ -61,6 +60,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+# Config trees compose exactly as a search trial's do.
+from search.space import deep_merge, get_dotted, override_tree
 
 __all__ = [
     "TableSpecError", "TableSpec", "Source", "Column", "PaperCell", "Row", "RowProfile", "Profile", "DataSpec",
@@ -263,51 +265,6 @@ class TableSpec:
 def template_fields(template: str) -> set[str]:
     """The ``{name}`` fields of a format string."""
     return {name for _, name, _, _ in string.Formatter().parse(template) if name}
-
-
-def get_dotted(tree: Any, key: str, default: Any = None) -> Any:
-    node = tree
-    for part in key.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return default
-    return node
-
-
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``update`` over ``base``; a mapping naming another ``class_path`` replaces the old one whole
-    (the init_args of one class mean nothing to another), as jsonargparse does."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        old = out.get(key)
-        if isinstance(value, dict) and isinstance(old, dict):
-            if "class_path" in value and old.get("class_path") not in (None, value["class_path"]):
-                out[key] = copy.deepcopy(value)
-            else:
-                out[key] = deep_merge(old, value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def override_tree(values: dict[str, Any]) -> dict[str, Any]:
-    """``{dotted key: value}`` -> the nested mapping a ``--config`` file holds (parents first)."""
-    tree: dict[str, Any] = {}
-    for key in sorted(values, key=lambda k: k.count(".")):
-        node = tree
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        value = values[key]
-        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
-            node[parts[-1]] = deep_merge(node[parts[-1]], value)
-        else:
-            node[parts[-1]] = copy.deepcopy(value)
-    return tree
 
 
 # ---------------------------------------------------------------------------------- parsing
