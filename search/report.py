@@ -197,8 +197,8 @@ def write_outputs(
         frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration"), multi_index=False)
         frame.to_csv(study_dir / "trials.csv", index=False)
         outputs["trials"] = str(study_dir / "trials.csv")
-    except Exception:
-        pass
+    except Exception as error:  # the report still gets written; say what is missing from it
+        print(f"convlab search: trials.csv not written ({type(error).__name__}: {error})", flush=True)
     plots = _plots(study, spec, study_dir / "plots")
     states = Counter(t.state.name for t in trials)
     rejected = [t for t in trials if t.user_attrs.get("rejected")]
