@@ -19,13 +19,12 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.keypoints import Skeleton, apply_affine, crop_matrix, invert_affine, render_heatmaps
+from core.geometry import apply_affine, crop_matrix, invert_affine
+from core.imaging import IMAGENET_MEAN, IMAGENET_STD
+from core.skeletons import PoseProtocol, Skeleton
+from datamodules.keypoints import render_heatmaps
 
-__all__ = ["PoseRecord", "PoseProtocol", "PoseSource", "PoseAugmentation", "TopDownPoseDataset", "PoseDataModule"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
+__all__ = ["PoseRecord", "PoseSource", "PoseAugmentation", "TopDownPoseDataset", "PoseDataModule"]
 
 @dataclass
 class PoseRecord:
@@ -51,24 +50,6 @@ class PoseRecord:
     head_box: tuple[float, float, float, float] | None = None
     image_id: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PoseProtocol:
-    """The evaluation protocol a source is reported under.
-
-    ``name`` is the metric key (``val/<name>``), ``threshold`` the fraction of the normaliser, and
-    ``normaliser`` the target field that holds it (``head_size`` or ``torso_size``).
-    """
-
-    name: str
-    threshold: float
-    normaliser: str
-    description: str
-
-
-PCKH_MPII = PoseProtocol("pckh", 0.5, "head_size", "PCKh@0.5 (MPII protocol: 0.6 x head-box diagonal)")
-PCK_TORSO = PoseProtocol("pck", 0.2, "torso_size", "PCK@0.2 normalised by torso size")
 
 
 class PoseSource(ABC):

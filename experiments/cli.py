@@ -162,7 +162,7 @@ def run_cli(args: list[str] | None = None) -> int:
 def _config_error_in(error: BaseException) -> BaseException | None:
     """The ``ConfigError`` behind ``error``: jsonargparse wraps exceptions raised while it
     instantiates classes."""
-    from datamodules.errors import ConfigError
+    from core.errors import ConfigError
 
     seen = set()
     while error is not None and id(error) not in seen:

@@ -45,7 +45,14 @@ from typing import Any
 import yaml
 
 from experiments.table_spec import (
-    Profile, Row, TableSpec, TableSpecError, deep_merge, get_dotted, load_table, override_tree,
+    Profile,
+    Row,
+    TableSpec,
+    TableSpecError,
+    deep_merge,
+    get_dotted,
+    load_table,
+    override_tree,
     resolve_config_path,
 )
 
@@ -346,7 +353,7 @@ def missing_data(config: dict[str, Any], instantiate: bool = False) -> MissingDa
         module, _, cls = class_path.rpartition(".")
         getattr(importlib.import_module(module), cls)(**args)
     except Exception as error:
-        from datamodules.errors import ConfigError, DataNotFoundError
+        from core.errors import ConfigError, DataNotFoundError
 
         if isinstance(error, DataNotFoundError):
             result.items.append(("path", str(error.path), str(error)))

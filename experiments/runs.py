@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lightning.pytorch import Callback
-
-from datamodules.errors import RunExistsError
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_warn
+
+from core.errors import RunExistsError
 
 __all__ = ["RunSpec", "resolve_wandb_mode", "SafeWandbLogger", "ResumableCSVLogger", "RUN_DIR_ENV"]
 

@@ -1,6 +1,6 @@
 """Heatmaps back to keypoints: argmax, the paper's quarter-pixel offset, and the flip test.
 
-Conventions are those of ``datamodules.keypoints``: pixel-index coordinates, heatmap pixel ``h`` at
+Conventions are those of ``core.geometry``: pixel-index coordinates, heatmap pixel ``h`` at
 input pixel ``(h + 0.5) * stride - 0.5``.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from datamodules.keypoints import apply_affine, invert_affine
+from core.geometry import apply_affine, invert_affine
 
 __all__ = ["decode_heatmaps", "heatmap_to_input", "to_image_coordinates", "flip_back"]
 
@@ -54,7 +54,7 @@ def heatmap_to_input(coords: Tensor, stride: float) -> Tensor:
 
 def to_image_coordinates(coords: Tensor, stride: float, crop_matrices: Tensor) -> Tensor:
     """Map ``(N, K, 2)`` heatmap coordinates back to the original image through the inverse of each
-    sample's ``(N, 2, 3)`` image-to-crop matrix (``datamodules.keypoints.crop_matrix``)."""
+    sample's ``(N, 2, 3)`` image-to-crop matrix (``core.geometry.crop_matrix``)."""
     inputs = heatmap_to_input(coords.double(), stride)
     return apply_affine(invert_affine(crop_matrices.double()), inputs).float()
 

@@ -15,8 +15,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 
-from datamodules.keypoints import Skeleton
-from datamodules.pose import PoseProtocol
+from core.skeletons import PoseProtocol, Skeleton
 from lightning_modules.heatmap_decode import decode_heatmaps, flip_back, to_image_coordinates
 from lightning_modules.metrics.coco_keypoints import COCOKeypointAP
 from lightning_modules.metrics.pck import PCK

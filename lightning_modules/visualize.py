@@ -6,8 +6,8 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchvision.utils import draw_keypoints, make_grid
 
-from datamodules.keypoints import Skeleton
-from datamodules.pose import IMAGENET_MEAN, IMAGENET_STD
+from core.imaging import denormalize
+from core.skeletons import Skeleton
 from lightning_modules.heatmap_decode import decode_heatmaps, heatmap_to_input
 
 __all__ = ["pose_panels"]
@@ -21,11 +21,8 @@ def pose_panels(images: Tensor, heatmaps: Tensor, skeleton: Skeleton) -> list[Te
         images: ``(N, 3, H, W)`` normalised crops (as the data module returns them).
         heatmaps: ``(N, K, h, w)`` predictions for those crops.
     """
-    images = images.detach().float().cpu()
+    pixels = denormalize(images)
     heatmaps = heatmaps.detach().float().cpu()
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    pixels = ((images * std + mean).clamp(0, 1) * 255).to(torch.uint8)
     coords, _ = decode_heatmaps(heatmaps)
     points = heatmap_to_input(coords, images.shape[-1] / heatmaps.shape[-1])
     peak = F.interpolate(heatmaps.amax(1, keepdim=True).clamp(0, 1), size=images.shape[-2:], mode="bilinear")

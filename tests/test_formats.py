@@ -21,9 +21,10 @@ import torch
 from PIL import Image
 from scipy.io import savemat
 
-from datamodules.errors import AnnotationFormatError, ConfigError, DataNotFoundError
+from core.errors import AnnotationFormatError, ConfigError, DataNotFoundError
+from core.skeletons import PCK_TORSO, PCKH_MPII
 from datamodules.formats import FLIC, LSP, MPII, COCOKeypoints, MPIIRelease
-from datamodules.pose import PCK_TORSO, PCKH_MPII, PoseDataModule
+from datamodules.pose import PoseDataModule
 from lightning_modules.metrics.coco_keypoints import COCOKeypointAP
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.keypoints import LSP_SKELETON, MPII_SKELETON, apply_affine, crop_matrix, invert_affine, render_heatmaps
+from core.geometry import apply_affine, crop_matrix, invert_affine
+from core.skeletons import LSP_SKELETON, MPII_SKELETON
+from datamodules.keypoints import render_heatmaps
 from datamodules.pose import PoseAugmentation, PoseDataModule, warp_image
 from datamodules.synthetic.pose import SyntheticPose
 from lightning_modules.heatmap_decode import decode_heatmaps, flip_back, to_image_coordinates

@@ -19,7 +19,14 @@ import pytest
 import yaml
 
 from experiments.reproduce import (
-    RESULT_FILE, STATE_FILE, _TableLock, main_report, main_reproduce, pick_epoch, plan_runs, read_validation,
+    RESULT_FILE,
+    STATE_FILE,
+    _TableLock,
+    main_report,
+    main_reproduce,
+    pick_epoch,
+    plan_runs,
+    read_validation,
 )
 from experiments.table_spec import TableSpecError, available_tables, load_table
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 from torch import Tensor
 
-from datamodules.errors import AnnotationFormatError, DataNotFoundError
+from core.errors import AnnotationFormatError, DataNotFoundError
 from datamodules.pose import PoseRecord, PoseSource
 
 __all__ = [

@@ -22,34 +22,19 @@ of the torso (left shoulder to right hip), a quick proxy for checkpoint selectio
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from datamodules.errors import AnnotationFormatError, ConfigError
+from core.coco import load_coco
+from core.errors import AnnotationFormatError, ConfigError
+from core.skeletons import COCO_SKELETON, PCK_TORSO, PoseProtocol, Skeleton
 from datamodules.formats._common import ImageFileSource, finite_number, require_dir, require_file, resolve
-from datamodules.keypoints import COCO_SKELETON, Skeleton
-from datamodules.pose import PCK_TORSO, PoseProtocol, PoseRecord
+from datamodules.pose import PoseRecord
 
-__all__ = ["COCOKeypoints", "load_coco"]
+__all__ = ["COCOKeypoints"]
 
 NUM_JOINTS = 17
-
-
-def load_coco(path: Path) -> Any:
-    """``pycocotools.coco.COCO`` of ``path`` without its progress prints; a file that is not COCO
-    JSON raises ``AnnotationFormatError``."""
-    from pycocotools.coco import COCO
-
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(path))
-    except (json.JSONDecodeError, UnicodeDecodeError, AssertionError, KeyError, TypeError) as error:
-        raise AnnotationFormatError(path, f"not a COCO annotation file ({type(error).__name__}: {error})") from error
 
 
 class COCOKeypoints(ImageFileSource):

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.errors import AnnotationFormatError, ConfigError
+from core.errors import AnnotationFormatError, ConfigError
+from core.skeletons import FLIC_SKELETON, PCK_TORSO, PoseProtocol, Skeleton
 from datamodules.formats._common import (
     ImageFileSource,
     finite_number,
@@ -33,8 +34,7 @@ from datamodules.formats._common import (
     require_file,
     resolve,
 )
-from datamodules.keypoints import FLIC_SKELETON, Skeleton
-from datamodules.pose import PCK_TORSO, PoseProtocol, PoseRecord
+from datamodules.pose import PoseRecord
 
 __all__ = ["FLIC", "FLIC_COLUMNS"]
 

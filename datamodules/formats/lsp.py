@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.errors import AnnotationFormatError, ConfigError
+from core.errors import AnnotationFormatError, ConfigError
+from core.skeletons import LSP_SKELETON, PCK_TORSO, PoseProtocol, Skeleton
 from datamodules.formats._common import ImageFileSource, joint_box_center_scale, load_mat, require_dir, require_file, resolve
-from datamodules.keypoints import LSP_SKELETON, Skeleton
-from datamodules.pose import PCK_TORSO, PoseProtocol, PoseRecord
+from datamodules.pose import PoseRecord
 
 __all__ = ["LSP"]
 

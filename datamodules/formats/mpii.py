@@ -22,7 +22,7 @@ Two readers, one per kind of annotation file:
 
 Coordinates: MPII's files are 1-based MATLAB coordinates; the readers subtract 1 from joints,
 centres and head boxes, so records are in 0-based pixel-index coordinates
-(``datamodules.keypoints``). A joint is ``visible`` (annotated) when the file lists it; joints MPII
+(``core.geometry``). A joint is ``visible`` (annotated) when the file lists it; joints MPII
 marks as occluded but annotated stay visible, as in the MPII evaluation (``jnt_missing``).
 
 Crops follow HRNet's and bearpaw's adjustment of MPII's rough person position: the centre moves
@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.errors import AnnotationFormatError, ConfigError
+from core.errors import AnnotationFormatError, ConfigError
+from core.skeletons import MPII_SKELETON, PCKH_MPII, PoseProtocol, Skeleton
 from datamodules.formats._common import (
     ImageFileSource,
     finite_number,
@@ -47,8 +48,7 @@ from datamodules.formats._common import (
     require_file,
     resolve,
 )
-from datamodules.keypoints import MPII_SKELETON, Skeleton
-from datamodules.pose import PCKH_MPII, PoseProtocol, PoseRecord
+from datamodules.pose import PoseRecord
 
 __all__ = ["MPII", "MPIIRelease"]
 

@@ -21,9 +21,9 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from datamodules.errors import ConfigError
-from datamodules.keypoints import MPII_SKELETON, Skeleton
-from datamodules.pose import PCKH_MPII, PoseProtocol, PoseRecord, PoseSource
+from core.errors import ConfigError
+from core.skeletons import MPII_SKELETON, PCKH_MPII, PoseProtocol, Skeleton
+from datamodules.pose import PoseRecord, PoseSource
 
 __all__ = ["SyntheticPose"]
 

@@ -23,8 +23,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from datamodules.errors import AnnotationFormatError, DataNotFoundError
-from datamodules.formats.coco_keypoints import load_coco
+from core.coco import load_coco
+from core.errors import AnnotationFormatError, DataNotFoundError
 
 __all__ = ["COCOKeypointAP"]
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from datamodules.keypoints import Skeleton
+from core.skeletons import Skeleton
 
 __all__ = ["PCK"]
 

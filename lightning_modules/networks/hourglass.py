@@ -15,7 +15,6 @@ With 8 stacks, F = 256, 1 block and 16 joints this has 25,434,112 parameters.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 

@@ -1,0 +1,81 @@
+"""Errors a user can fix by changing a config or a file; the CLI prints each as one line and exits 2.
+
+Every class here can be rebuilt from its message alone (``cls(message)``). PyTorch re-raises an
+exception from a DataLoader worker that way, with the worker's traceback folded into the message;
+``user_message`` turns such an error back into the one line the main process would have printed.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError", "DataNotFoundError", "AnnotationFormatError", "BadRecordError", "RunExistsError",
+    "CheckpointError", "user_message", "config_error_in",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key or the path."""
+
+
+class DataNotFoundError(ConfigError, FileNotFoundError):
+    """A data root, image folder or annotation file that is not where the config says.
+
+    ``DataNotFoundError("MPII root", "data/mpii")`` reads "MPII root not found: data/mpii".
+    ``missing`` lists every required path that is absent (``core.records.RequiredPath``), so that a
+    dry run can name them all, not only the first.
+    """
+
+    def __init__(self, what: str, path: object = None, missing: list | None = None) -> None:
+        super().__init__(what if path is None else f"{what} not found: {path}")
+        self.path = path
+        self.missing = list(missing or [])
+
+
+class AnnotationFormatError(ConfigError):
+    """An annotation file that does not parse, or a record in it that breaks the format."""
+
+    def __init__(self, path: object, detail: str | None = None) -> None:
+        super().__init__(str(path) if detail is None else f"malformed annotation file {path}: {detail}")
+        self.path = path
+
+
+class BadRecordError(AnnotationFormatError):
+    """One record of an annotation file fails a check (``on_bad_record: error``): the message
+    names the file, the record and the reason."""
+
+    def __init__(self, path: object, detail: str | None = None, kind: str = "bad_record") -> None:
+        ConfigError.__init__(self, str(path) if detail is None else f"bad record in {path}: {detail}")
+        self.path = path
+        self.kind = kind
+
+
+class RunExistsError(ConfigError, FileExistsError):
+    """A fresh run asked for a run directory that already holds a run (nothing is overwritten)."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be loaded safely (missing, truncated, or holding pickled code)."""
+
+
+def user_message(error: BaseException) -> str:
+    """The one line to show for a ``ConfigError``, also when it was raised in a DataLoader worker
+    (PyTorch folds the worker's traceback into the message: the last line is the original)."""
+    text = str(error)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        name, sep, message = last.partition(": ")
+        if sep and "." in name and " " not in name:  # "core.errors.DataNotFoundError: image not found: ..."
+            return message.strip()
+        return last.strip()
+    return text
+
+
+def config_error_in(error: BaseException | None) -> ConfigError | None:
+    """The ``ConfigError`` behind ``error``: jsonargparse and Lightning wrap exceptions raised while
+    they build classes or run a loop."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ConfigError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
