@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError", "DataNotFoundError", "AnnotationFormatError", "BadRecordError", "RunExistsError",
-    "CheckpointError", "user_message", "config_error_in",
+    "CheckpointError", "ImageReadError", "user_message", "config_error_in",
 ]
 
 
@@ -79,3 +79,11 @@ def config_error_in(error: BaseException | None) -> ConfigError | None:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+class ImageReadError(ConfigError):
+    """An image file that is there but cannot be decoded."""
+
+    def __init__(self, path: object, detail: str | None = None) -> None:
+        super().__init__(str(path) if detail is None else f"cannot read image {path}: {detail}")
+        self.path = path

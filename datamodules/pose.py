@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from core.facts import DataFacts
 from core.geometry import apply_affine, crop_matrix, invert_affine
 from core.imaging import IMAGENET_MEAN, IMAGENET_STD
 from core.skeletons import PoseProtocol, Skeleton
@@ -138,6 +139,7 @@ class TopDownPoseDataset(Dataset):
             ``keypoints`` ``(K, 2)`` ground truth in *original image* pixel-index coordinates
             (never augmented); ``visible`` ``(K,)`` bool (annotated); ``crop_matrix`` ``(2, 3)``
             float64 image-to-crop map (with the flip and rotation of this sample);
+            ``image_id`` COCO's integer id (-1 elsewhere); ``image_key`` the image's name (str);
             ``head_size`` (0.6 x head-box diagonal, 0 without head box); ``torso_size`` (0 when a
             torso joint is missing); ``center`` ``(2,)``; ``scale``; ``flipped`` bool; ``index``.
     """
@@ -201,6 +203,8 @@ class TopDownPoseDataset(Dataset):
             "index": torch.tensor(index),
             # COCO's integer image id for OKS AP result files; -1 where ids are not integers.
             "image_id": torch.tensor(record.image_id if isinstance(record.image_id, int) else -1),
+            # The dataset's own name of the image (file name, COCO id) for prediction records.
+            "image_key": str(record.image_id),
         }
         return crop.float(), target
 
@@ -275,9 +279,17 @@ class PoseDataModule(pl.LightningDataModule):
     def protocol(self) -> PoseProtocol:
         return self.source.protocol
 
-    def coco_annotation_file(self, stage: str) -> str | None:
-        """COCO ground truth of the split that ``stage`` ("val" or "test") evaluates, if any."""
-        return self.source.coco_annotation_file(self.val_split if stage == "val" else self.test_split)
+    @property
+    def facts(self) -> DataFacts:
+        """What the pose module is built with: the crop size, the skeleton, the protocol, and the
+        COCO ground truth of the validated and tested splits where the source has one."""
+        coco = {stage: self.source.coco_annotation_file(split) for stage, split in (("val", self.val_split), ("test", self.test_split))}
+        return DataFacts(
+            input_shape=(3, *self.input_size),
+            skeleton=self.skeleton,
+            protocol=self.protocol,
+            coco_annotations={stage: path for stage, path in coco.items() if path},
+        )
 
     def dataset(self, split: str, train: bool = False) -> TopDownPoseDataset:
         key = f"{split}:{train}"

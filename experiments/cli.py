@@ -4,6 +4,12 @@ Every YAML key is an ``__init__`` argument: ``model`` and ``data`` are ``class_p
 of a LightningModule and a LightningDataModule, ``trainer`` is ``lightning.pytorch.Trainer``'s and
 ``run`` is ``experiments.runs.RunSpec``'s. Several ``--config`` files compose left to right (a
 search trial or a table row is the base config plus a small override file).
+
+What this layer assumes of a task is the task contract (README, "The task contract"): the data
+module's ``facts`` are linked into the module's ``data_facts`` argument; the module's ``monitor``
+and ``monitor_mode`` select the best checkpoint unless ``run.monitor`` says otherwise; its
+``prediction_records`` make ``predictions.json``; the data module's ``data_report()`` becomes
+``data_report.json``.
 """
 from __future__ import annotations
 
@@ -15,41 +21,40 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from experiments.runs import RUN_DIR_ENV, RunSpec, write_json_atomic
+from core.errors import config_error_in, user_message
+from core.io import write_json_atomic
+from core.processes import CPU_CORES_ENV, cpu_cores
+from experiments.runs import RUN_DIR_ENV, RunSpec, SafeCheckpointIO
 
-__all__ = ["ConvlabCLI", "run_cli", "load_components"]
+__all__ = ["ConvlabCLI", "PredictionRecordWriter", "run_cli", "load_components", "describe_config_error"]
 
 
-class JsonPredictionWriter(BasePredictionWriter):
-    """Writes ``predict`` outputs to ``<run>/predictions.json``: one entry per input with the
-    dataset's image id and every tensor the module's ``predict_step`` returned (as lists)."""
+class PredictionRecordWriter(pl.Callback):
+    """Writes ``predict`` outputs to ``<run>/predictions.json``: the records the module's
+    ``prediction_records(batch, outputs)`` makes of every batch, in the field's own format (one
+    file per rank under DDP: ``predictions.rank<r>.json``)."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(write_interval="epoch")
         self.path = path
+        self.records: list[dict[str, Any]] = []
 
-    def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any) -> None:
-        datamodule = trainer.datamodule
-        records = None
-        if hasattr(datamodule, "dataset") and hasattr(datamodule, "test_split"):
-            records = datamodule.dataset(datamodule.test_split).records
-        rows = []
-        for batch in predictions:
-            size = len(next(iter(batch.values())))
-            for i in range(size):
-                row = {key: value[i].tolist() for key, value in batch.items()}
-                if records is not None and "index" in row:
-                    row["image_id"] = records[int(row["index"])].image_id
-                rows.append(row)
+    def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.records.extend(pl_module.prediction_records(batch, outputs))
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         path = self.path if trainer.world_size == 1 else self.path.with_name(f"predictions.rank{trainer.global_rank}.json")
-        write_json_atomic(path, rows)
+        write_json_atomic(path, self.records)
+
+
+def _facts(datamodule: pl.LightningDataModule) -> Any:
+    return getattr(datamodule, "facts", None)
 
 
 class ConvlabCLI(LightningCLI):
-    """LightningCLI that adds the ``run:`` section and builds the loggers and checkpoints from it."""
+    """LightningCLI that adds the ``run:`` section, links the data's facts into the module, and
+    builds the loggers, checkpoints and run directory."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         super().__init__(
@@ -66,10 +71,13 @@ class ConvlabCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(RunSpec, "run", fail_untyped=False)
+        # A module whose __init__ has no data_facts argument is left alone.
+        parser.link_arguments("data", "model.init_args.data_facts", compute_fn=_facts, apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         command = self.subcommand or "fit"
         run: RunSpec = self._get(self.config_init, "run")
+        run.adopt_monitor(self.model)
         config_files = self._get(self.config, "config") or []
         default_name = Path(str(config_files[0])).stem if config_files else "run"
         ckpt_path = self._get(self.config, "ckpt_path", default=None)
@@ -80,13 +88,16 @@ class ConvlabCLI(LightningCLI):
         has_loggers = bool(kwargs.get("logger", trainer_config.get("logger")))
         extra = run.trainer_callbacks(command, has_loggers)
         if command == "predict":
-            extra.append(JsonPredictionWriter(run.directory / "predictions.json"))
+            extra.append(PredictionRecordWriter(run.directory / "predictions.json"))
         kwargs["callbacks"] = list(trainer_config.get("callbacks") or []) + extra
+        if not trainer_config.get("plugins"):
+            kwargs["plugins"] = [SafeCheckpointIO()]
         kwargs.setdefault("default_root_dir", str(run.directory))
         trainer = super().instantiate_trainer(**kwargs)
         _share_cpu_threads(trainer)
         if trainer.is_global_zero:
             print(f"convlab: {command} -> {run.directory}", flush=True)
+            run.write_data_report(getattr(self.datamodule, "data_report", lambda: None)())
         return trainer
 
     def _report(self) -> None:
@@ -107,15 +118,16 @@ class ConvlabCLI(LightningCLI):
 
 
 def _share_cpu_threads(trainer: pl.Trainer) -> None:
-    """Several CPU ranks on one machine each default to one thread per core; their OpenMP threads
-    then spin against each other and a step gets many times slower. Give each rank its share,
-    unless the user set OMP_NUM_THREADS."""
+    """Several CPU processes on one machine (DDP ranks, or the slots of a table or a study) each
+    default to one thread per core; their OpenMP threads then spin against each other and a step
+    gets many times slower. Each rank takes its share of the cores its runner gave it
+    (``CONVLAB_CPU_CORES``, else all), unless the user set ``OMP_NUM_THREADS``."""
     if "OMP_NUM_THREADS" in os.environ or trainer.accelerator.__class__.__name__ != "CPUAccelerator":
         return
+    cores = int(os.environ.get(CPU_CORES_ENV, 0)) or cpu_cores()
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 0)) or trainer.num_devices
-    if local_ranks > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, cores // local_ranks))
+    if local_ranks > 1 or CPU_CORES_ENV in os.environ:
+        torch.set_num_threads(max(1, cores // max(1, local_ranks)))
 
 
 class _ComponentsCLI(ConvlabCLI):
@@ -134,8 +146,8 @@ def load_components(config_args: list[str]) -> tuple[pl.LightningModule, pl.Ligh
 
 
 def run_cli(args: list[str] | None = None) -> int:
-    """Run one LightningCLI command (``None``: from ``sys.argv``); configuration errors become one
-    line on stderr and exit 2."""
+    """Run one LightningCLI command (``None``: from ``sys.argv``); configuration and data errors
+    (also those raised in a DataLoader worker) become one line on stderr and exit 2."""
     import logging
 
     from jsonargparse import ArgumentError
@@ -145,13 +157,13 @@ def run_cli(args: list[str] | None = None) -> int:
     try:
         ConvlabCLI(args=args)
     except ArgumentError as error:
-        print(f"convlab: config error: {_one_line(error)}", file=sys.stderr)
+        print(f"convlab: config error: {describe_config_error(error)}", file=sys.stderr)
         return 2
     except Exception as error:
-        cause = _config_error_in(error)
+        cause = config_error_in(error)
         if cause is None:
             raise
-        print(f"convlab: {cause}", file=sys.stderr)
+        print(f"convlab: {user_message(cause)}", file=sys.stderr)
         return 2
     finally:
         if os.environ.get(RUN_DIR_ENV) and "LOCAL_RANK" not in os.environ:
@@ -159,32 +171,19 @@ def run_cli(args: list[str] | None = None) -> int:
     return 0
 
 
-def _config_error_in(error: BaseException) -> BaseException | None:
-    """The ``ConfigError`` behind ``error``: jsonargparse wraps exceptions raised while it
-    instantiates classes."""
-    from core.errors import ConfigError
-
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, ConfigError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
 _NOISE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>", "Parser key", "Problem with given class_path")
 
 
-def _one_line(error: BaseException) -> str:
-    """jsonargparse nests the reason under several lines of context; name the key and the class it
-    belongs to, then the innermost reason."""
+def describe_config_error(error: BaseException, with_key: bool = True) -> str:
+    """One line for a jsonargparse error, which nests the reason under several lines of context:
+    the dotted key a user would type and the class it belongs to (``with_key``), then the innermost
+    reason ("Option 'x' is not accepted")."""
     text = str(error)
     keys = re.findall(r'Parser key "([^"]+)"', text)
     classes = re.findall(r"Problem with given class_path '([^']+)'", text)
     reasons = [line.strip().lstrip("- ").strip() for line in text.splitlines() if line.strip() and not any(n in line for n in _NOISE)]
-    reason = reasons[-1] if reasons else text.strip().splitlines()[0]
-    if not keys:
+    reason = reasons[-1] if reasons else (text.strip().splitlines() or [type(error).__name__])[0]
+    if not keys or not with_key:
         return reason
     # Every class level below the top adds "init_args" to the dotted key a user would type.
     path = keys[0] + "".join(f".init_args.{k}" for k in keys[1:])

@@ -8,23 +8,31 @@ failing or hanging the run.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import netrc
 import os
+import pickle
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
-from core.errors import RunExistsError
+from core.errors import CheckpointError, RunExistsError
+from core.io import write_atomic, write_json_atomic
 
-__all__ = ["RunSpec", "resolve_wandb_mode", "SafeWandbLogger", "ResumableCSVLogger", "RUN_DIR_ENV"]
+__all__ = [
+    "RunSpec", "resolve_wandb_mode", "wandb_settings", "log_summary_run", "SafeWandbLogger", "ResumableCSVLogger",
+    "SafeCheckpointIO", "RUN_DIR_ENV",
+]
 
 # Set by the process that resolved the run directory, so that the DDP ranks Lightning launches by
 # re-running the command line write into the same directory instead of resolving their own.
@@ -105,8 +113,8 @@ class RunSpec:
             stem (``-<command>`` appended for validate/test/predict); a fresh ``fit`` whose default
             directory already holds a run gets ``-2``, ``-3``, ... so nothing is overwritten.
         root: the folder that holds every run.
-        monitor: metric that selects ``checkpoints/best.ckpt``.
-        mode: ``max`` or ``min`` for ``monitor``.
+        monitor: metric that selects ``checkpoints/best.ckpt``; ``None``: the module's ``monitor``.
+        mode: ``max`` or ``min`` for ``monitor``; ``None``: the module's ``monitor_mode``.
         project: W&B project.
         group: W&B group (a study or a table shares one, so an ablation is one dashboard).
         job_type: W&B job type (``train``, ``trial``, a table row).
@@ -122,8 +130,8 @@ class RunSpec:
         self,
         name: str | None = None,
         root: str = "runs",
-        monitor: str = "val/pckh",
-        mode: Literal["max", "min"] = "max",
+        monitor: str | None = None,
+        mode: Literal["max", "min"] | None = None,
         project: str = "convlab",
         group: str | None = None,
         job_type: str | None = None,
@@ -148,6 +156,13 @@ class RunSpec:
         self.config = dict(config or {})
         self.callbacks = list(callbacks or [])
         self.directory: Path | None = None
+
+    def adopt_monitor(self, module: Any) -> None:
+        """Take the module's ``monitor`` and ``monitor_mode`` where the config gives none."""
+        if self.monitor is None:
+            self.monitor = getattr(module, "monitor", None)
+        if self.mode is None:
+            self.mode = getattr(module, "monitor_mode", None) or "max"
 
     # ------------------------------------------------------------------ directory
     def resolve_directory(self, default_name: str, command: str, ckpt_path: str | None) -> Path:
@@ -203,7 +218,7 @@ class RunSpec:
                     config=self.config or None,
                     mode=mode,
                     resume="allow",
-                    settings=_wandb_settings(),
+                    settings=wandb_settings(),
                 )
             )
         return loggers
@@ -213,10 +228,21 @@ class RunSpec:
         if path.exists():
             return path.read_text().strip()
         run_id = re.sub(r"[^a-z0-9-]", "-", self.run_name.lower())[-40:].strip("-") + "-" + os.urandom(4).hex()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(run_id)
-        os.replace(tmp, path)
+        write_atomic(path, run_id)
         return run_id
+
+    def write_data_report(self, report: dict[str, Any] | None) -> None:
+        """``data_report.json``: what the data's readers read and the bad records they skipped; a
+        summary line per source that skipped records goes to stderr."""
+        if report is None or self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.directory / "data_report.json", report)
+        for source in report.get("sources", []):
+            if source.get("skipped"):
+                kinds = ", ".join(f"{n} {k}" for k, n in source.get("skipped_by_kind", {}).items())
+                print(f"convlab data: {source.get('source')}: skipped {source['skipped']} bad record(s) ({kinds}); "
+                      f"see {self.directory / 'data_report.json'}", file=sys.stderr, flush=True)
 
     def trainer_callbacks(self, command: str, has_loggers: bool) -> list[Callback]:
         callbacks: list[Callback] = list(self.callbacks)
@@ -253,7 +279,7 @@ def _holds_run(directory: Path) -> bool:
     return directory.exists() and any(directory.iterdir())
 
 
-def _wandb_settings() -> Any:
+def wandb_settings() -> Any:
     import wandb
 
     # console="off": DDP children and search workers must not have their stdout wrapped;
@@ -261,8 +287,62 @@ def _wandb_settings() -> Any:
     return wandb.Settings(init_timeout=30, silent=True, console="off")
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+def log_summary_run(
+    *, project: str, group: str, job_type: str, run_id: str, name: str, directory: Path, mode: str,
+    config: dict[str, Any], tables: dict[str, tuple[list[str], list[list[Any]]]], images: list[Path] | None = None,
+    summary: dict[str, Any] | None = None, tags: list[str] | None = None,
+) -> str | None:
+    """One W&B run that sums up a group (a study or a table): its ``tables`` (name -> columns,
+    rows), its plot ``images`` (logged as ``plots/<stem>``) and ``summary`` values, in the group's
+    dashboard. Offline without an API key; ``mode`` disabled writes nothing. Never fails its caller:
+    a problem is printed and None returned; else the run's directory."""
+    if mode == "disabled":
+        return None
+    try:
+        import wandb
+
+        directory.mkdir(parents=True, exist_ok=True)
+        run = wandb.init(
+            project=project, group=group, job_type=job_type, id=run_id, name=name, dir=str(directory), mode=mode,
+            resume="allow", settings=wandb_settings(), tags=tags, config=config,
+        )
+        try:
+            payload: dict[str, Any] = {key: wandb.Table(columns=columns, data=rows) for key, (columns, rows) in tables.items()}
+            for png in images or []:
+                payload[f"plots/{Path(png).stem}"] = wandb.Image(str(png))
+            run.log(payload)
+            for key, value in (summary or {}).items():
+                run.summary[key] = value
+        finally:
+            run.finish()
+        return str(directory / "wandb")
+    except Exception as error:  # a dashboard is a convenience: never fail a finished study or table on it
+        print(f"convlab: W&B summary run not written ({type(error).__name__}: {error})", file=sys.stderr, flush=True)
+        return None
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Checkpoints that are written atomically and loaded without running pickled code.
+
+    Saving goes through a temporary file and a rename, so a kill during the write leaves the
+    previous ``last.ckpt`` whole. Loading uses ``torch.load(weights_only=True)``: tensors, numbers,
+    strings and containers only; a checkpoint that needs anything else (a crafted pickle, or an
+    object saved by other code) is refused with ``CheckpointError`` instead of being executed.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_atomic(Path(path), buffer.getvalue())
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        try:
+            return torch.load(path, map_location=map_location or (lambda storage, loc: storage), weights_only=True)
+        except pickle.UnpicklingError as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"checkpoint {path} refused: it holds pickled objects that are not weights ({reason})") from None
+        except (RuntimeError, EOFError, OSError) as error:
+            raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None

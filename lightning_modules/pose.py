@@ -15,7 +15,8 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 
-from core.skeletons import PoseProtocol, Skeleton
+from core.errors import ConfigError
+from core.facts import DataFacts
 from lightning_modules.heatmap_decode import decode_heatmaps, flip_back, to_image_coordinates
 from lightning_modules.metrics.coco_keypoints import COCOKeypointAP
 from lightning_modules.metrics.pck import PCK
@@ -56,9 +57,10 @@ class PoseEstimationModule(pl.LightningModule):
         log_images: number of validation crops drawn with predictions and logged to W&B (0: none).
         channels_last: keep the network's weights and inputs in channels-last memory format
             (faster convolutions on CPUs and on tensor-core GPUs; the numbers are unchanged).
+        data_facts: the data's crop size, skeleton (flip pairs, part columns), protocol (PCKh@0.5
+            or PCK@0.2) and COCO ground truth; linked from the data module's ``facts`` by the CLI.
 
-    Batches are ``(images, target)`` from ``datamodules.pose.PoseDataModule``; the data module
-    supplies the skeleton (flip pairs, part columns) and the protocol (PCKh@0.5 or PCK@0.2).
+    Batches are ``(images, target)`` as ``datamodules.pose.PoseDataModule`` makes them.
     Metrics: ``val/<protocol>`` (final stack), ``val/<protocol>_<part>``, ``val/<protocol>_limbs``,
     ``val/<protocol>_stack<k>`` and ``val/<protocol>_limbs_stack<k>`` for every stack, ``val/loss``,
     ``val/<protocol>_best``; the same under ``test/`` without the best. On COCO, the official OKS
@@ -75,9 +77,10 @@ class PoseEstimationModule(pl.LightningModule):
         quarter_offset: bool = True,
         log_images: int = 4,
         channels_last: bool = False,
+        data_facts: DataFacts | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["network", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["network", "optimizer", "scheduler", "data_facts"])
         self.network = network
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -92,43 +95,65 @@ class PoseEstimationModule(pl.LightningModule):
         self.val_loss = MeanMetric()
         self.best = MaxMetric()
         self.best.persistent(True)  # so val/<metric>_best survives a resume from last.ckpt
-        self.skeleton: Skeleton | None = None
-        self.protocol: PoseProtocol | None = None
+        self._image_batch: dict[str, Tensor] | None = None
         self.metrics = nn.ModuleDict()
         self.coco_ap = nn.ModuleDict()
-        self._image_batch: dict[str, Tensor] | None = None
-
-    # ------------------------------------------------------------------ set-up
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "skeleton"):
-            raise RuntimeError("PoseEstimationModule needs a pose data module (datamodules.pose.PoseDataModule)")
-        self.configure_protocol(datamodule.skeleton, datamodule.protocol)
-        # Sources with COCO ground truth (COCO keypoints) are also scored by OKS AP, officially.
-        coco_annotations = getattr(datamodule, "coco_annotation_file", lambda split: None)
-        for split in ("val", "test"):
-            annotations = coco_annotations(split)
-            if annotations and split not in self.coco_ap:
-                self.coco_ap[split] = COCOKeypointAP(annotations)
-
-    def configure_protocol(self, skeleton: Skeleton, protocol: PoseProtocol) -> None:
-        """Build the metrics for a dataset's skeleton and protocol (called from ``setup``)."""
-        joints = getattr(self.network, "num_joints", skeleton.num_joints)
-        if joints != skeleton.num_joints:
-            raise ValueError(
-                f"model.network.init_args.num_joints is {joints} but the {skeleton.name} data has {skeleton.num_joints} joints"
+        facts = data_facts or DataFacts()
+        self.skeleton, self.protocol = facts.skeleton, facts.protocol
+        if facts.input_shape is not None:
+            self.example_input_array = torch.zeros(1, *facts.input_shape)
+        if self.skeleton is not None and self.protocol is not None:
+            joints = getattr(network, "num_joints", self.skeleton.num_joints)
+            if joints != self.skeleton.num_joints:
+                raise ConfigError(
+                    f"model.init_args.network.init_args.num_joints is {joints} but the {self.skeleton.name} data has {self.skeleton.num_joints} joints"
+                )
+            stacks = getattr(network, "num_stacks", 1)
+            self.metrics = nn.ModuleDict(
+                {f"{split}_stack{k}": PCK(self.skeleton, self.protocol.threshold) for split in ("val", "test") for k in range(1, stacks + 1)}
             )
-        if self.skeleton == skeleton and self.protocol == protocol and len(self.metrics):
-            return
-        self.skeleton, self.protocol = skeleton, protocol
-        stacks = getattr(self.network, "num_stacks", 1)
-        self.metrics = nn.ModuleDict(
-            {f"{split}_stack{k}": PCK(skeleton, protocol.threshold) for split in ("val", "test") for k in range(1, stacks + 1)}
-        )
+        # Sources with COCO ground truth (COCO keypoints) are also scored by OKS AP, officially.
+        for split, ground_truth in facts.coco_annotations.items():
+            self.coco_ap[split] = COCOKeypointAP(ground_truth)
 
+    def setup(self, stage: str) -> None:
+        if self.protocol is None and stage != "predict":
+            raise ConfigError("PoseEstimationModule needs data_facts (skeleton, protocol): build it through the convlab CLI, or pass them")
+
+    # ------------------------------------------------------------------ the task contract
     @property
     def metric_name(self) -> str:
         return self.protocol.name if self.protocol is not None else "pckh"
+
+    @property
+    def monitor(self) -> str:
+        """The metric that selects the best checkpoint: the protocol's accuracy of the final stack."""
+        return f"val/{self.metric_name}"
+
+    monitor_mode = "max"
+
+    def loss(self, batch: tuple[Tensor, dict[str, Tensor]]) -> Tensor:
+        """The training loss of one batch: heatmap MSE over the supervised stacks."""
+        images, target = batch
+        return heatmap_loss(self(images), target["heatmaps"], target["heatmap_valid"], self.intermediate_supervision)
+
+    def prediction_records(self, batch: tuple[Tensor, dict[str, Tensor]], outputs: dict[str, Tensor]) -> list[dict[str, Any]]:
+        """One COCO keypoint result per person: ``image_id`` (COCO's id, else the dataset's image
+        name), ``keypoints`` as ``[x1, y1, s1, ...]`` in original-image pixel-index coordinates,
+        ``score`` the mean joint score, and ``index`` the person's position in the split."""
+        _, target = batch
+        records = []
+        for i in range(outputs["keypoints"].shape[0]):
+            coco_id = int(target["image_id"][i])
+            points = torch.cat([outputs["keypoints"][i], outputs["scores"][i, :, None]], dim=-1)
+            records.append({
+                "image_id": coco_id if coco_id >= 0 else target["image_key"][i],
+                "category_id": 1,
+                "keypoints": [round(float(v), 3) for v in points.reshape(-1)],
+                "score": float(outputs["scores"][i].mean()),
+                "index": int(target["index"][i]),
+            })
+        return records
 
     def configure_optimizers(self) -> Any:
         params = self.network.parameters()
@@ -138,7 +163,7 @@ class PoseEstimationModule(pl.LightningModule):
         scheduler = self.scheduler_factory(optimizer)
         config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config["monitor"] = f"val/{self.metric_name}"
+            config["monitor"] = self.monitor
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     # ------------------------------------------------------------------ steps
@@ -149,9 +174,8 @@ class PoseEstimationModule(pl.LightningModule):
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def training_step(self, batch: tuple[Tensor, dict[str, Tensor]], batch_idx: int) -> Tensor:
-        images, target = batch
-        outputs = self(images)
-        loss = heatmap_loss(outputs, target["heatmaps"], target["heatmap_valid"], self.intermediate_supervision)
+        images, _ = batch
+        loss = self.loss(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
         self.train_loss(loss.detach())
