@@ -18,9 +18,14 @@ is a bad record:
 A record is never silently trained on or silently dropped. A split left without records raises
 ``BadRecordError`` with the counts, whatever the policy.
 
+**Filtered records.** A record that is well formed but that the reader leaves out by its format's
+documented rules (a COCO crowd annotation, a person below ``min_keypoints``) is not a bad record:
+the reader counts it with ``checker.filtered(kind, file)`` under either policy, and the report
+lists those counts under ``filtered``.
+
 The kinds the readers use: ``missing_field``, ``wrong_type``, ``non_finite``, ``visibility_flag``,
-``box_outside_image``, ``empty_box``, ``unknown_category``, ``keypoint_count``, ``image_missing``,
-``path_outside_root``, ``duplicate``.
+``box_outside_image``, ``empty_box``, ``unknown_category``, ``unknown_image``, ``keypoint_count``,
+``no_joints``, ``image_missing``, ``path_outside_root``, ``duplicate``.
 """
 from __future__ import annotations
 
@@ -148,6 +153,7 @@ class RecordChecker:
         self.counts: Counter[str] = Counter()
         self.per_file: dict[str, dict[str, int]] = {}
         self.skipped: list[dict[str, str]] = []
+        self.filtered_counts: Counter[str] = Counter()
 
     @contextlib.contextmanager
     def record(self, file: Path | str, where: str) -> Iterator[None]:
@@ -173,9 +179,24 @@ class RecordChecker:
         entry = self.per_file.setdefault(str(file), {"read": 0, "skipped": 0})
         entry["read"] += count
         if count == 0:
-            skipped = entry["skipped"]
-            detail = f"{skipped} bad record(s) skipped: {dict(self.counts)}" if skipped else "the annotation list is empty"
+            skipped, filtered = entry["skipped"], entry.get("filtered", 0)
+            if skipped:
+                detail = f"{skipped} bad record(s) skipped: {dict(self.counts)}"
+            elif filtered:
+                detail = f"all {filtered} record(s) left out by the format's rules: {dict(self.filtered_counts)}"
+            else:
+                detail = "the annotation list is empty"
             raise BadRecordError(file, f"no usable record for the {split} split ({detail})", kind="empty")
+
+    def filtered(self, kind: str, file: Path | str | None = None) -> None:
+        """Count a well-formed record that the reader leaves out by its format's documented rules
+        (``kind``: e.g. ``iscrowd``, ``few_keypoints``): the same under either policy, and listed in
+        the report, so that nothing is dropped without a word. With ``file`` its entry in the report's
+        ``files`` counts it too."""
+        self.filtered_counts[kind] += 1
+        if file is not None:
+            entry = self.per_file.setdefault(str(file), {"read": 0, "skipped": 0})
+            entry["filtered"] = entry.get("filtered", 0) + 1
 
     @property
     def total_skipped(self) -> int:
@@ -191,6 +212,7 @@ class RecordChecker:
             "files": self.per_file,
             "skipped_records": self.skipped,
             "skipped_records_listed": len(self.skipped),
+            "filtered": dict(sorted(self.filtered_counts.items())),
         }
 
     def summary(self) -> str:

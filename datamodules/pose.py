@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from core.facts import DataFacts
 from core.geometry import apply_affine, crop_matrix, invert_affine
 from core.imaging import IMAGENET_MEAN, IMAGENET_STD
+from core.records import RecordChecker, RequiredPath
 from core.skeletons import PoseProtocol, Skeleton
 from datamodules.keypoints import render_heatmaps
 
@@ -54,10 +55,15 @@ class PoseRecord:
 
 
 class PoseSource(ABC):
-    """A pose dataset: its skeleton, its protocol, its people per split, and how to load an image."""
+    """A pose dataset: its skeleton, its protocol, its people per split, and how to load an image.
+
+    Every source takes ``on_bad_record: error | skip`` and keeps its ``checker``
+    (``core.records.RecordChecker``): ``data_report()`` is what it read and skipped.
+    """
 
     skeleton: Skeleton
     protocol: PoseProtocol
+    checker: RecordChecker | None = None
 
     @abstractmethod
     def records(self, split: str) -> list[PoseRecord]:
@@ -72,6 +78,16 @@ class PoseSource(ABC):
         """COCO-format keypoint ground truth of ``split`` when the source has one (then OKS AP is
         reported besides PCK); ``None`` otherwise."""
         return None
+
+    def required_paths(self) -> list[RequiredPath]:
+        """The files and folders the source reads (checked before it parses anything); none for
+        generated data."""
+        return []
+
+    def data_report(self) -> dict[str, Any]:
+        """What the source read, skipped (bad records, by kind) and filtered (by its format's
+        rules), for ``data_report.json``."""
+        return (self.checker or RecordChecker(type(self).__name__)).report()
 
 
 class PoseAugmentation:
@@ -290,6 +306,15 @@ class PoseDataModule(pl.LightningDataModule):
             protocol=self.protocol,
             coco_annotations={stage: path for stage, path in coco.items() if path},
         )
+
+    def required_paths(self) -> list[RequiredPath]:
+        """The source's files and folders (``PoseSource.required_paths``)."""
+        return self.source.required_paths()
+
+    def data_report(self) -> dict[str, Any]:
+        """The source's report of what it read and skipped; the CLI writes it to
+        ``runs/<name>/data_report.json``."""
+        return {"sources": [self.source.data_report()]}
 
     def dataset(self, split: str, train: bool = False) -> TopDownPoseDataset:
         key = f"{split}:{train}"

@@ -1,9 +1,13 @@
 """``python -m experiments bench --config <yaml> [options] [--key value ...]``
 
-Measures, for the network and data of a config:
+Measures, for the network and data of a config, through the task contract alone (the module's
+``network``, ``example_input_array`` and ``loss(batch)``):
 
-* parameters, and forward FLOPs per image (``torch.utils.flop_counter``, 2 x multiply-adds);
+* parameters, and forward FLOPs per image (``torch.utils.flop_counter``, 2 x multiply-adds) on the
+  module's ``example_input_array``;
 * inference latency (eval mode, batch 1 and the training batch), median over repeats;
+* data-loader throughput: images/s the config's training loader delivers with its own workers
+  (augmentation and collation included), beside the training throughput it has to feed;
 * training throughput (images/s) of one optimisation step;
 * the ratio of a training step through the LightningModule and ``Trainer.fit`` to the same step in
   a bare PyTorch loop on the same network, batch, optimiser and precision. Both run in this
@@ -11,7 +15,8 @@ Measures, for the network and data of a config:
   loading and the machine's background load weigh on both alike. The Lightning step time is the
   time between consecutive ``on_train_batch_start`` calls (the whole loop iteration: fetch,
   forward, loss, logging calls, backward, optimiser); the bare step time is one iteration of
-  ``for batch in loader: zero_grad, forward, loss, backward, step``.
+  ``for batch in loader: zero_grad, forward, loss, backward, step``, where the loss is the
+  module's own ``loss(batch)`` on its own state, the very function its ``training_step`` calls.
 
 Writes a JSON file (``--out``, default ``runs/bench/<config stem>.json``) and prints a table.
 """
@@ -37,24 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.cli import load_components
 
-__all__ = ["main", "BARE_LOSSES", "run_bench"]
-
-
-def _pose_bare_loss(module: pl.LightningModule, batch: Any) -> Tensor:
-    from lightning_modules.pose import heatmap_loss
-
-    images, target = batch
-    return heatmap_loss(module(images), target["heatmaps"], target["heatmap_valid"], module.intermediate_supervision)
-
-
-def _bare_losses() -> dict[type, Callable[[pl.LightningModule, Any], Tensor]]:
-    from lightning_modules.pose import PoseEstimationModule
-
-    return {PoseEstimationModule: _pose_bare_loss}
-
-
-# What a plain PyTorch loop computes for each task's LightningModule: the same loss, no Lightning.
-BARE_LOSSES = _bare_losses
+__all__ = ["main", "run_bench"]
 
 
 class _Replay(Dataset):
@@ -116,7 +104,20 @@ def _median_ms(samples: list[float]) -> float:
     return 1e3 * statistics.median(samples)
 
 
-def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, repeats: int, warmup: int, precision: str | None, device_name: str | None, channels_last: bool | None) -> dict[str, Any]:
+def _loader_throughput(loader: DataLoader, batches: int) -> tuple[float, Any]:
+    """Images per second ``loader`` delivers (its workers started, the first batch not timed),
+    and its first batch."""
+    iterator = iter(loader)
+    first = next(iterator)
+    count, start = 0, time.perf_counter()
+    for _, batch in zip(range(batches), iterator):
+        count += len(batch[0])
+    seconds = time.perf_counter() - start
+    return (count / seconds if count else float("nan")), first
+
+
+def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, repeats: int, warmup: int, precision: str | None,
+              device_name: str | None, channels_last: bool | None, loader_batches: int = 20) -> dict[str, Any]:
     extra: list[str] = []
     if batch_size is not None:
         extra += ["--data.init_args.batch_size", str(batch_size)]
@@ -128,29 +129,33 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
     accelerator = device_name or trainer_cfg.get("accelerator") or "auto"
     device = torch.device("cuda" if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()) else "cpu")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    loss_fn = _bare_losses().get(type(model))
-    if loss_fn is None:
-        raise SystemExit(f"bench: no bare-PyTorch loss registered for {type(model).__name__} (experiments/bench.py BARE_LOSSES)")
+    if not callable(getattr(model, "loss", None)):
+        raise SystemExit(f"bench: {type(model).__name__} has no loss(batch) (the task contract, README)")
 
     datamodule.prepare_data()
     datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
+    loader = datamodule.train_dataloader()
+    loader_rate, batch = _loader_throughput(loader, batches=loader_batches)
     images = batch[0]
-    n = images.shape[0]
+    n = len(images)
+    example = model.example_input_array if model.example_input_array is not None else images[:1]
+    example = example if isinstance(example, Tensor) else example[0]
 
-    # ---- size and FLOPs (forward, one image)
+    # ---- size and FLOPs (forward, one input)
     net: nn.Module = model.network
     params = sum(p.numel() for p in net.parameters())
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net.eval()
-        net(images[:1])
+        net(example)
     flops = counter.get_total_flops()
 
     # ---- inference latency
     net_dev = copy.deepcopy(net).to(device).eval()
     mf = torch.channels_last if getattr(model, "channels_last", False) else torch.contiguous_format
     latency = {}
-    for label, x in (("batch1", images[:1]), (f"batch{n}", images)):
+    for label, x in (("batch1", example[:1]), (f"batch{n}", images if isinstance(images, Tensor) else None)):
+        if x is None:  # a list of variably sized images: no stacked batch to time
+            continue
         x = x.to(device).contiguous(memory_format=mf)
         times = []
         with torch.no_grad(), _autocast(precision, device):
@@ -165,8 +170,6 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
     del net_dev
 
     # ---- training step: Lightning vs bare, interleaved blocks
-    if hasattr(model, "configure_protocol") and hasattr(datamodule, "skeleton"):
-        model.configure_protocol(datamodule.skeleton, datamodule.protocol)
     lit_module = copy.deepcopy(model)
     bare_module = copy.deepcopy(model).to(device).train()
     bare_opt = _first_optimizer(bare_module.configure_optimizers())
@@ -194,10 +197,7 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
     for _ in range(repeats):
         timer = _StepTimer(sync)
         trainer = pl.Trainer(callbacks=[timer], **trainer_kwargs)
-        # The module reads the skeleton from trainer.datamodule in setup(); give it the real one.
-        replay = _ReplayData()
-        replay.skeleton, replay.protocol = getattr(datamodule, "skeleton", None), getattr(datamodule, "protocol", None)
-        trainer.fit(lit_module, datamodule=replay)
+        trainer.fit(lit_module, datamodule=_ReplayData())
         steps_l = [b - a for a, b in zip(timer.starts[:-1], timer.starts[1:])][warmup:]
 
         steps_b = []
@@ -208,7 +208,7 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
             b = _to_device(b, device)
             bare_opt.zero_grad(set_to_none=True)
             with _autocast(precision, device):
-                loss = loss_fn(bare_module, b)
+                loss = bare_module.loss(b)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(bare_opt)
@@ -229,7 +229,7 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
     result = {
         "config": [str(c) for c in config.get("config", [])],
         "network": type(net).__name__,
-        "input_shape": list(images.shape[1:]),
+        "input_shape": list(example.shape[1:]),
         "batch_size": n,
         "precision": precision,
         "channels_last": bool(getattr(model, "channels_last", False)),
@@ -239,6 +239,8 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
         "latency_ms": latency,
         "train_step_ms": {"lightning": 1e3 * step_l, "bare": 1e3 * step_b},
         "train_images_per_s": {"lightning": n / step_l, "bare": n / step_b},
+        "loader_images_per_s": loader_rate,
+        "loader_workers": getattr(loader, "num_workers", 0),
         "lightning_to_bare_ratio": step_l / step_b,
         "ratio_per_repeat": ratios,
         "steps_per_block": steps,
@@ -260,6 +262,8 @@ def _table(result: dict[str, Any]) -> str:
         ("train step (Lightning)", f"{result['train_step_ms']['lightning']:.2f} ms"),
         ("train step (bare)", f"{result['train_step_ms']['bare']:.2f} ms"),
         ("train images/s (Lightning)", f"{result['train_images_per_s']['lightning']:.1f}"),
+        (f"data loader images/s ({result['loader_workers']} workers)", f"{result['loader_images_per_s']:.1f}"
+         + ("  (slower than training: the loader limits fit)" if result["loader_images_per_s"] < result["train_images_per_s"]["lightning"] else "")),
         ("Lightning / bare step", f"{result['lightning_to_bare_ratio']:.3f}  (per block: {', '.join(f'{r:.3f}' for r in result['ratio_per_repeat'])})"),
         ("training TFLOP/s", f"{result['training_tflops_per_s']:.3f}"),
     ]
@@ -276,6 +280,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per block")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps at the start of each block")
     parser.add_argument("--repeats", type=int, default=3, help="alternating Lightning/bare blocks")
+    parser.add_argument("--loader-batches", type=int, default=20, help="timed batches of the data-loader measurement")
     parser.add_argument("--precision", default=None, help="e.g. 32-true, bf16-mixed, 16-mixed (default: the config's)")
     parser.add_argument("--device", default=None, choices=["cpu", "gpu", "cuda"], help="default: the config's accelerator")
     parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
@@ -293,6 +298,7 @@ def main(argv: list[str]) -> int:
         precision=args.precision,
         device_name=args.device,
         channels_last=args.channels_last,
+        loader_batches=args.loader_batches,
     )
     if args.peak_tflops:
         result["peak_tflops"] = args.peak_tflops

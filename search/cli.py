@@ -8,14 +8,32 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
 
 __all__ = ["main"]
 
 
+SPECS_DIR = Path(__file__).resolve().parent.parent / "experiments" / "search"
+
+
+def shipped_specs() -> list[Path]:
+    """The search specs that ship with convlab (``experiments/search/*.yaml``)."""
+    return sorted(SPECS_DIR.glob("*.yaml"))
+
+
+def _epilog() -> str:
+    lines = ["search specs that ship (python -m experiments search --config <path>):"]
+    for path in shipped_specs():
+        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        lines.append(f"  {path.relative_to(SPECS_DIR.parent.parent)}  {first}")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments search", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments search", description=__doc__.split("\n\n")[0],
+                                epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="search spec (experiments/search/<name>.yaml)")
     p.add_argument("--study-name", help="study name (default: the spec's study, else the spec file's stem)")
     p.add_argument("--storage", help="journal file or SQLAlchemy URL (default: runs/<study>/journal.log)")

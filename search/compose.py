@@ -11,23 +11,20 @@ import json
 import threading
 from typing import Any
 
-from search.space import Entry, get_dotted, override_tree
+from search.space import Entry, override_tree
 from search.spec import SearchSpec, SpecError
 
-__all__ = ["ConfigComposer", "validate_space", "measure_model", "error_reason"]
+__all__ = ["ConfigComposer", "validate_space", "measure_model", "error_reason", "module_objectives"]
 
 _LOCK = threading.Lock()
 
 
 def error_reason(error: BaseException) -> str:
-    """The most specific line of a jsonargparse error ("Option 'x' is not accepted", ...)."""
-    lines = [line.strip().lstrip("- ").strip() for line in str(error).splitlines() if line.strip()]
-    patterns = ("is not accepted", "does not accept", "Got value", "Unrecognized", "No such", "not found", "Import of", "Expected a <class")
-    for pattern in patterns:
-        hits = [line for line in lines if pattern in line and "NoneType" not in line]
-        if hits:
-            return hits[-1]
-    return lines[-1] if lines else type(error).__name__
+    """The innermost reason of a jsonargparse error ("Option 'x' is not accepted"); the spec entry
+    that caused it is named by the caller."""
+    from experiments.cli import describe_config_error
+
+    return describe_config_error(error, with_key=False)
 
 
 class ConfigComposer:
@@ -148,29 +145,29 @@ def validate_space(spec: SearchSpec, composer: ConfigComposer) -> Any:
     return config
 
 
-def input_shape(spec: SearchSpec, config_dict: dict[str, Any]) -> tuple[int, ...] | None:
-    shape = spec.measure.get("input_shape")
-    if shape:
-        return tuple(int(s) for s in shape)
-    size = get_dotted(config_dict, "data.init_args.input_size")
-    if size is None:
-        return None
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    return (1, 3, int(h), int(w))
-
-
-def measure_model(composer: ConfigComposer, config: Any, shape: tuple[int, ...] | None) -> dict[str, float]:
-    """Parameter count and forward GFLOPs on one input, counted on CPU without training."""
+def measure_model(composer: ConfigComposer, config: Any, shape: tuple[int, ...] | None = None) -> dict[str, float]:
+    """Parameter count and forward GFLOPs of the module's network on one input (``shape``, else
+    the module's ``example_input_array``), counted on CPU without training."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     model, _ = composer.instantiate_model(config)
     out: dict[str, float] = {"params": float(sum(p.numel() for p in model.parameters()))}
-    if shape is not None:
+    example = torch.zeros(shape) if shape is not None else model.example_input_array
+    if example is not None:
         model.eval()
         network = getattr(model, "network", model)
+        inputs = example if isinstance(example, tuple) else (example,)
         with _LOCK, torch.no_grad(), FlopCounterMode(display=False) as counter:
-            network(torch.zeros(shape))
+            network(*inputs)
         out["gflops"] = counter.get_total_flops() / 1e9
     del model
     return out
+
+
+def module_objectives(composer: ConfigComposer, config: Any) -> list[dict[str, Any]]:
+    """The objective of a spec that names none: the monitor of the config's module."""
+    from search.trial import default_objectives
+
+    model, _ = composer.instantiate_model(config)
+    return default_objectives(model)

@@ -9,7 +9,8 @@ For every trial the driver
 4. writes ``attempts/trial-NNNN/override.yaml`` (parameters, ``run.name/group/job_type/wandb_id``
    and the trial callback in ``run.callbacks``) and launches
    ``python -m experiments fit --config <base>... --config <override>`` (under torchrun when the
-   spec asks) in its own process group with the slot's devices, and waits, with a timeout;
+   spec asks) on one of its ``core.processes.SlotPool`` slots (own process group, the slot's GPUs
+   or CPU share), and waits, with a timeout;
 5. alone decides the state: COMPLETE with the values of ``result.json``, PRUNED, or FAIL with the
    reason (``crash``, ``oom``, ``nonfinite``, ``timeout``, ``exception``, ``interrupted``).
 
@@ -20,9 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
 import threading
 import time
 import traceback
@@ -31,10 +30,10 @@ from typing import Any
 
 import yaml
 
-from experiments.launch import clean_environment, experiments_command, launch
-from search.compose import ConfigComposer, input_shape, measure_model, validate_space
+from core.processes import SlotPool, experiments_command
+from search.compose import ConfigComposer, measure_model, module_objectives, validate_space
 from search.space import get_dotted, override_tree, params_to_values, suggest_params
-from search.spec import SearchSpec, SpecError, build_pruner, build_sampler, grid_size
+from search.spec import Objective, SearchSpec, SpecError, build_pruner, build_sampler, grid_size
 from search.storage import (
     DRIVER_ATTR,
     DriverIdentity,
@@ -47,7 +46,6 @@ from search.storage import (
     retry_chain_root,
     sweep_orphans,
 )
-from search.trial import DRIVER_ENV
 
 __all__ = ["SearchDriver", "classify_failure"]
 
@@ -111,8 +109,6 @@ class SearchDriver:
         self.me = DriverIdentity()
         self.stop_event = threading.Event()
         self.interrupted = False
-        self.processes: dict[int, subprocess.Popen] = {}
-        self._process_lock = threading.Lock()
         self.rejections = 0
         self.launched = 0
         self.errors = 0
@@ -132,9 +128,13 @@ class SearchDriver:
         self.base_dict = self.composer.to_dict(config)
         self.runs_root = Path(get_dotted(self.base_dict, "run.root") or "runs")
         self.study_dir = self.runs_root / spec.study
-        self.input_shape = input_shape(spec, self.base_dict)
-        if any(o.metric == "latency_ms" for o in spec.objectives) and self.input_shape is None:
-            raise SpecError("objectives: latency_ms needs measure.input_shape (the data has no input_size)")
+        if not spec.objectives:  # the spec names none: optimise what the module monitors
+            try:
+                spec.objectives = [Objective(**o) for o in module_objectives(self.composer, config)]
+            except ValueError as error:
+                raise SpecError(f"objectives: {error}") from None
+        shape = spec.measure.get("input_shape")
+        self.input_shape = tuple(int(s) for s in shape) if shape else None
         if spec.sampler["name"] == "grid":
             size = grid_size(spec.entries)
             self.n_trials = min(self.n_trials or size, size)
@@ -142,7 +142,10 @@ class SearchDriver:
         self.heartbeat_interval = int(spec.storage.get("heartbeat_interval", 20))
         self.grace_period = float(spec.storage.get("grace_period", max(60, 4 * self.heartbeat_interval)))
         self.max_retry = int(spec.storage.get("max_retry", 3))
-        self.devices = self._slot_devices()
+        try:
+            self.pool = SlotPool(self.slots, gpus=spec.devices, processes_per_slot=spec.torchrun or 1)
+        except ValueError as error:
+            raise SpecError(f"slots: {error}") from None
 
     def connect(self) -> None:
         """Open the storage (creating the journal file or the RDB tables) and the study lock."""
@@ -156,20 +159,6 @@ class SearchDriver:
                 )
             else:
                 self.storage = open_storage(self.url)
-
-    def _slot_devices(self) -> list[list[int] | None]:
-        devices = self.spec.devices
-        if devices is None:
-            import torch
-
-            count = torch.cuda.device_count()
-            devices = list(range(count)) if count else None
-        if not devices:
-            return [None] * self.slots
-        if len(devices) < self.slots:
-            raise SpecError(f"slots: {self.slots} slots need at least as many GPUs, {len(devices)} visible")
-        per = len(devices) // self.slots
-        return [devices[i * per:(i + 1) * per] for i in range(self.slots)]
 
     def open_study(self) -> Any:
         import optuna
@@ -208,38 +197,20 @@ class SearchDriver:
         budget = f"{self.n_trials} trials" if self.n_trials else "no trial count"
         if self.timeout:
             budget += f", {self.timeout:.0f} s"
-        say(f"study {self.spec.study} ({budget}, {self.slots} slot(s)) in {self.study_dir}; storage {self.url}")
+        say(f"study {self.spec.study} ({budget}, {self.pool.describe()}) in {self.study_dir}; storage {self.url}")
         self.deadline = time.monotonic() + self.timeout if self.timeout else None
         interval = self.heartbeat_interval if is_rdb(self.url) else max(1, self.heartbeat_interval // 2)
         self.heartbeat = HeartbeatThread(self.storage, interval)
         self.heartbeat.start()
-        # Completion events instead of Thread.join: a join interrupted by Ctrl-C can mark a running
-        # thread as finished (Python < 3.13), and the driver would exit before failing its trials.
-        self._slot_done = [threading.Event() for _ in range(self.slots)]
-        threads = [threading.Thread(target=self._slot_loop, args=(i,), name=f"slot-{i}", daemon=True) for i in range(self.slots)]
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM,)}
-        signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            for t in threads:
-                t.start()
-            while not self._all_slots_done(0.5):
-                pass
+            self.pool.run(self._slot_loop)
         except KeyboardInterrupt:
+            # The pool stopped the running trials; their slots failed them as interrupted.
             self.interrupted = True
             self.stop_event.set()
-            say("interrupted: stopping the running trials (they will be retried when the study resumes)")
-            with self._process_lock:
-                for process in self.processes.values():
-                    _kill_group(process)
-            if not self._all_slots_done(15):
-                with self._process_lock:
-                    for process in self.processes.values():
-                        _kill_group(process, signal.SIGKILL)
-                self._all_slots_done(60)
+            say("interrupted: the running trials were stopped (they will be retried when the study resumes)")
         finally:
             self.heartbeat.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
         if self.interrupted:
             return 130
         if self.write_report:
@@ -260,25 +231,15 @@ class SearchDriver:
     def _out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
-    def _all_slots_done(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(e.is_set() for e in self._slot_done):
-                return True
-            time.sleep(0.1)
-        return all(e.is_set() for e in self._slot_done)
-
     def _slot_loop(self, slot: int) -> None:
         try:
             self._slot_trials(slot)
         except Exception:  # storage unreachable, a bug: say so, stop this slot, fail the command
             self.errors += 1
             say(f"slot {slot} stopped on an error:\n{traceback.format_exc()}")
-        finally:
-            self._slot_done[slot].set()
 
     def _slot_trials(self, slot: int) -> None:
-        while not self.stop_event.is_set() and not self._out_of_time():
+        while not self.stop_event.is_set() and not self.pool.stopping.is_set() and not self._out_of_time():
             with self.lock.hold():
                 sweep_orphans(self.study, self.me, self.grace_period, self.max_retry)
                 state = budget_state(self.study)
@@ -394,12 +355,7 @@ class SearchDriver:
         if ckpt is not None:
             args += ["--ckpt_path", str(ckpt)]
         command = experiments_command(*args, torchrun_nproc=spec.torchrun)
-        extra = {DRIVER_ENV: f"{self.me.pid}:{self.me.start or ''}", "WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
-        devices = self.devices[slot]
-        if devices is not None:
-            extra["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
-        elif "OMP_NUM_THREADS" not in os.environ:
-            extra["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.slots // (spec.torchrun or 1)))
+        devices = self.pool.slot_gpus[slot] if self.pool.slot_gpus is not None else None
         trial.set_user_attr("run_dir", str(self.study_dir / run_label))
         trial.set_user_attr("attempt_dir", str(attempt))
         trial.set_user_attr("slot", slot)
@@ -413,12 +369,9 @@ class SearchDriver:
         self.launched += 1
 
         log_path = attempt / "worker.log"
-        result = launch(
-            command, env=clean_environment(extra), timeout=spec.trial_timeout, log_path=log_path,
-            on_start=lambda p: self._register(number, p),
+        result = self.pool.launch(
+            slot, command, log_path=log_path, timeout=spec.trial_timeout, extra_env={"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"},
         )
-        with self._process_lock:
-            self.processes.pop(number, None)
         trial.set_user_attr("returncode", result.returncode)
         trial.set_user_attr("seconds", round(result.seconds, 2))
 
@@ -427,7 +380,7 @@ class SearchDriver:
         result_path = attempt / "result.json"
         if result.returncode == 0 and not result.timed_out and result_path.exists():
             payload = json.loads(result_path.read_text())
-        if payload is None and self.interrupted:
+        if payload is None and self.pool.stopping.is_set():
             self._tell_fail(trial, "interrupted", "the driver was interrupted; the trial will be retried", retry=True)
             return
         if payload is None:
@@ -460,12 +413,6 @@ class SearchDriver:
         self.study.tell(trial, objective_values if spec.multi_objective else objective_values[0])
         shown = ", ".join(f"{o.metric}={_fmt(v)}" for o, v in zip(spec.objectives, objective_values))
         say(f"trial {number} COMPLETE {shown} ({result.seconds:.0f} s)")
-
-    def _register(self, number: int, process: subprocess.Popen) -> None:
-        with self._process_lock:
-            self.processes[number] = process
-        if self.stop_event.is_set() and self.interrupted:
-            _kill_group(process)
 
     def _copy_intermediate(self, previous_number: int, trial: Any) -> None:
         """A resumed trial continues the curve of the attempt it resumes (for the pruner)."""
@@ -513,19 +460,8 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def _holds_files(directory: Path) -> bool:
     return directory.exists() and any(directory.iterdir())
-
-
-def _kill_group(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class _quiet:

@@ -15,6 +15,7 @@ import json
 import math
 import statistics
 import threading
+import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -22,17 +23,11 @@ from typing import Any
 
 import yaml
 
+from core.io import write_atomic
 from search.space import get_dotted, override_tree, params_to_values
 from search.spec import SearchSpec
 
 __all__ = ["write_outputs", "write_best_config", "write_wandb_summary", "retrain_top_k", "best_trials"]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -76,7 +71,7 @@ def write_best_config(composer: Any, spec: SearchSpec, trial: Any, path: Path, n
         f"#   python -m experiments fit --config {path}\n"
         f"# Parameters: {json.dumps(trial.params, default=str)}\n"
     )
-    _atomic_write(path, header + yaml.safe_dump(tree, sort_keys=False))
+    write_atomic(path, header + yaml.safe_dump(tree, sort_keys=False))
     return path
 
 
@@ -195,7 +190,7 @@ def write_outputs(
             outputs["pareto"] = str(study_dir / "pareto")
     try:
         frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration"), multi_index=False)
-        frame.to_csv(study_dir / "trials.csv", index=False)
+        write_atomic(study_dir / "trials.csv", frame.to_csv(index=False))
         outputs["trials"] = str(study_dir / "trials.csv")
     except Exception as error:  # the report still gets written; say what is missing from it
         print(f"convlab search: trials.csv not written ({type(error).__name__}: {error})", flush=True)
@@ -303,7 +298,7 @@ def write_outputs(
         + (f" --storage {storage_url}" if storage_url and "://" in storage_url else "") + "` again (`--n-trials N` raises the budget)",
         "",
     ]
-    _atomic_write(study_dir / "report.md", "\n".join(lines))
+    write_atomic(study_dir / "report.md", "\n".join(lines))
     outputs["report"] = str(study_dir / "report.md")
     outputs["plots"] = str(study_dir / "plots")
     return outputs
@@ -312,46 +307,28 @@ def write_outputs(
 # ------------------------------------------------------------------------------------- W&B
 def write_wandb_summary(study: Any, spec: SearchSpec, base: dict[str, Any], study_dir: Path, study_uuid: str) -> str | None:
     """One run per study (``job_type: study-summary``, same group as the trials) with the trial
-    table and the plots. Offline without an API key; never fails the study."""
-    from experiments.runs import _wandb_settings, resolve_wandb_mode
+    table, the plots and the best values. Offline without an API key; never fails the study."""
+    from experiments.runs import log_summary_run, resolve_wandb_mode
 
-    mode = resolve_wandb_mode(spec.wandb or get_dotted(base, "run.wandb") or "auto")
-    if mode == "disabled":
-        return None
-    try:
-        import wandb
-
-        directory = Path(study_dir) / "summary"
-        directory.mkdir(parents=True, exist_ok=True)
-        names = [o.metric for o in spec.objectives]
-        columns = ["trial", "state", *names, *[e.name for e in spec.entries], "params", "gflops", "seconds", "note"]
-        rows = []
-        for t in study.get_trials(deepcopy=False):
-            vals = list(t.values) if t.values else [None] * len(names)
-            rows.append([t.number, t.state.name, *vals, *[_plain(t.params.get(e.name)) for e in spec.entries],
-                         t.user_attrs.get("params"), t.user_attrs.get("gflops"), t.user_attrs.get("seconds"),
-                         t.user_attrs.get("rejected") or t.user_attrs.get("fail_reason") or ""])
-        run = wandb.init(
-            project=get_dotted(base, "run.project") or "convlab", group=spec.study, job_type="study-summary",
-            id=f"{study_uuid[:8]}-summary", name=f"{spec.study}/summary", dir=str(directory), mode=mode,
-            resume="allow", settings=_wandb_settings(), config={"spec": spec.raw},
-        )
-        try:
-            summary = {"trials": wandb.Table(columns=columns, data=rows)}
-            for png in sorted((Path(study_dir) / "plots").glob("*.png")):
-                summary[f"plots/{png.stem}"] = wandb.Image(str(png))
-            run.log(summary)
-            best = best_trials(study, spec)
-            if best:
-                run.summary["best_trial"] = best[0].number
-                for name, value in zip(names, best[0].values):
-                    run.summary[f"best/{name}"] = value
-        finally:
-            run.finish()
-        return str(directory)
-    except Exception as error:  # the summary is a convenience: never fail a finished study on it
-        print(f"convlab search: W&B summary not written ({type(error).__name__}: {error})", flush=True)
-        return None
+    names = [o.metric for o in spec.objectives]
+    columns = ["trial", "state", *names, *[e.name for e in spec.entries], "params", "gflops", "seconds", "note"]
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        vals = list(t.values) if t.values else [None] * len(names)
+        rows.append([t.number, t.state.name, *vals, *[_plain(t.params.get(e.name)) for e in spec.entries],
+                     t.user_attrs.get("params"), t.user_attrs.get("gflops"), t.user_attrs.get("seconds"),
+                     t.user_attrs.get("rejected") or t.user_attrs.get("fail_reason") or ""])
+    summary: dict[str, Any] = {}
+    best = best_trials(study, spec)
+    if best:
+        summary["best_trial"] = best[0].number
+        summary.update({f"best/{name}": value for name, value in zip(names, best[0].values)})
+    return log_summary_run(
+        project=get_dotted(base, "run.project") or "convlab", group=spec.study, job_type="study-summary",
+        run_id=f"{study_uuid[:8]}-summary", name=f"{spec.study}/summary", directory=Path(study_dir) / "summary",
+        mode=resolve_wandb_mode(spec.wandb or get_dotted(base, "run.wandb") or "auto"), config={"spec": spec.raw},
+        tables={"trials": (columns, rows)}, images=sorted((Path(study_dir) / "plots").glob("*.png")), summary=summary,
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -360,12 +337,10 @@ def _plain(value: Any) -> Any:
 
 # ------------------------------------------------------------------------------------- retrain
 def retrain_top_k(driver: Any, study: Any, k: int, seeds: list[int]) -> dict[str, Any]:
-    """Train the top-k complete configurations again with each seed (a normal ``fit`` each, in
-    the driver's slots) and collect the first objective; results are cached in ``retrain.json``
-    so that running the command again does not repeat finished runs."""
-    import queue
-
-    from experiments.launch import clean_environment, experiments_command, launch
+    """Train the top-k complete configurations again with each seed (a normal ``fit`` each, on the
+    driver's slots) and collect the first objective; results are cached in ``retrain.json`` so
+    that running the command again does not repeat finished runs."""
+    from core.processes import experiments_command
 
     spec = driver.spec
     objective = spec.objectives[0]
@@ -376,63 +351,45 @@ def retrain_top_k(driver: Any, study: Any, k: int, seeds: list[int]) -> dict[str
     top = complete[:k]
     cache_path = driver.study_dir / "retrain.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    jobs: queue.Queue = queue.Queue()
-    for t in top:
-        for seed in seeds:
-            if cache.get(f"{t.number}/{seed}", {}).get("value") is None:
-                jobs.put((t, seed))
+    jobs = [(t, seed) for t in top for seed in seeds if cache.get(f"{t.number}/{seed}", {}).get("value") is None]
     lock = threading.Lock()
 
-    def work(slot: int) -> None:
-        while True:
-            try:
-                t, seed = jobs.get_nowait()
-            except queue.Empty:
-                return
-            name = f"{spec.study}/retrain/trial-{t.number:04d}-seed{seed}"
-            status = driver.study_dir / "attempts" / f"retrain-{t.number:04d}-seed{seed}"
-            if status.exists():
-                import time
+    def train(slot: int, job: tuple[Any, int]) -> None:
+        t, seed = job
+        name = f"{spec.study}/retrain/trial-{t.number:04d}-seed{seed}"
+        status = driver.study_dir / "attempts" / f"retrain-{t.number:04d}-seed{seed}"
+        if status.exists():
+            status.rename(status.with_name(f"{status.name}-{int(time.time())}"))
+        status.mkdir(parents=True)
+        values = params_to_values(t.params, spec.entries)
+        override = override_tree({**spec.overrides, **values})
+        override["seed_everything"] = seed
+        run_dir = driver.study_dir / "retrain" / f"trial-{t.number:04d}-seed{seed}"
+        if run_dir.exists():
+            run_dir.rename(run_dir.with_name(f"{run_dir.name}-old{len(list(run_dir.parent.glob(run_dir.name + '-old*')))}"))
+        override["run"] = {
+            "name": name, "group": spec.study, "job_type": "retrain", "wandb_id": f"{driver.uuid[:8]}-r{t.number:04d}s{seed}",
+            "config": {**t.params, "trial_number": t.number, "seed": seed, "study": spec.study},
+            "callbacks": [{"class_path": "search.trial.ResultCallback", "init_args": {
+                "status_dir": str(status), "objectives": [objective.__dict__], "params": t.params}}],
+        }
+        if spec.wandb:
+            override["run"]["wandb"] = spec.wandb
+        path = status / "override.yaml"
+        write_atomic(path, yaml.safe_dump(override, sort_keys=False))
+        args = ["fit", *sum((["--config", b] for b in spec.base), []), "--config", str(path)]
+        print(f"convlab search: retraining trial {t.number} with seed {seed}", flush=True)
+        result = driver.pool.launch(slot, experiments_command(*args, torchrun_nproc=spec.torchrun), log_path=status / "worker.log",
+                                    timeout=spec.trial_timeout, extra_env={"WANDB_SILENT": "true"})
+        value = None
+        result_file = status / "result.json"
+        if result.returncode == 0 and result_file.exists():
+            value = json.loads(result_file.read_text())["values"][0]
+        with lock:
+            cache[f"{t.number}/{seed}"] = {"value": value, "run": str(run_dir), "returncode": result.returncode}
+            write_atomic(cache_path, json.dumps(cache, indent=2))
 
-                status.rename(status.with_name(f"{status.name}-{int(time.time())}"))
-            status.mkdir(parents=True)
-            values = params_to_values(t.params, spec.entries)
-            override = override_tree({**spec.overrides, **values})
-            override["seed_everything"] = seed
-            run_dir = driver.study_dir / "retrain" / f"trial-{t.number:04d}-seed{seed}"
-            if run_dir.exists():
-                run_dir.rename(run_dir.with_name(f"{run_dir.name}-old{len(list(run_dir.parent.glob(run_dir.name + '-old*')))}"))
-            override["run"] = {
-                "name": name, "group": spec.study, "job_type": "retrain", "wandb_id": f"{driver.uuid[:8]}-r{t.number:04d}s{seed}",
-                "config": {**t.params, "trial_number": t.number, "seed": seed, "study": spec.study},
-                "callbacks": [{"class_path": "search.trial.ResultCallback", "init_args": {
-                    "status_dir": str(status), "objectives": [objective.__dict__], "params": t.params}}],
-            }
-            if spec.wandb:
-                override["run"]["wandb"] = spec.wandb
-            path = status / "override.yaml"
-            path.write_text(yaml.safe_dump(override, sort_keys=False))
-            args = ["fit", *sum((["--config", b] for b in spec.base), []), "--config", str(path)]
-            extra = {"WANDB_SILENT": "true"}
-            devices = driver.devices[slot]
-            if devices is not None:
-                extra["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
-            print(f"convlab search: retraining trial {t.number} with seed {seed}", flush=True)
-            result = launch(experiments_command(*args, torchrun_nproc=spec.torchrun), env=clean_environment(extra),
-                            timeout=spec.trial_timeout, log_path=status / "worker.log")
-            value = None
-            result_file = status / "result.json"
-            if result.returncode == 0 and result_file.exists():
-                value = json.loads(result_file.read_text())["values"][0]
-            with lock:
-                cache[f"{t.number}/{seed}"] = {"value": value, "run": str(run_dir), "returncode": result.returncode}
-                _atomic_write(cache_path, json.dumps(cache, indent=2))
-
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(driver.slots)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    driver.pool.map(jobs, train)
     rows = []
     for t in top:
         entries = [cache.get(f"{t.number}/{s}", {}) for s in seeds]

@@ -3,20 +3,21 @@
 A spec names the base config(s), the fixed overrides, the search space, the objective(s), the
 sampler and pruner, the trial budget and the parallel slots::
 
-    study: hourglass_synthetic                  # default: the spec file's stem
-    base: experiments/configs/pose/hourglass_synthetic_quick.yaml   # or a list, composed in order
+    study: my_study                             # default: the spec file's stem
+    base: experiments/configs/<task>/<config>.yaml   # or a list, composed in order
     overrides: {trainer.max_epochs: 4}          # dotted keys fixed for every trial
     space:
       model.init_args.optimizer.init_args.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
-      model.init_args.network.init_args.num_stacks: {type: int, low: 1, high: 3}
-      model.init_args.network.init_args.num_features: {type: categorical, choices: [32, 64]}
+      model.init_args.network.init_args.depth: {type: int, low: 1, high: 3}
+      model.init_args.network.init_args.width: {type: categorical, choices: [32, 64]}
       model.init_args.optimizer:                # a mapping of choices: label -> config value
         type: categorical
         choices: {rmsprop: {class_path: torch.optim.RMSprop}, sgd: {class_path: torch.optim.SGD}}
       model.init_args.optimizer.init_args.momentum:
         {type: float, low: 0.0, high: 0.95, when: {model.optimizer: sgd}}   # conditional entry
-    objectives:                                 # one (pruning allowed) or several (Pareto front)
-      - {metric: val/pckh, direction: maximize}          # reduce: best (default) or last
+    objectives:                                 # one (pruning allowed) or several (Pareto front);
+      - {metric: val/accuracy, direction: maximize}      # default: the module's monitor
+                                                         # reduce: best (default) or last
       - {metric: params, direction: minimize}            # measured: params, gflops, latency_ms
     sampler: {name: tpe, seed: 0}               # tpe | random | grid | cmaes | nsga2 | qmc
     pruner: {name: median, n_startup_trials: 3} # median | percentile | hyperband | successive_halving | threshold | none
@@ -271,11 +272,11 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, study: 
         entries[entry.name] = entry
 
     objectives_raw = raw.get("objectives", raw.get("objective"))
-    if objectives_raw is None:
-        objectives_raw = [{"metric": "val/pckh", "direction": "maximize"}]
+    if objectives_raw is None:  # the module's monitor, filled in by the driver once it built the model
+        objectives_raw = []
     if isinstance(objectives_raw, dict):
         objectives_raw = [objectives_raw]
-    if not isinstance(objectives_raw, list) or not objectives_raw:
+    if not isinstance(objectives_raw, list) or (not objectives_raw and "objectives" in raw):
         raise SpecError("objectives: give a list of {metric, direction}")
     objectives = []
     for i, o in enumerate(objectives_raw):
@@ -296,7 +297,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, study: 
         if reduce not in ("best", "last"):
             raise SpecError(f"{where}.reduce: must be best or last, got {reduce!r}")
         objectives.append(Objective(str(o["metric"]), direction, reduce))
-    if objectives[0].measured and len(objectives) == 1:
+    if objectives and objectives[0].measured and len(objectives) == 1:
         raise SpecError(f"objectives[0].metric: {objectives[0].metric} alone needs no training; add a trained metric")
     if len({o.metric for o in objectives}) != len(objectives):
         raise SpecError("objectives: a metric appears twice")

@@ -26,8 +26,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from core.processes import process_alive, process_start
+
 __all__ = [
-    "open_storage", "is_rdb", "StudyLock", "DriverIdentity", "process_alive", "process_start",
+    "open_storage", "is_rdb", "StudyLock", "DriverIdentity",
     "sweep_orphans", "budget_state", "HeartbeatThread", "make_stale_callback", "retry_chain_root",
 ]
 
@@ -128,35 +130,7 @@ class StudyLock:
                         fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-# ----------------------------------------------------------------------------------- processes
-def process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (so a reused pid is not mistaken for
-    it), or None where /proc is not available."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def process_alive(pid: int, start: str | None = None) -> bool:
-    """Alive and not a zombie, and (when ``start`` is given) the same process that had that pid."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return False
-    return start is None or fields[19] == start
-
-
+# ----------------------------------------------------------------------------------- drivers
 class DriverIdentity:
     def __init__(self) -> None:
         self.host = socket.gethostname()

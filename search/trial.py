@@ -4,8 +4,6 @@ On every rank it
 
 * writes ``rank<r>.json`` when fit starts (world size, precision, the hyper-parameters it trains
   with) so the driver and the tests can see that every rank runs the same trial;
-* watches the driver: when the driver is gone (``kill -9``) or the rank's parent changed, it kills
-  its process group, so no process outlives its trial;
 * on an exception writes ``fail_rank<r>.json`` with its kind (``oom``, ``nonfinite``,
   ``exception``, ``distributed``: a peer died) before Lightning re-raises it.
 
@@ -14,15 +12,15 @@ metric after every validation, asks the pruner, and broadcasts the decision so t
 together at the same epoch; after fit it measures the latency if asked and writes ``result.json``
 atomically (``status`` complete or pruned, the objective values, the reported curve). It never
 tells the study anything: the driver alone marks the trial COMPLETE, PRUNED or FAIL.
+
+No process outlives its trial: the driver launches it through ``core.processes.SlotPool``, whose
+children stop themselves when their runner is gone (``core.processes.watch_parent``).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import signal
-import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -31,16 +29,18 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-__all__ = ["ResultCallback", "OptunaTrialCallback", "failure_kind"]
+from core.io import write_json_atomic
 
-DRIVER_ENV = "CONVLAB_SEARCH_DRIVER"
+__all__ = ["ResultCallback", "OptunaTrialCallback", "failure_kind", "default_objectives"]
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+def default_objectives(module: Any) -> list[dict[str, Any]]:
+    """The objective a study optimises when its spec names none: the module's ``monitor``."""
+    monitor = getattr(module, "monitor", None)
+    if not monitor:
+        raise ValueError(f"{type(module).__name__} has no monitor: name the objective's metric in the search spec")
+    mode = getattr(module, "monitor_mode", "max")
+    return [{"metric": monitor, "direction": "maximize" if mode == "max" else "minimize", "reduce": "best"}]
 
 
 def failure_kind(error: BaseException) -> str:
@@ -72,12 +72,13 @@ class ResultCallback(pl.Callback):
 
     Args:
         status_dir: where the markers and the result go (the driver reads them).
-        objectives: ``[{metric, direction, reduce}]``; ``latency_ms`` is measured after fit on
-            rank 0, other measured metrics (``params``, ``gflops``) come from the driver.
+        objectives: ``[{metric, direction, reduce}]`` (default: the module's ``monitor``);
+            ``latency_ms`` is measured after fit on rank 0, other measured metrics (``params``,
+            ``gflops``) come from the driver.
         params: the trial's parameters (recorded in ``rank<r>.json``).
-        input_shape: input of the latency measurement.
+        input_shape: input of the latency measurement (default: the module's
+            ``example_input_array``).
         latency: ``{batch_size, warmup, iterations}``.
-        driver: ``"<pid>:<start>"`` of the driver to watch (default: ``$CONVLAB_SEARCH_DRIVER``).
     """
 
     def __init__(
@@ -87,25 +88,22 @@ class ResultCallback(pl.Callback):
         params: dict[str, Any] | None = None,
         input_shape: list[int] | None = None,
         latency: dict[str, int] | None = None,
-        driver: str | None = None,
     ) -> None:
         self.status_dir = Path(status_dir)
-        self.objectives = list(objectives or [{"metric": "val/pckh", "direction": "maximize", "reduce": "best"}])
+        self.objectives = list(objectives or [])
         self.params = dict(params or {})
         self.input_shape = list(input_shape) if input_shape else None
         self.latency = {"batch_size": 1, "warmup": 3, "iterations": 10, **(latency or {})}
-        self.driver = driver if driver is not None else os.environ.get(DRIVER_ENV)
         self.history: dict[str, list[float]] = {}
         self.curve: list[tuple[int, float]] = []
         self.status = "complete"
         self.pruned_at: int | None = None
-        self._watchdog: threading.Thread | None = None
         self._failed = False
 
     # ------------------------------------------------------------------ every rank
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._start_watchdog()
-        self._rank = trainer.global_rank
+        if not self.objectives:
+            self.objectives = default_objectives(pl_module)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         record = {
@@ -121,18 +119,18 @@ class ResultCallback(pl.Callback):
             "num_parameters": sum(p.numel() for p in pl_module.parameters()),
             "hparams": {k: v for k, v in dict(pl_module.hparams).items() if isinstance(v, (int, float, str, bool, type(None)))},
         }
-        _write_json(self.status_dir / f"rank{trainer.global_rank}.json", record)
+        write_json_atomic(self.status_dir / f"rank{trainer.global_rank}.json", record)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         path = self.status_dir / f"rank{trainer.global_rank}.json"
         record = json.loads(path.read_text())
         record["optimizer_lrs"] = [group["lr"] for opt in trainer.optimizers for group in opt.param_groups]
-        _write_json(path, record)
+        write_json_atomic(path, record)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._failed = True
         kind = failure_kind(exception)
-        _write_json(
+        write_json_atomic(
             self.status_dir / f"fail_rank{trainer.global_rank}.json",
             {
                 "rank": trainer.global_rank,
@@ -143,28 +141,6 @@ class ResultCallback(pl.Callback):
                 "traceback": traceback.format_exc()[-4000:],
             },
         )
-
-    def _start_watchdog(self) -> None:
-        if self._watchdog is not None:
-            return
-        parent = os.getppid()
-        pid, _, start = (self.driver or "").partition(":")
-
-        def watch() -> None:
-            from search.storage import process_alive
-
-            while True:
-                time.sleep(1.0)
-                gone = os.getppid() != parent or (pid and not process_alive(int(pid), start or None))
-                if gone:
-                    print(f"convlab search: the driver of this trial is gone; stopping (pid {os.getpid()})", file=sys.stderr, flush=True)
-                    try:
-                        os.killpg(os.getpgrp(), signal.SIGKILL)
-                    finally:
-                        os._exit(137)
-
-        self._watchdog = threading.Thread(target=watch, daemon=True, name="search-watchdog")
-        self._watchdog.start()
 
     # ------------------------------------------------------------------ metrics
     def _validation_step(self, trainer: pl.Trainer) -> int:
@@ -193,7 +169,7 @@ class ResultCallback(pl.Callback):
             record.update(
                 {"ended_epoch": int(trainer.current_epoch), "global_step": int(trainer.global_step), "stopped": bool(trainer.should_stop)}
             )
-            _write_json(path, record)
+            write_json_atomic(path, record)
         if not trainer.is_global_zero or self._failed:
             return
         values = []
@@ -210,7 +186,7 @@ class ResultCallback(pl.Callback):
             else:
                 values.append(None)
                 missing.append(metric)
-        _write_json(
+        write_json_atomic(
             self.status_dir / "result.json",
             {
                 "status": self.status,
@@ -228,14 +204,16 @@ class ResultCallback(pl.Callback):
         )
 
     def _latency(self, pl_module: pl.LightningModule) -> float:
-        if not self.input_shape:
-            raise ValueError("latency_ms needs an input shape (measure.input_shape in the search spec)")
-        shape = [self.latency["batch_size"], *self.input_shape[1:]]
+        example = pl_module.example_input_array
+        if self.input_shape:
+            example = torch.randn(self.input_shape)
+        if not isinstance(example, torch.Tensor):
+            raise ValueError("latency_ms needs an input: the module's example_input_array, or measure.input_shape in the search spec")
         network = getattr(pl_module, "network", pl_module)
         was_training = network.training
         network.eval()
         device = pl_module.device
-        x = torch.randn(shape, device=device)
+        x = example[:1].expand(self.latency["batch_size"], *example.shape[1:]).contiguous().to(device)
         if getattr(pl_module, "channels_last", False) and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         times = []
@@ -279,9 +257,8 @@ class OptunaTrialCallback(ResultCallback):
         params: dict[str, Any] | None = None,
         input_shape: list[int] | None = None,
         latency: dict[str, int] | None = None,
-        driver: str | None = None,
     ) -> None:
-        super().__init__(status_dir, objectives, params, input_shape, latency, driver)
+        super().__init__(status_dir, objectives, params, input_shape, latency)
         self.storage = storage
         self.study_name = study_name
         self.trial_id = trial_id
@@ -291,6 +268,7 @@ class OptunaTrialCallback(ResultCallback):
 
     @property
     def monitor(self) -> str:
+        """The first objective's metric: reported to the trial and watched by the pruner."""
         return self.objectives[0]["metric"]
 
     def _attach(self) -> Any:

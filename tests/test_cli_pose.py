@@ -106,7 +106,8 @@ def test_validate_test_predict_from_a_checkpoint(tmp_path):
     assert column(read_metrics(tmp_path / "pose_tiny-validate"), "val/pckh")
     assert column(read_metrics(tmp_path / "pose_tiny-test"), "test/pckh_stack2")
     predictions = json.loads((tmp_path / "pose_tiny-predict" / "predictions.json").read_text())
-    assert len(predictions) == 16 and len(predictions[0]["keypoints"]) == 16
+    # COCO keypoint results: [x1, y1, s1, ...] for the 16 MPII joints.
+    assert len(predictions) == 16 and len(predictions[0]["keypoints"]) == 3 * 16
     assert predictions[0]["image_id"] == "test/000000"
 
 

@@ -1,10 +1,8 @@
 """The real-dataset pose readers (``datamodules.formats``) on tiny fixtures written in each real
 format, the COCO keypoint AP metric, and the paper-recipe configs.
 
-Each fixture is the dataset's own file layout in miniature: JSON lists for MPII (HRNet/MMPose and
-bearpaw), ``.mat`` files with the real variables and struct arrays (MPII ``RELEASE``, LSP
-``joints``, FLIC ``examples``, MPII ``headboxes_src``) written with ``scipy.io.savemat``, COCO
-keypoint JSON, and a few small JPEGs.
+Each fixture (``tests/pose_fixtures.py``) is the dataset's own file layout in miniature. What the
+readers refuse (bad records, both ``on_bad_record`` policies) is ``test_bad_records.py``.
 """
 from __future__ import annotations
 
@@ -18,37 +16,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from scipy.io import savemat
 
-from core.errors import AnnotationFormatError, ConfigError, DataNotFoundError
+from core.errors import AnnotationFormatError, BadRecordError, ConfigError, DataNotFoundError, ImageReadError
 from core.skeletons import PCK_TORSO, PCKH_MPII
 from datamodules.formats import FLIC, LSP, MPII, COCOKeypoints, MPIIRelease
 from datamodules.pose import PoseDataModule
 from lightning_modules.metrics.coco_keypoints import COCOKeypointAP
+from tests.pose_fixtures import (
+    coco_file,
+    coco_folder,
+    flic_folder,
+    hrnet_mpii,
+    lsp_folder,
+    lsp_joints,
+    lspet_folder,
+    mpii_joints,
+    release_mat,
+    write_head_boxes,
+    write_image,
+    write_json,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "configs" / "pose"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def write_image(path: Path, width: int = 96, height: int = 80, color: tuple[int, int, int] = (200, 40, 40)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (width, height), color).save(path, quality=95)
-
-
-def write_json(path: Path, content: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content))
-
-
-def struct_array(rows: list[dict], fields: list[str]) -> np.ndarray:
-    """A MATLAB 1 x N struct array for ``savemat``; absent fields are empty ``[]`` as in MATLAB."""
-    array = np.empty((1, len(rows)), dtype=[(name, object) for name in fields])
-    for i, row in enumerate(rows):
-        for name in fields:
-            array[0, i][name] = row.get(name, np.zeros((0, 0)))
-    return array
 
 
 def datamodule(source, input_size=64, output_size=16) -> PoseDataModule:
@@ -60,49 +54,7 @@ def first_val_batch(source, **kwargs):
     return images, target
 
 
-def mpii_joints(offset: float) -> list[list[float]]:
-    """16 distinct 1-based joint positions."""
-    return [[10.0 + 4 * k + offset, 12.0 + 3 * k + offset] for k in range(16)]
-
-
 # ---------------------------------------------------------------------------------------------- MPII (JSON)
-def hrnet_mpii(root: Path) -> Path:
-    """HRNet's layout: annot/{train,valid,test}.json, annot/gt_valid.mat, images/."""
-    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
-        write_image(root / "images" / name)
-    train = []
-    for i, name in enumerate(("a.jpg", "b.jpg", "c.jpg")):
-        joints = mpii_joints(i)
-        vis = [1] * 16
-        if i == 0:
-            joints[0], vis[0] = [-1.0, -1.0], 0  # HRNet's missing joint
-        train.append({"image": name, "center": [41.0 + i, 31.0], "scale": 0.4, "joints": joints, "joints_vis": vis})
-    valid = [
-        {"image": "c.jpg", "center": [51.0, 41.0], "scale": 0.3, "joints": mpii_joints(10), "joints_vis": [1] * 16},
-        {"image": "d.jpg", "center": [45.0, 35.0], "scale": 0.5, "joints": mpii_joints(60), "joints_vis": [1] * 16},
-    ]
-    write_json(root / "annot" / "train.json", train)
-    write_json(root / "annot" / "valid.json", valid)
-    write_json(root / "annot" / "test.json", [{"image": "d.jpg", "center": [45.0, 35.0], "scale": 0.5}])
-    write_head_boxes(root / "annot" / "gt_valid.mat", valid)
-    return root
-
-
-def write_head_boxes(path: Path, people: list[dict], order: list[int] | None = None, **override) -> None:
-    """gt_valid.mat: headboxes_src (2, 2, N), jnt_missing (16, N), pos_gt_src (16, 2, N), 1-based."""
-    n = len(people)
-    order = order or list(range(n))
-    boxes = np.zeros((2, 2, n))
-    positions = np.zeros((16, 2, n))
-    for column, i in enumerate(order):
-        boxes[:, :, column] = [[11.0 + i, 21.0], [41.0 + i, 61.0]]  # 30 x 40 box: head size 0.6 * 50 = 30
-        positions[:, :, column] = people[i]["joints"]
-    missing = np.zeros((16, n))
-    missing[3, 0] = 1  # the official file says joint 3 of person 0 is not annotated
-    content = {"headboxes_src": boxes, "jnt_missing": missing, "pos_gt_src": positions, "dataset_joints": np.array(["rank"] * 16, dtype=object)}
-    content.update(override)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    savemat(path, content)
 
 
 def test_mpii_hrnet_json_records(tmp_path):
@@ -202,6 +154,11 @@ def test_mpii_missing_image_at_load_time(tmp_path):
     assert str(root / "images" / "a.jpg") in str(info.value)
     image = source.load_image(source.records("train")[1])
     assert image.dtype == torch.uint8 and image.shape == (3, 80, 96)
+    # There when the annotations were read, but not an image: one line naming the file.
+    (root / "images" / "b.jpg").write_bytes(b"not a jpeg" * 10)
+    with pytest.raises(ImageReadError, match="cannot read image") as info:
+        source.load_image(source.records("train")[1])
+    assert str(root / "images" / "b.jpg") in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -220,7 +177,7 @@ def test_mpii_malformed_json_names_file_and_record(tmp_path, mutate, expected):
     people = json.loads(path.read_text())
     mutate(people)
     write_json(path, people)
-    with pytest.raises(AnnotationFormatError) as info:
+    with pytest.raises(BadRecordError) as info:
         MPII(str(root))
     message = str(info.value)
     assert str(path) in message
@@ -257,38 +214,6 @@ def test_mpii_head_box_file_must_match_the_val_file(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- MPII RELEASE .mat
-def release_mat(root: Path, point_id: int = 9) -> Path:
-    """The official RELEASE struct: annolist(image.name, annorect(x1..y2, annopoints.point(x, y, id,
-    is_visible), scale, objpos(x, y))), img_train."""
-    rect_fields = ["x1", "y1", "x2", "y2", "annopoints", "scale", "objpos"]
-    points = struct_array(
-        [
-            {"x": 21.0, "y": 31.0, "id": 0, "is_visible": 1},
-            {"x": 41.0, "y": 11.0, "id": point_id, "is_visible": "0"},
-            {"x": 35.0, "y": 25.0, "id": 7},  # no is_visible at all
-        ],
-        ["x", "y", "id", "is_visible"],
-    )
-    annotated = {"x1": 31.0, "y1": 6.0, "x2": 51.0, "y2": 21.0, "annopoints": {"point": points}, "scale": 0.4, "objpos": {"x": 41.0, "y": 31.0}}
-    unannotated = {"scale": 0.5, "objpos": {"x": 61.0, "y": 41.0}}  # a training-image person without joints
-    single_points = struct_array([{"x": 11.0, "y": 11.0, "id": 15, "is_visible": 1}], ["x", "y", "id", "is_visible"])
-    single = {"x1": 1.0, "y1": 1.0, "x2": 11.0, "y2": 11.0, "annopoints": {"point": single_points}, "scale": 0.3, "objpos": {"x": 21.0, "y": 21.0}}
-    test_person = {"scale": 0.6, "objpos": {"x": 50.0, "y": 40.0}}
-    annolist = struct_array(
-        [
-            {"image": {"name": "a.jpg"}, "annorect": struct_array([annotated, unannotated], rect_fields)},
-            {"image": {"name": "b.jpg"}, "annorect": struct_array([single], rect_fields)},
-            {"image": {"name": "c.jpg"}, "annorect": struct_array([test_person], rect_fields)},
-            {"image": {"name": "d.jpg"}},  # no people at all
-        ],
-        ["image", "annorect", "frame_sec", "vididx"],
-    )
-    root.mkdir(parents=True, exist_ok=True)
-    savemat(root / "mpii_human_pose_v1_u12_1.mat", {"RELEASE": {"annolist": annolist, "img_train": np.array([[1, 1, 0, 1]]), "version": "12"}})
-    for name in ("a.jpg", "b.jpg", "c.jpg"):
-        write_image(root / "images" / name)
-    (root / "val_images.txt").write_text("# Tompson-style val images\nb.jpg\n\n")
-    return root
 
 
 def test_mpii_release_mat(tmp_path):
@@ -334,34 +259,6 @@ def test_mpii_release_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- LSP
-def lsp_joints(count: int) -> np.ndarray:
-    """(count, 14, 2) distinct 1-based positions."""
-    k = np.arange(14)[None, :]
-    i = np.arange(count)[:, None]
-    return np.stack([11.0 + 3 * k + i % 5, 21.0 + 4 * k + i % 3], axis=-1)
-
-
-def lsp_folder(root: Path) -> Path:
-    xy = lsp_joints(2000)
-    occluded = np.zeros((2000, 14))
-    occluded[1000, 5] = 1
-    joints = np.concatenate([xy, occluded[..., None]], axis=-1).transpose(2, 1, 0)  # (3, 14, 2000)
-    root.mkdir(parents=True, exist_ok=True)
-    savemat(root / "joints.mat", {"joints": joints})
-    for name in ("im0001.jpg", "im1001.jpg", "im1002.jpg"):
-        write_image(root / "images" / name, 100, 100)
-    return root
-
-
-def lspet_folder(root: Path) -> Path:
-    xy = lsp_joints(5)
-    visibility = np.ones((5, 14))
-    visibility[2, 0] = 0
-    joints = np.concatenate([xy, visibility[..., None]], axis=-1).transpose(1, 2, 0)  # (14, 3, 5)
-    root.mkdir(parents=True, exist_ok=True)
-    savemat(root / "joints.mat", {"joints": joints})
-    write_image(root / "images" / "im00001.jpg")
-    return root
 
 
 def test_lsp_records_and_splits(tmp_path):
@@ -421,34 +318,6 @@ def test_lsp_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- FLIC
-FLIC_FIELDS = ["poselet_hit_idx", "moviename", "coords", "filepath", "imgdims", "currframe", "torsobox", "istrain", "istest", "isbad", "isunchecked"]
-FLIC_COLUMNS_1BASED = (1, 2, 3, 4, 5, 6, 7, 10, 13, 14, 17)
-
-
-def flic_coords(offset: float) -> np.ndarray:
-    coords = np.full((2, 29), np.nan)
-    for joint, column in enumerate(FLIC_COLUMNS_1BASED):
-        coords[:, column - 1] = [21.0 + 5 * joint + offset, 11.0 + 6 * joint]
-    return coords
-
-
-def flic_folder(root: Path, broken: dict | None = None) -> Path:
-    rows = []
-    for i in range(4):
-        coords = flic_coords(i)
-        if i == 2:
-            coords[:, 16] = np.nan  # nose not annotated
-        rows.append({
-            "moviename": "movie", "coords": coords, "filepath": f"movie-{i:08d}.jpg", "imgdims": np.array([[80.0, 96.0, 3.0]]),
-            "currframe": float(i), "torsobox": np.array([[21.0, 11.0, 61.0, 71.0]]), "istrain": int(i < 2), "istest": int(i >= 2),
-            "isbad": 0, "isunchecked": 0,
-        })
-    rows[1].update(broken or {})
-    root.mkdir(parents=True, exist_ok=True)
-    savemat(root / "examples.mat", {"examples": struct_array(rows, FLIC_FIELDS)})
-    for i in range(4):
-        write_image(root / "images" / f"movie-{i:08d}.jpg")
-    return root
 
 
 def test_flic_records(tmp_path):
@@ -500,41 +369,6 @@ def test_flic_missing_variable_and_paths(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- COCO
-def coco_keypoints(offset: float, missing: tuple[int, ...] = ()) -> list[float]:
-    flat = []
-    for k in range(17):
-        flat += [0.0, 0.0, 0] if k in missing else [20.0 + 2 * k + offset, 10.0 + 3 * k, 2 if k % 2 else 1]
-    return flat
-
-
-def coco_file(path: Path) -> dict:
-    names = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-             "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"]
-    content = {
-        "images": [{"id": 1, "file_name": "000001.jpg", "width": 96, "height": 80}, {"id": 2, "file_name": "000002.jpg", "width": 96, "height": 80}],
-        "categories": [{"id": 1, "name": "person", "supercategory": "person", "keypoints": names, "skeleton": []}],
-        "annotations": [
-            {"id": 10, "image_id": 1, "category_id": 1, "bbox": [10.0, 5.0, 30.0, 40.0], "area": 1000.0, "iscrowd": 0,
-             "num_keypoints": 15, "keypoints": coco_keypoints(0, missing=(3, 4))},
-            {"id": 11, "image_id": 1, "category_id": 1, "bbox": [0.0, 0.0, 50.0, 50.0], "area": 2000.0, "iscrowd": 1,
-             "num_keypoints": 0, "keypoints": [0] * 51},
-            {"id": 12, "image_id": 2, "category_id": 1, "bbox": [5.0, 5.0, 10.0, 10.0], "area": 80.0, "iscrowd": 0,
-             "num_keypoints": 0, "keypoints": [0] * 51},
-            {"id": 13, "image_id": 2, "category_id": 1, "bbox": [-4.0, 2.0, 64.0, 20.0], "area": 900.0, "iscrowd": 0,
-             "num_keypoints": 17, "keypoints": coco_keypoints(5)},
-        ],
-    }
-    write_json(path, content)
-    return content
-
-
-def coco_folder(root: Path) -> Path:
-    coco_file(root / "annotations" / "person_keypoints_train2017.json")
-    coco_file(root / "annotations" / "person_keypoints_val2017.json")
-    for split in ("train2017", "val2017"):
-        for name in ("000001.jpg", "000002.jpg"):
-            write_image(root / split / name)
-    return root
 
 
 def test_coco_keypoints_records(tmp_path):
@@ -543,6 +377,9 @@ def test_coco_keypoints_records(tmp_path):
     assert source.skeleton.num_joints == 17 and source.protocol == PCK_TORSO
     val = source.records("val")
     assert [r.extra["annotation_id"] for r in val] == [10, 13]  # no crowd, no person without keypoints
+    # ... left out by COCO's rules, and counted (train and val files alike), not silently dropped.
+    report = source.data_report()
+    assert report["filtered"] == {"few_keypoints": 2, "iscrowd": 2} and report["skipped"] == 0
     assert len(source.records("train")) == 2 and source.records("test") == val
     first, second = val
     np.testing.assert_allclose(first.keypoints[0], [20.0, 10.0])  # COCO's coordinates are kept
@@ -551,7 +388,7 @@ def test_coco_keypoints_records(tmp_path):
     assert first.extra == {"annotation_id": 10, "image_id": 1, "bbox": [10.0, 5.0, 30.0, 40.0], "area": 1000.0}
     # Clipped box (10, 5)-(39, 44): 29 x 39, taller than 3:4, so scale = 39 / 200 * 1.25.
     assert first.center == pytest.approx((10 + 29 / 2, 5 + 39 / 2)) and first.scale == pytest.approx(39 / 200 * 1.25)
-    # Clipped as HRNet does, x1 = max(0, -4) = 0 and x2 = x1 + (64 - 1): 63 x 19, wider than 3:4,
+    # Clipped as HRNet does, x1 = max(0, -0.5) = 0 and x2 = x1 + (64 - 1): 63 x 19, wider than 3:4,
     # so the height becomes 63 / 0.75.
     assert second.center == pytest.approx((63 / 2, 2 + 19 / 2)) and second.scale == pytest.approx(63 / 0.75 / 200 * 1.25)
     assert first.head_box is None
@@ -702,7 +539,7 @@ def test_coco_validation_reports_oks_ap_through_the_pose_module(tmp_path):
         def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
             module.network.heatmaps = batch[1]["heatmaps"]
 
-    module = PoseEstimationModule(Oracle(), flip_test=False, log_images=0)
+    module = PoseEstimationModule(Oracle(), flip_test=False, log_images=0, data_facts=datamodule.facts)
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[FeedTargets()])
     trainer.validate(module, datamodule=datamodule)
     metrics = trainer.callback_metrics

@@ -148,5 +148,5 @@ def test_parallel_slots_get_disjoint_devices(tmp_path: Path) -> None:
     spec = load_spec(write_spec(tmp_path, base, slots=2, devices=[0, 1, 2, 3]))
     driver = SearchDriver(spec)
     driver.prepare()
-    assert driver.devices == [[0, 1], [2, 3]]
+    assert driver.pool.slot_gpus == [["0", "1"], ["2", "3"]]
     assert not (tmp_path / "runs").exists()  # checking a spec creates nothing

@@ -1,20 +1,36 @@
 """COCO person keypoints (Lin et al., ECCV 2014) for top-down pose with ground-truth boxes:
 17 joints, one record per annotated person.
 
-Files (the 2017 layout): ``annotations/person_keypoints_{train,val}2017.json`` read with
-``pycocotools.coco.COCO``, images under ``train2017/`` and ``val2017/``.
+Files (the 2017 layout): ``annotations/person_keypoints_{train,val}2017.json`` (COCO JSON:
+``images``, ``annotations``, ``categories``), images under ``train2017/`` and ``val2017/``.
 
 People: every ``person`` annotation that is not a crowd and has at least ``min_keypoints``
-labelled keypoints, and whose box, clipped to the image as in SimpleBaseline/HRNet
-(``x1 = max(0, x)``, ``x2 = min(W - 1, x1 + max(0, w - 1))``, likewise in y), has positive area.
+labelled keypoints (``num_keypoints``). Crowd annotations, people below ``min_keypoints`` and
+annotations of another known category are left out by these rules, as in SimpleBaseline/HRNet,
+and counted as filtered in ``data_report()`` (``iscrowd``, ``few_keypoints``, ``not_person``).
 
 Coordinates: COCO's keypoints are already 0-based pixel coordinates and are kept as they are; a
 keypoint is ``visible`` (annotated) when its flag ``v > 0`` (1: labelled but occluded, 2: visible),
 so occluded-but-labelled keypoints carry loss, as in MPII.
 
-Crop, as SimpleBaseline/HRNet ``_box2cs``: ``center`` is the clipped box's centre; the box is
-widened or heightened to the crop's aspect ratio (``aspect_ratio`` = input width / height, 0.75
-for 256x192) and ``scale = box height / 200 * scale_factor`` (1.25).
+Crop, as SimpleBaseline/HRNet ``_box2cs``: the box is clipped to the image (``x1 = max(0, x)``,
+``x2 = min(W - 1, x1 + max(0, w - 1))``, likewise in y), ``center`` is the clipped box's centre;
+the box is widened or heightened to the crop's aspect ratio (``aspect_ratio`` = input width /
+height, 0.75 for 256x192) and ``scale = box height / 200 * scale_factor`` (1.25).
+
+Checks, per annotation (a failure is a bad record; ``on_bad_record`` decides): the fields are
+there (``id``, ``image_id``, ``category_id``, ``num_keypoints``, ``keypoints``, ``bbox``) and the
+id is not repeated (``duplicate``); ``image_id`` is one of the file's ``images`` (``unknown_image``;
+such an orphan has no image to train on) and that image has ``file_name``, ``width``, ``height``;
+``category_id`` is one of the file's ``categories`` (``unknown_category``); ``keypoints`` holds
+17 x ``[x, y, v]`` (``keypoint_count``), every number finite, also for ``v = 0`` keypoints (COCO
+writes numbers there, and a NaN would reach the loss), and every ``v`` in {0, 1, 2}
+(``visibility_flag``); ``bbox`` is four finite numbers with positive width and height
+(``empty_box``), inside the image up to a pixel of rounding (``box_outside_image``) and not empty
+once clipped; ``file_name`` stays inside the image folder (``path_outside_root``) and the file is
+there (``image_missing``). A file without a ``person`` category, with a person category that does
+not list 17 keypoints, or that is not COCO JSON at all raises ``AnnotationFormatError``; a file
+without annotations raises ``BadRecordError`` (nothing to train or evaluate on).
 
 There is no head box (``head_box`` None) and COCO's own metric is OKS-based AP
 (``lightning_modules.metrics.coco_keypoints.COCOKeypointAP``); the data module's protocol is PCK@0.2
@@ -23,18 +39,20 @@ of the torso (left shoulder to right hip), a quick proxy for checkpoint selectio
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from core.coco import load_coco
 from core.errors import AnnotationFormatError, ConfigError
+from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_box, check_flags, check_required, finite_array
 from core.skeletons import COCO_SKELETON, PCK_TORSO, PoseProtocol, Skeleton
-from datamodules.formats._common import ImageFileSource, finite_number, require_dir, require_file, resolve
+from datamodules.formats._common import ImageFileSource, image_file, load_json, number, record_field, resolve
 from datamodules.pose import PoseRecord
 
 __all__ = ["COCOKeypoints"]
 
 NUM_JOINTS = 17
+SPLITS = ("train", "val")
 
 
 class COCOKeypoints(ImageFileSource):
@@ -47,10 +65,12 @@ class COCOKeypoints(ImageFileSource):
             people (test-dev has no public annotations).
         train_images: image folder of the train split.
         val_images: image folder of the val split.
-        min_keypoints: people with fewer labelled keypoints (``num_keypoints``) are left out.
+        min_keypoints: people with fewer labelled keypoints (``num_keypoints``) are left out
+            (counted as filtered).
         aspect_ratio: crop width / height (the data module's input width / height): the box is
             padded to it before the scale is taken.
         scale_factor: the box is enlarged by this (SimpleBaseline/HRNet: 1.25).
+        on_bad_record: ``error`` or ``skip`` a bad annotation (see the module's checks).
 
     Records: ``image`` the file path, ``image_id`` the COCO image id, ``extra`` with
     ``annotation_id``, ``image_id``, ``bbox`` (COCO ``[x, y, w, h]`` as in the file) and ``area``.
@@ -69,76 +89,115 @@ class COCOKeypoints(ImageFileSource):
         min_keypoints: int = 1,
         aspect_ratio: float = 0.75,
         scale_factor: float = 1.25,
+        on_bad_record: OnBadRecord = "error",
     ) -> None:
         if min_keypoints < 0:
             raise ConfigError(f"COCOKeypoints.min_keypoints must be >= 0, got {min_keypoints}")
         if aspect_ratio <= 0 or scale_factor <= 0:
             raise ConfigError(f"COCOKeypoints.aspect_ratio and scale_factor must be > 0, got {aspect_ratio}, {scale_factor}")
-        self.root = require_dir("COCO root", Path(root))
+        self.checker = RecordChecker("COCOKeypoints", on_bad_record)
+        self.root = Path(root)
+        self.annotation_files = {"train": resolve(self.root, train_annotations), "val": resolve(self.root, val_annotations)}
+        self.image_dirs = {"train": resolve(self.root, train_images), "val": resolve(self.root, val_images)}
+        check_required(self.required_paths(), root=self.root)
         self.min_keypoints = min_keypoints
         self.aspect_ratio = aspect_ratio
         self.scale_factor = scale_factor
-        self.annotation_files: dict[str, Path] = {}
         self.splits: dict[str, list[PoseRecord]] = {}
-        for split, annotations, images in (("train", train_annotations, train_images), ("val", val_annotations, val_images)):
-            path = require_file(f"COCO {split} annotation file", resolve(self.root, annotations))
-            folder = require_dir(f"COCO {split} image folder", resolve(self.root, images))
-            self.annotation_files[split] = path
-            self.splits[split] = self._read(path, folder)
+        for split in SPLITS:
+            path, images = self.annotation_files[split], self.image_dirs[split]
+            if split == "val" and (path, images) == (self.annotation_files["train"], self.image_dirs["train"]):
+                self.splits[split] = self.splits["train"]  # one file for both: read (and counted) once
+                continue
+            self.splits[split] = self._read(path, images)
+            self.checker.kept(path, len(self.splits[split]), split)
         self.splits["test"] = self.splits["val"]
+
+    def required_paths(self) -> list[RequiredPath]:
+        paths = [RequiredPath("COCO root", self.root, "root", "folder")]
+        for split in SPLITS:
+            paths.append(RequiredPath(f"COCO {split} annotation file", self.annotation_files[split], f"{split}_annotations"))
+            paths.append(RequiredPath(f"COCO {split} image folder", self.image_dirs[split], f"{split}_images", "folder"))
+        return paths
 
     def coco_annotation_file(self, split: str) -> str | None:
         """The split's keypoint ground truth, so OKS AP is reported (``test`` is the val people)."""
         return str(self.annotation_files["train" if split == "train" else "val"])
 
     def _read(self, path: Path, images: Path) -> list[PoseRecord]:
-        coco = load_coco(path)
-        person = coco.getCatIds(catNms=["person"])
+        content = load_json(path)
+        if not isinstance(content, dict) or not isinstance(content.get("images"), list) or not isinstance(content.get("categories"), list):
+            raise AnnotationFormatError(path, "not a COCO annotation file (it needs 'images' and 'categories' lists)")
+        annotations = content.get("annotations", [])
+        if not isinstance(annotations, list):
+            raise AnnotationFormatError(path, f"'annotations' must be a list, got {type(annotations).__name__}")
+        categories = {c.get("id"): c for c in content["categories"] if isinstance(c, dict)}
+        person = [c for c in categories.values() if c.get("name") == "person"]
         if not person:
             raise AnnotationFormatError(path, "no 'person' category")
+        names = person[0].get("keypoints")
+        if names is not None and len(names) != NUM_JOINTS:
+            raise AnnotationFormatError(path, f"the person category lists {len(names)} keypoints, not COCO's {NUM_JOINTS}")
+        image_info = {info.get("id"): info for info in content["images"] if isinstance(info, dict)}
+        seen: set[Any] = set()
         records = []
-        for image_id in sorted(coco.getImgIds()):
-            info = coco.imgs[image_id]
-            file_name = info.get("file_name")
-            width, height = finite_number(info.get("width")), finite_number(info.get("height"))
-            if not isinstance(file_name, str) or width is None or height is None:
-                raise AnnotationFormatError(path, f"image {image_id}: needs 'file_name', 'width' and 'height'")
-            for annotation in coco.loadAnns(coco.getAnnIds(imgIds=image_id, catIds=person, iscrowd=None)):
-                record = self._record(path, annotation, images / file_name, image_id, file_name, width, height)
+        for index, annotation in enumerate(annotations):
+            with self.checker.record(path, _where(index, annotation, image_info)):
+                record = self._record(path, annotation, images, image_info, categories, person[0].get("id"), seen)
                 if record is not None:
                     records.append(record)
         return records
 
-    def _record(self, path: Path, annotation: dict, image: Path, image_id: int, file_name: str, width: float, height: float) -> PoseRecord | None:
-        where = f"annotation {annotation.get('id')!r} (image {file_name!r})"
-        for key in ("id", "keypoints", "num_keypoints", "bbox"):
-            if key not in annotation:
-                raise AnnotationFormatError(path, f"{where}: missing field {key!r}")
-        if annotation.get("iscrowd", 0):
+    def _record(self, path: Path, annotation: Any, images: Path, image_info: dict, categories: dict, person: Any, seen: set) -> PoseRecord | None:
+        annotation_id = record_field(annotation, "id")
+        if not isinstance(annotation_id, (int, str)):
+            raise RecordProblem("wrong_type", f"field 'id' must be a number, got {annotation_id!r}")
+        if annotation_id in seen:
+            raise RecordProblem("duplicate", f"annotation id {annotation_id!r} appears more than once in the file")
+        seen.add(annotation_id)
+        image_id = record_field(annotation, "image_id")
+        info = _lookup(image_info, image_id)
+        if info is None:
+            raise RecordProblem("unknown_image", f"image_id {image_id!r} is not one of the file's images")
+        for key in ("file_name", "width", "height"):
+            if key not in info:
+                raise RecordProblem("missing_field", f"its image {image_id!r} has no field {key!r}")
+        width, height = number(info["width"], "width"), number(info["height"], "height")
+        category = _lookup(categories, record_field(annotation, "category_id"))
+        if category is None:
+            raise RecordProblem("unknown_category", f"category_id {annotation['category_id']!r} is not one of the file's categories")
+
+        # The format's own rules: left out, and counted.
+        if category.get("id") != person:
+            self.checker.filtered("not_person", path)
             return None
-        num_keypoints = finite_number(annotation["num_keypoints"])
-        if num_keypoints is None:
-            raise AnnotationFormatError(path, f"{where}: field 'num_keypoints' must be a number")
-        if num_keypoints < self.min_keypoints:
+        iscrowd = number(annotation.get("iscrowd", 0), "iscrowd")
+        if iscrowd not in (0.0, 1.0):
+            raise RecordProblem("wrong_type", f"field 'iscrowd' must be 0 or 1, got {iscrowd:g}")
+        if iscrowd:
+            self.checker.filtered("iscrowd", path)
             return None
-        try:
-            keypoints = np.asarray(annotation["keypoints"], dtype=np.float64)
-            bbox = np.asarray(annotation["bbox"], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise AnnotationFormatError(path, f"{where}: 'keypoints' and 'bbox' must be numbers") from None
-        if keypoints.shape != (3 * NUM_JOINTS,):
-            raise AnnotationFormatError(path, f"{where}: field 'keypoints' must hold {3 * NUM_JOINTS} numbers (17 x [x, y, v]), got {keypoints.size}")
-        if bbox.shape != (4,) or not np.isfinite(bbox).all():
-            raise AnnotationFormatError(path, f"{where}: field 'bbox' must be 4 finite numbers [x, y, w, h]")
-        keypoints = keypoints.reshape(NUM_JOINTS, 3)
-        if not np.isfinite(keypoints).all():
-            raise AnnotationFormatError(path, f"{where}: field 'keypoints' is not finite")
-        # SimpleBaseline/HRNet clip the box to the image and drop empty ones.
-        x, y, w, h = bbox
+        if number(record_field(annotation, "num_keypoints"), "num_keypoints") < self.min_keypoints:
+            self.checker.filtered("few_keypoints", path)
+            return None
+
+        raw = record_field(annotation, "keypoints")
+        if not isinstance(raw, list) or len(raw) != 3 * NUM_JOINTS:
+            got = len(raw) if isinstance(raw, list) else type(raw).__name__
+            raise RecordProblem("keypoint_count", f"field 'keypoints' must hold {3 * NUM_JOINTS} numbers (17 x [x, y, v]), got {got}")
+        # Every entry finite, also those of v = 0 keypoints: they are numbers in the file and
+        # would reach the loss.
+        keypoints = finite_array(raw, "keypoints").reshape(NUM_JOINTS, 3)
+        check_flags(keypoints[:, 2], (0, 1, 2), "keypoints v")
+        bbox = finite_array(record_field(annotation, "bbox"), "bbox", (4,))
+        x, y, w, h = (float(v) for v in bbox)
+        check_box((x, y, x + w, y + h), width, height, "bbox")
+        # SimpleBaseline/HRNet clip the box to the image; a sub-pixel box at the border is empty then.
         x1, y1 = max(0.0, x), max(0.0, y)
         x2, y2 = min(width - 1, x1 + max(0.0, w - 1)), min(height - 1, y1 + max(0.0, h - 1))
-        if not (x2 >= x1 and y2 >= y1 and (x2 - x1) * (y2 - y1) > 0):
-            return None
+        if not (x2 > x1 and y2 > y1):
+            raise RecordProblem("empty_box", f"field 'bbox' = {[round(v, 2) for v in bbox]} is empty once clipped to the {width:g}x{height:g} image")
+        image = image_file(images, info["file_name"], "file_name")
         center, scale = self._center_scale(x1, y1, x2 - x1, y2 - y1)
         return PoseRecord(
             image=str(image),
@@ -148,7 +207,7 @@ class COCOKeypoints(ImageFileSource):
             visible=keypoints[:, 2] > 0,
             head_box=None,
             image_id=image_id,
-            extra={"annotation_id": annotation["id"], "image_id": image_id, "bbox": [float(v) for v in bbox], "area": annotation.get("area")},
+            extra={"annotation_id": annotation_id, "image_id": image_id, "bbox": [float(v) for v in bbox], "area": annotation.get("area")},
         )
 
     def _center_scale(self, x: float, y: float, w: float, h: float) -> tuple[tuple[float, float], float]:
@@ -157,3 +216,22 @@ class COCOKeypoints(ImageFileSource):
         if w > self.aspect_ratio * h:
             h = w / self.aspect_ratio
         return center, h / 200.0 * self.scale_factor
+
+
+def _lookup(table: dict, key: Any) -> dict | None:
+    """``table[key]``, None for an absent or unhashable key (a list where an id should be)."""
+    try:
+        return table.get(key)
+    except TypeError:
+        return None
+
+
+def _where(index: int, annotation: Any, image_info: dict) -> str:
+    """``annotation 13 (image '000002.jpg')``, or as much of it as the annotation allows."""
+    if not isinstance(annotation, dict):
+        return f"annotations[{index}]"
+    where = f"annotation {annotation['id']!r}" if "id" in annotation else f"annotations[{index}]"
+    info = _lookup(image_info, annotation.get("image_id"))
+    if info is not None and isinstance(info.get("file_name"), str):
+        return f"{where} (image {info['file_name']!r})"
+    return where + (f" (image_id {annotation['image_id']!r})" if "image_id" in annotation else "")

@@ -11,6 +11,10 @@ valid figure (the flip augmentation stays consistent).
 
 Joints that fall outside the image are unannotated (``visible`` False); occluded joints stay
 annotated, as in MPII. The head box is the square around the upper-neck-to-head-top segment.
+
+Generated records cannot be bad and there are no files (``required_paths()`` is empty); the source
+still takes ``on_bad_record`` and has a ``data_report()``, so that every pose source is configured
+and reported the same way.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from core.errors import ConfigError
+from core.records import OnBadRecord, RecordChecker
 from core.skeletons import MPII_SKELETON, PCKH_MPII, PoseProtocol, Skeleton
 from datamodules.pose import PoseRecord, PoseSource
 
@@ -57,6 +62,7 @@ class SyntheticPose(PoseSource):
         seed: base seed; splits and indices are derived from it.
         clutter: number of background distractor shapes (upper bound, drawn uniformly).
         occlusion_prob: probability of an occluding rectangle over part of the figure.
+        on_bad_record: ``error`` or ``skip``, as for every source; a generated record is never bad.
     """
 
     skeleton: Skeleton = MPII_SKELETON
@@ -71,7 +77,9 @@ class SyntheticPose(PoseSource):
         seed: int = 0,
         clutter: int = 12,
         occlusion_prob: float = 0.3,
+        on_bad_record: OnBadRecord = "error",
     ) -> None:
+        self.checker = RecordChecker("SyntheticPose", on_bad_record)
         for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
             if value < 0:
                 raise ConfigError(f"SyntheticPose.{name} must be >= 0, got {value}")
