@@ -21,13 +21,16 @@ class DataNotFoundError(ConfigError, FileNotFoundError):
 
     ``DataNotFoundError("MPII root", "data/mpii")`` reads "MPII root not found: data/mpii".
     ``missing`` lists every required path that is absent (``core.records.RequiredPath``), so that a
-    dry run can name them all, not only the first.
+    dry run can name them all, not only the first; ``owner`` is the class path of the reader whose
+    arguments name them, ``required`` every path it checked (``core.records.check_required`` sets them).
     """
 
     def __init__(self, what: str, path: object = None, missing: list | None = None) -> None:
         super().__init__(what if path is None else f"{what} not found: {path}")
         self.path = path
         self.missing = list(missing or [])
+        self.required: list = []
+        self.owner: str | None = None
 
 
 class AnnotationFormatError(ConfigError):

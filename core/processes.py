@@ -235,13 +235,13 @@ class SlotPool:
         self._children: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
-    def describe(self) -> str:
+    def describe(self, count: int | None = None) -> str:
+        """How ``count`` pieces of work (default: one per slot) will run, e.g. "2 at a time, 1 CPU
+        core(s) each" or "2 at a time, GPUs 0,1 | 2,3"."""
+        active = max(1, min(self.slots, count or self.slots))
         if self.slot_gpus is not None:
-            return f"{self._active} at a time, GPUs " + " | ".join(",".join(g) for g in self.slot_gpus[: self._active])
-        return f"{self._active} at a time, {self.cpu_share()} CPU core(s) each"
-
-    def cpu_share(self) -> int:
-        return max(1, cpu_cores() // (self._active * self.processes_per_slot))
+            return f"{active} at a time, GPUs " + " | ".join(",".join(g) for g in self.slot_gpus[:active])
+        return f"{active} at a time, {max(1, cpu_cores() // (active * self.processes_per_slot))} CPU core(s) each"
 
     def slot_env(self, slot: int) -> dict[str, str]:
         """The environment entries that give a child its slot's devices."""

@@ -64,20 +64,26 @@ class RequiredPath:
         return self.path.is_dir() if self.kind == "folder" else self.path.is_file()
 
 
-def check_required(paths: list[RequiredPath], root: Path | None = None) -> None:
+def check_required(paths: list[RequiredPath], root: Path | None = None, owner: object | None = None) -> None:
     """Raise ``DataNotFoundError`` when a required path is missing: the root alone when it is
-    missing (everything under it is), else the first missing path; ``error.missing`` has them all."""
+    missing (everything under it is), else the first missing path; ``error.missing`` has them all,
+    ``error.required`` every path checked, and ``error.owner`` is the class path of ``owner`` (the
+    reader whose arguments name them), so that a dry run can give each one's config key."""
     missing = [p for p in paths if not p.exists()]
     if not missing:
         return
+    owner_path = None if owner is None else f"{type(owner).__module__}.{type(owner).__qualname__}"
     if root is not None:
         roots = [p for p in missing if p.path == root]
         if roots:
-            raise DataNotFoundError(roots[0].what, roots[0].path, missing=missing)
+            error = DataNotFoundError(roots[0].what, roots[0].path, missing=missing)
+            error.owner, error.required = owner_path, list(paths)
+            raise error
     first = missing[0]
     more = f" (and {len(missing) - 1} more: {', '.join(str(p.path) for p in missing[1:3])}{' ...' if len(missing) > 3 else ''})" if len(missing) > 1 else ""
     error = DataNotFoundError(first.what, f"{first.path}{more}", missing=missing)
     error.path = first.path
+    error.owner, error.required = owner_path, list(paths)
     raise error
 
 

@@ -134,8 +134,8 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
 
     datamodule.prepare_data()
     datamodule.setup("fit")
-    loader = datamodule.train_dataloader()
-    loader_rate, batch = _loader_throughput(loader, batches=loader_batches)
+    train_loader = datamodule.train_dataloader()
+    loader_rate, batch = _loader_throughput(train_loader, batches=loader_batches)
     images = batch[0]
     n = len(images)
     example = model.example_input_array if model.example_input_array is not None else images[:1]
@@ -240,7 +240,7 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
         "train_step_ms": {"lightning": 1e3 * step_l, "bare": 1e3 * step_b},
         "train_images_per_s": {"lightning": n / step_l, "bare": n / step_b},
         "loader_images_per_s": loader_rate,
-        "loader_workers": getattr(loader, "num_workers", 0),
+        "loader_workers": getattr(train_loader, "num_workers", 0),
         "lightning_to_bare_ratio": step_l / step_b,
         "ratio_per_repeat": ratios,
         "steps_per_block": steps,

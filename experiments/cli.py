@@ -141,7 +141,12 @@ class _ComponentsCLI(ConvlabCLI):
 def load_components(config_args: list[str]) -> tuple[pl.LightningModule, pl.LightningDataModule, dict[str, Any]]:
     """The model, data module and resolved ``fit`` config (as a plain dict) of
     ``--config a.yaml [--config b.yaml] [--key value ...]``, exactly as ``fit`` would build them."""
-    cli = _ComponentsCLI(args=config_args, run=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        # The caller's own command line (bench's, a test runner's) is not this config's.
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended to run from within Python.*")
+        cli = _ComponentsCLI(args=config_args, run=False)
     return cli.model, cli.datamodule, cli.config.as_dict()
 
 

@@ -30,9 +30,11 @@ from typing import Any
 
 import yaml
 
+from core.io import write_atomic
 from core.processes import SlotPool, experiments_command
-from search.compose import ConfigComposer, measure_model, module_objectives, validate_space
-from search.space import get_dotted, override_tree, params_to_values, suggest_params
+from experiments.compose import ConfigComposer, get_dotted, measure_network, override_tree
+from search.space import params_to_values, suggest_params
+from search.validate import module_objectives, validate_space
 from search.spec import Objective, SearchSpec, SpecError, build_pruner, build_sampler, grid_size
 from search.storage import (
     DRIVER_ATTR,
@@ -187,7 +189,7 @@ class SearchDriver:
         self.uuid = study.user_attrs["search:uuid"]
         study.sampler = build_sampler(spec.sampler, spec.entries, seed_offset=ordinal)
         self.study = study
-        (self.study_dir / "spec.yaml").write_text(yaml.safe_dump(spec.raw, sort_keys=False))
+        write_atomic(self.study_dir / "spec.yaml", yaml.safe_dump(spec.raw, sort_keys=False))
         return study
 
     # ------------------------------------------------------------------ main loop
@@ -283,8 +285,7 @@ class SearchDriver:
         measured: dict[str, float] = {}
         if spec.measure.get("enabled", True) or spec.constraints or any(o.measured for o in spec.objectives):
             try:
-                config = self.composer.parse(spec.base, override_tree({**fixed, **values}))
-                measured = measure_model(self.composer, config, self.input_shape)
+                measured = self._measure(self.composer.parse(spec.base, override_tree({**fixed, **values})))
             except Exception as error:
                 self._tell_fail(trial, "invalid_config", f"{type(error).__name__}: {error}")
                 return
@@ -346,7 +347,7 @@ class SearchDriver:
         override["run"] = run_section
         override_path = attempt / "override.yaml"
         header = f"# study {spec.study}, trial {number}: base config(s) {', '.join(spec.base)} + this file\n"
-        override_path.write_text(header + yaml.safe_dump(override, sort_keys=False))
+        write_atomic(override_path, header + yaml.safe_dump(override, sort_keys=False))
 
         args = ["fit"]
         for path in spec.base:
@@ -413,6 +414,20 @@ class SearchDriver:
         self.study.tell(trial, objective_values if spec.multi_objective else objective_values[0])
         shown = ", ".join(f"{o.metric}={_fmt(v)}" for o, v in zip(spec.objectives, objective_values))
         say(f"trial {number} COMPLETE {shown} ({result.seconds:.0f} s)")
+
+    def _measure(self, config: Any) -> dict[str, float]:
+        """Parameters and forward GFLOPs of a trial's network (``experiments.compose``), on the
+        module's ``example_input_array`` or the spec's ``measure.input_shape``."""
+        import torch
+
+        model, _ = self.composer.instantiate(config)
+        if self.input_shape is not None:
+            model.example_input_array = torch.zeros(self.input_shape)
+        measured = measure_network(model)
+        out = {"params": float(measured.params)}
+        if measured.gflops is not None:
+            out["gflops"] = measured.gflops
+        return out
 
     def _copy_intermediate(self, previous_number: int, trial: Any) -> None:
         """A resumed trial continues the curve of the attempt it resumes (for the pruner)."""

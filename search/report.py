@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 
 from core.io import write_atomic
-from search.space import get_dotted, override_tree, params_to_values
+from experiments.compose import get_dotted, override_tree
+from search.space import params_to_values
 from search.spec import SearchSpec
 
 __all__ = ["write_outputs", "write_best_config", "write_wandb_summary", "retrain_top_k", "best_trials"]

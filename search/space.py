@@ -6,7 +6,8 @@ the ``init_args`` segments (``model.optimizer.lr``). An entry with ``when`` is s
 named earlier entries took one of the given values (a conditional space: ``momentum`` only for SGD).
 
 Sampling happens in the driver alone. The same ``suggest_params`` replayed on a re-attached trial
-returns the stored values, so a worker never samples.
+returns the stored values, so a worker never samples. Sampled values reach the config as dotted
+keys through ``experiments.compose.override_tree``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Entry", "suggest_params", "params_to_values", "override_tree", "set_dotted", "get_dotted", "deep_merge", "param_name"]
+__all__ = ["Entry", "suggest_params", "params_to_values", "param_name"]
 
 
 def param_name(key: str) -> str:
@@ -91,52 +92,3 @@ def suggest_params(trial: Any, entries: list[Entry]) -> dict[str, Any]:
 def params_to_values(params: dict[str, Any], entries: list[Entry]) -> dict[str, Any]:
     """Optuna parameters -> ``{dotted config key: config value}`` for the active entries."""
     return {e.key: e.config_value(params[e.name]) for e in entries if e.name in params}
-
-
-def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    node = tree
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    last = parts[-1]
-    if isinstance(value, dict) and isinstance(node.get(last), dict):
-        node[last] = deep_merge(node[last], value)
-    else:
-        node[last] = copy.deepcopy(value)
-
-
-def get_dotted(tree: Any, key: str, default: Any = None) -> Any:
-    node = tree
-    for part in key.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return default
-    return node
-
-
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``update`` over ``base``; a mapping that names another ``class_path`` replaces the old one
-    whole (init_args of one class are meaningless for another), as jsonargparse does."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        old = out.get(key)
-        if isinstance(value, dict) and isinstance(old, dict):
-            if "class_path" in value and old.get("class_path") not in (None, value["class_path"]):
-                out[key] = copy.deepcopy(value)
-            else:
-                out[key] = deep_merge(old, value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def override_tree(values: dict[str, Any]) -> dict[str, Any]:
-    """``{dotted key: value}`` -> nested YAML mapping, applied in order (parents before children)."""
-    tree: dict[str, Any] = {}
-    for key in sorted(values, key=lambda k: k.count(".")):
-        set_dotted(tree, key, values[key])
-    return tree

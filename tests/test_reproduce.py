@@ -21,14 +21,19 @@ import yaml
 from experiments.reproduce import (
     RESULT_FILE,
     STATE_FILE,
-    _TableLock,
+    TableSpecError,
+    available_tables,
+    load_table,
     main_report,
     main_reproduce,
     pick_epoch,
     plan_runs,
     read_validation,
 )
-from experiments.table_spec import TableSpecError, available_tables, load_table
+from experiments.compose import ConfigComposer
+from experiments.reproduce import compose_plan
+from experiments.reproduce.runner import TableLock
+from tests.test_search_helpers import kill_all, processes_mentioning, wait_no_processes
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "tests/configs/table_tiny.yaml"
@@ -50,8 +55,12 @@ def test_shipped_tables_load():
     assert paper == {("hg2x4", "final"): 87.4, ("hg2x4", "halfway"): 84.6, ("hg4x2", "final"): 87.8,
                      ("hg4x2", "halfway"): 86.5, ("hg8x1", "final"): 88.1, ("hg8x1", "halfway"): 87.1}
     assert all(cell.source.split.startswith("MPII validation") for r in stacking.rows.values() for cell in r.paper.values())
-    assert stacking.columns["halfway"].metric_for(stacking.rows["hg8x1"]) == "val/pckh_limbs_stack4"
     assert stacking.columns["halfway"].metric_for(stacking.rows["s1x1"]) is None  # a 1-stack net has no halfway
+    # The number of stacks is derived from each row's composed config, not written in the row.
+    plan = compose_plan(stacking, stacking.profile("quick"), [0], plan_runs(stacking, "quick", [0], "/tmp/unused"), ConfigComposer())
+    assert plan.spec.rows["hg8x1"].vars == {"stacks": 8, "half": 4} and plan.spec.rows["s1x1"].vars == {"stacks": 1}
+    assert plan.spec.columns["halfway"].metric_for(plan.spec.rows["hg8x1"]) == "val/pckh_limbs_stack4"
+    assert plan.spec.columns["final"].metric_for(plan.spec.rows["hg4x2"]) == "val/pckh_limbs_stack4"
     mpii = load_table("hourglass_mpii")
     assert mpii.rows["mpii_test_paper"].paper["total"].value == 90.9
     assert mpii.rows["flic"].paper["elbow"].value == 99.0 and mpii.rows["flic"].paper["wrist"].value == 97.0
@@ -97,9 +106,10 @@ _DELETE = object()
     (_set("checks/0/order", ["one.final", "three.final"]), "checks[0] (two stacks beat one).order[1]: 'three' is not a row"),
     (_set("checks/1/all", ["two.first = two.final"]), "has no comparison operator"),
     (_set("checks/1/all", ["one.halfway < two.final"]), "row one has no halfway cell"),
-    (_set("plots/0/metric", "val/pckh_limbs"), "plots.stack_outputs.metric: a stack_outputs plot needs a metric template with {k}"),
+    (_set("plots/0/metric", "val/pckh_limbs"), "plots.per_output.metric: a per_output plot needs a metric template with {k}"),
     (_set("plots/1/kind", "pie"), "plots.bars.kind: must be one of"),
-    (_set("plots/0/stacks", "depth"), "plots.stack_outputs: row one needs an integer var 'depth'"),
+    (_set("plots/0/count", "depth"), "plots.per_output: row one needs an integer var 'depth'"),
+    (_set("derive/stacks", "model..x"), "derive.stacks: 'model..x' is not a dotted config key"),
 ])
 def test_malformed_spec_is_rejected_naming_the_entry(tmp_path, mutate, message):
     raw = _tiny_raw()
@@ -196,7 +206,7 @@ def _fabricate(root: Path, values: dict[tuple[str, int], list[dict[str, float]]]
             for i, e in enumerate(epochs):
                 writer.writerow([i, 4 * i + 3, 0.1, *[""] * len(keys)])
                 writer.writerow([i, 4 * i + 3, "", *[e.get(k, "") for k in keys]])
-        stacks = spec.rows[run.key].vars["stacks"]
+        stacks = run.dotted["model.init_args.network.init_args.num_stacks"]
         (run.directory / "config.yaml").write_text(yaml.safe_dump({
             "run": {"monitor": "val/pckh", "wandb": "disabled"},
             "model": {"init_args": {"network": {"class_path": "lightning_modules.networks.hourglass.StackedHourglass",
@@ -243,7 +253,7 @@ def test_report_from_finished_runs(tmp_path, capsys):
     assert "| 2 stacks | Halfway | 5.00 | 15.00 ± 4.24 (n=2) | +10.00 | yes (±50) | fixture |" in report
     assert "last** validation epoch" in report
     assert "two stacks beat one**: ✅ holds" in report
-    for name in ("stack_outputs", "bars", "curves"):
+    for name in ("per_output", "bars", "curves"):
         assert (out / "quick" / "plots" / f"{name}.png").stat().st_size > 1000
         assert f"](quick/plots/{name}.png)" in report
     assert (out / "quick" / "runs.csv").read_text().count("\n") == 5
@@ -305,7 +315,7 @@ def test_paper_dry_run_lists_runs_and_names_missing_files(tmp_path, capsys):
 
 
 def test_stale_runs_are_refused_and_moved_aside_only_when_asked(tmp_path, capsys):
-    from experiments.reproduce import _check_directories
+    from experiments.reproduce.cli import check_directories
 
     spec = load_table(TINY)
     stale = plan_runs(spec, "quick", [0], str(tmp_path))[0]
@@ -317,7 +327,7 @@ def test_stale_runs_are_refused_and_moved_aside_only_when_asked(tmp_path, capsys
     assert "1 run(s) were trained with another config than the spec's now" in err and "--rerun-stale" in err
     assert (stale.directory / "metrics.csv").exists()  # untouched
     runs = plan_runs(spec, "quick", [0], str(tmp_path))
-    _check_directories(runs, rerun_stale=True)
+    check_directories(runs, rerun_stale=True)
     moved = list(stale.directory.parent.glob("seed0.stale-*"))
     assert len(moved) == 1 and (moved[0] / "metrics.csv").read_text().startswith("epoch")
     assert runs[0].status == "new" and not stale.directory.exists()
@@ -329,7 +339,7 @@ def test_data_root_needs_a_profile_with_data(capsys):
 
 
 def test_a_second_reproduce_of_the_same_table_is_refused(tmp_path, capsys):
-    with _TableLock(tmp_path / "tables" / "table_tiny" / "quick"):
+    with TableLock(tmp_path / "tables" / "table_tiny" / "quick"):
         assert main_reproduce([TINY, "--root", str(tmp_path), "--seeds", "1"]) == 2
     assert "another reproduce of this table is running" in capsys.readouterr().err
 
@@ -351,18 +361,11 @@ def _wait_for(predicate, process: subprocess.Popen, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-
-
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
-    """``reproduce`` of the tiny table (2 rows x 2 seeds, 2 epochs each), SIGKILLed (its whole process
-    group) while the second run trains, then run again to the end."""
+    """``reproduce`` of the tiny table (2 rows x 2 seeds, 2 epochs each), SIGKILLed while the second
+    run trains (the runner alone: its training child is in a process group of its own, and must stop
+    by itself), then run again to the end."""
     root = tmp_path_factory.mktemp("tables")
     base = root / "tables" / "table_tiny" / "quick"
     command = [sys.executable, "-m", "experiments", "reproduce", TINY, "--root", str(root), "--slots", "1"]
@@ -374,17 +377,17 @@ def reproduced(tmp_path_factory):
         finished = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in
                     [base / "one/seed0" / RESULT_FILE, base / "one/seed0/metrics.csv", base / "one/seed0/checkpoints/last.ckpt"]}
         _wait_for(lambda: (base / "two/seed0/checkpoints/last.ckpt").exists(), first, 400)
-        os.killpg(first.pid, signal.SIGKILL)
+        assert processes_mentioning(str(root)), "the second run's training process is not running"
+        os.kill(first.pid, signal.SIGKILL)
         first.wait(30)
-        orphan = json.loads((base / "two/seed0/runner.pid.json").read_text())["pid"]
+        left = wait_no_processes(str(root), timeout=10)
         second = subprocess.run(command, cwd=REPO, env=_environment(), capture_output=True, text=True, timeout=600)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
         first.stdout.close()
-        if orphan and _alive(orphan):
-            os.killpg(orphan, signal.SIGKILL)
-    return {"root": root, "base": base, "finished_before_kill": finished, "orphan": orphan, "second": second}
+        kill_all(str(root))
+    return {"root": root, "base": base, "finished_before_kill": finished, "left_after_kill": left, "second": second}
 
 
 @pytest.mark.slow
@@ -396,16 +399,15 @@ def test_killed_reproduce_resumes_without_rerunning_finished_runs(reproduced):
     for path, (mtime, content) in reproduced["finished_before_kill"].items():
         assert path.stat().st_mtime_ns == mtime and path.read_bytes() == content, path
     assert len(json.loads((base / "one/seed0" / STATE_FILE).read_text())["attempts"]) == 1
-    # The interrupted run continued from its last.ckpt, in the same directory, and its orphaned
-    # training process (the SIGKILL reached the runner only) did not outlive the second reproduce.
+    # The training process of the killed runner stopped within seconds (it watches its runner), and
+    # the interrupted run continued from its last.ckpt, in the same directory.
+    assert reproduced["left_after_kill"] == []
     assert "resume   tables/table_tiny/quick/two/seed0 from last.ckpt" in second.stdout
-    assert not _alive(reproduced["orphan"])
     state = json.loads((base / "two/seed0" / STATE_FILE).read_text())
     assert [a["returncode"] for a in state["attempts"]] == ["interrupted", 0] and state["attempts"][1]["resumed"] is True
     assert sorted(read_validation(base / "two/seed0/metrics.csv")) == [0, 1]
     for run in ("one/seed0", "one/seed1", "two/seed0", "two/seed1"):
         assert (base / run / RESULT_FILE).exists(), run
-        assert not (base / run / "runner.pid.json").exists()
 
 
 @pytest.mark.slow
@@ -415,8 +417,7 @@ def test_end_to_end_report_has_the_rows_means_and_deltas(reproduced):
     summary = json.loads((base / "summary.json").read_text())
     cells = {(c["row"], c["column"]): c for c in summary["cells"]}
     report = (base.parent / "report.md").read_text()
-    for row in ("one", "two"):
-        stacks = spec.rows[row].vars["stacks"]
+    for row, stacks in (("one", 1), ("two", 2)):
         values = []
         for seed in (0, 1):
             epochs = read_validation(base / row / f"seed{seed}" / "metrics.csv")
@@ -433,7 +434,7 @@ def test_end_to_end_report_has_the_rows_means_and_deltas(reproduced):
     assert [(c["row"], c["column"]) for c in summary["cells"]] == [("one", "final"), ("one", "first"), ("two", "final"), ("two", "first"), ("two", "halfway")]
     assert {c["name"] for c in summary["checks"]} == {"two stacks beat one", "first stack below final"}
     assert all(c["status"] in ("holds", "fails") for c in summary["checks"])
-    for name in ("stack_outputs", "bars", "curves"):
+    for name in ("per_output", "bars", "curves"):
         assert (base / "plots" / f"{name}.png").exists()
 
 
@@ -482,7 +483,7 @@ def test_wandb_runs_share_the_table_group_and_the_summary_is_logged(reproduced):
             assert "val/pckh_limbs_stack1" in keys
     run, keys = _wandb_run(base)
     assert run.run_group == "table_tiny" and run.job_type == "summary"
-    for key in ("table", "runs", "curves", "checks", "plots/stack_outputs", "plots/bars", "plots/curves"):
+    for key in ("table", "runs", "curves", "checks", "plots/per_output", "plots/bars", "plots/curves"):
         assert any(k == key or k.startswith(key + "/") for k in keys), (key, sorted(keys))
     table = next(r.summary for r in _wandb_records(sorted(base.glob("wandb/offline-run-*/run-*.wandb"))[-1])
                  if r.WhichOneof("record_type") == "summary" and any(list(u.nested_key)[:2] == ["table", "_type"] for u in r.summary.update))

@@ -9,10 +9,11 @@ import optuna
 import pytest
 import yaml
 
-from search.compose import ConfigComposer, validate_space
+from experiments.compose import ConfigComposer, override_tree
 from search.driver import classify_failure
-from search.space import Entry, override_tree, params_to_values, suggest_params
+from search.space import Entry, params_to_values, suggest_params
 from search.spec import SpecError, build_pruner, build_sampler, load_spec
+from search.validate import validate_space
 from tests.test_search_helpers import REPO, run_search, tiny_base, write_spec
 
 SHIPPED = REPO / "experiments" / "search" / "hourglass_synthetic.yaml"

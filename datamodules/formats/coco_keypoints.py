@@ -99,7 +99,7 @@ class COCOKeypoints(ImageFileSource):
         self.root = Path(root)
         self.annotation_files = {"train": resolve(self.root, train_annotations), "val": resolve(self.root, val_annotations)}
         self.image_dirs = {"train": resolve(self.root, train_images), "val": resolve(self.root, val_images)}
-        check_required(self.required_paths(), root=self.root)
+        check_required(self.required_paths(), root=self.root, owner=self)
         self.min_keypoints = min_keypoints
         self.aspect_ratio = aspect_ratio
         self.scale_factor = scale_factor

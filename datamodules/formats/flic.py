@@ -85,7 +85,7 @@ class FLIC(ImageFileSource):
         self.root = Path(root)
         self.path = resolve(self.root, annotation_file)
         self.image_dir = resolve(self.root, image_dir)
-        check_required(self.required_paths(), root=self.root)
+        check_required(self.required_paths(), root=self.root, owner=self)
         self.box_padding = box_padding
         examples = load_mat(self.path, ["examples"])["examples"]
         examples = list(examples.flat) if isinstance(examples, np.ndarray) else [examples]

@@ -93,7 +93,7 @@ class LSP(ImageFileSource):
         self.extended_root = None if extended_root is None else Path(extended_root)
         self.annotation_file = annotation_file
         self.image_dir = image_dir
-        check_required(self.required_paths(), root=self.root)
+        check_required(self.required_paths(), root=self.root, owner=self)
         self.box_padding = box_padding
 
         path = resolve(self.root, annotation_file)

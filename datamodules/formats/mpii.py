@@ -142,7 +142,7 @@ class MPII(ImageFileSource):
         self.image_dir = resolve(self.root, image_dir)
         self.files = {split: resolve(self.root, name) for split, name in (("train", train_file), ("val", val_file), ("test", test_file)) if name is not None}
         self.head_boxes_path = None if val_file is None or head_boxes_file is None else resolve(self.root, head_boxes_file)
-        check_required(self.required_paths(), root=self.root)
+        check_required(self.required_paths(), root=self.root, owner=self)
         self.center_shift = center_shift
         self.scale_factor = scale_factor
 
@@ -395,7 +395,7 @@ class MPIIRelease(ImageFileSource):
         self.image_dir = resolve(self.root, image_dir)
         self.path = resolve(self.root, annotation_file)
         self.val_path = None if val_images is None else resolve(self.root, val_images)
-        check_required(self.required_paths(), root=self.root)
+        check_required(self.required_paths(), root=self.root, owner=self)
         self.center_shift = center_shift
         self.scale_factor = scale_factor
         release = load_mat(self.path, ["RELEASE"])["RELEASE"]

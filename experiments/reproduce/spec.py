@@ -14,6 +14,8 @@ counts as reproduced, and how to run it at two scales::
     tolerance: 1.0                            # default |ours - paper| that counts as reproduced
     epoch: last                               # last | best: which validation a run reports
     select: val/pckh_limbs                    # with epoch: best, the metric that picks the epoch
+    derive:                                   # row vars read from each row's composed config
+      stacks: model.init_args.network.init_args.num_stacks   # (a row that also states one is checked)
     columns:
       final: {metric: val/pckh_limbs, label: Final, scale: 100, digits: 1}
       halfway: {metric: "val/pckh_limbs_stack{half}", scale: 100}   # {var}: a row's vars
@@ -21,7 +23,7 @@ counts as reproduced, and how to run it at two scales::
       hg2x4:
         label: 2 stacks x 4 modules
         section: Equal size                   # rows of one section form one block of the report
-        vars: {stacks: 2, half: 1}            # fill the column templates; a row without a
+        vars: {half: 1}                       # fill the column templates; a row without a
                                               # template's var has no such cell
         override: {model.init_args.network.init_args.num_stacks: 2}   # dotted keys
         paper: {final: 87.4, halfway: {value: 84.6, source: sec42, tolerance: 1.5}}
@@ -43,8 +45,9 @@ counts as reproduced, and how to run it at two scales::
       - name: intermediate below final
         all: ["hg2x4.halfway < hg2x4.final", "hg4x2.halfway < hg4x2.final"]   # < <= > >=
     plots:
-      - {name: fig9, kind: stack_outputs, rows: [hg2x4, hg4x2], metric: "val/pckh_limbs_stack{k}",
-         stacks: stacks, scale: 100, title: "..."}
+      - {name: fig9, kind: per_output, rows: [hg2x4, hg4x2], metric: "val/pckh_limbs_stack{k}",
+         count: stacks, scale: 100, title: "..."}    # metric at output k = 1..count of each row
+      - {name: size, kind: against_var, var: stacks, columns: [final]}   # metric against a row var
       - {name: curves, kind: curves, columns: [final]}            # per-epoch curves per row
       - {name: bars, kind: bars, columns: [final, halfway]}        # mean +- std per row, paper marks
 
@@ -62,20 +65,20 @@ from typing import Any
 import yaml
 
 # Config trees compose exactly as a search trial's do.
-from search.space import deep_merge, get_dotted, override_tree
+from experiments.compose import deep_merge, get_dotted, override_tree
 
 __all__ = [
     "TableSpecError", "TableSpec", "Source", "Column", "PaperCell", "Row", "RowProfile", "Profile", "DataSpec",
     "Check", "Comparison", "CellRef", "Plot", "load_table", "table_path", "available_tables", "TABLES_DIR",
-    "REPO_ROOT", "template_fields", "override_tree", "deep_merge", "get_dotted",
+    "REPO_ROOT", "template_fields", "resolve_config_path",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLES_DIR = REPO_ROOT / "experiments" / "tables"
 
 TOP_LEVEL = {
     "table", "title", "description", "sources", "source", "tolerance", "epoch", "select", "select_mode",
-    "columns", "rows", "profiles", "checks", "plots",
+    "columns", "rows", "profiles", "checks", "plots", "derive",
 }
 SOURCE_FIELDS = ("paper", "where", "split", "protocol", "status", "note")
 COLUMN_FIELDS = {"metric", "label", "scale", "digits", "note"}
@@ -85,8 +88,11 @@ ROW_PROFILE_FIELDS = {"base", "override", "data_dir", "skip"}
 PROFILE_FIELDS = {"description", "base", "override", "seeds", "slots", "compare", "data", "note"}
 DATA_FIELDS = {"key", "dir", "help"}
 CHECK_FIELDS = {"name", "order", "all", "paper", "profiles"}
-PLOT_FIELDS = {"name", "kind", "title", "rows", "columns", "metric", "stacks", "scale", "ylabel"}
-PLOT_KINDS = ("stack_outputs", "curves", "bars")
+PLOT_FIELDS = {"name", "kind", "title", "rows", "columns", "metric", "count", "var", "scale", "ylabel", "xlabel"}
+# per_output: a metric template with {k} at k = 1..<count var> of each row (the outputs of a
+# multi-output network); against_var: columns against a numeric row var; bars: mean +- std per
+# row; curves: a column per epoch.
+PLOT_KINDS = ("per_output", "against_var", "curves", "bars")
 OPERATORS = ("<=", ">=", "<", ">")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -125,12 +131,19 @@ class Column:
     digits: int = 1
     note: str = ""
 
+    def has_cell(self, row: "Row") -> bool:
+        """Whether ``row`` has this column's cell: its vars (stated or derived) fill the template."""
+        return template_fields(self.metric) <= set(row.vars) | set(row.derived)
+
     def metric_for(self, row: "Row") -> str | None:
         """The logged metric of this column for ``row``, or None when the row lacks a variable
-        of the template (the cell does not exist)."""
-        needed = template_fields(self.metric)
-        if not needed <= set(row.vars):
+        of the template (the cell does not exist). Derived vars must have been resolved
+        (``experiments.reproduce.plan.compose_plan``)."""
+        if not self.has_cell(row):
             return None
+        unresolved = sorted(template_fields(self.metric) - set(row.vars))
+        if unresolved:
+            raise TableSpecError(f"rows.{row.name}: var {unresolved[0]!r} is derived from the row's config, which is not composed yet")
         return self.metric.format(**row.vars)
 
 
@@ -160,6 +173,7 @@ class Row:
     paper: dict[str, PaperCell]
     profiles: dict[str, RowProfile]
     note: str = ""
+    derived: tuple[str, ...] = ()  # the table's derived var names (resolved per profile at plan time)
 
     def in_profile(self, profile: str) -> bool:
         return not self.profiles.get(profile, RowProfile()).skip
@@ -229,9 +243,11 @@ class Plot:
     rows: list[str] | None = None
     columns: list[str] | None = None
     metric: str = ""
-    stacks: str = "stacks"
+    count: str = ""
+    var: str = ""
     scale: float = 1.0
     ylabel: str = ""
+    xlabel: str = ""
 
 
 @dataclass
@@ -250,6 +266,7 @@ class TableSpec:
     select: str | None = None
     select_mode: str = "max"
     tolerance: float | None = None
+    derive: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
     def profile(self, name: str) -> Profile:
@@ -391,7 +408,7 @@ def _ref(where: str, text: Any, rows: dict[str, Row], columns: dict[str, Column]
         raise TableSpecError(f"{where}: {row!r} is not a row (rows: {', '.join(rows)})")
     if column not in columns:
         raise TableSpecError(f"{where}: {column!r} is not a column (columns: {', '.join(columns)})")
-    if columns[column].metric_for(rows[row]) is None:
+    if not columns[column].has_cell(rows[row]):
         raise TableSpecError(f"{where}: row {row} has no {column} cell (it lacks a variable of {columns[column].metric!r})")
     return CellRef(row, column)
 
@@ -530,12 +547,22 @@ def parse_table(raw: Any, path: Path) -> TableSpec:
             note=_text(f"{where}.note", value.get("note")),
         )
 
+    # -- derived vars: read from each row's composed config, so a row cannot say one thing and build another
+    derive: dict[str, str] = {}
+    for var, key in _mapping("derive", raw.get("derive")).items():
+        if not isinstance(var, str) or not var.isidentifier():
+            raise TableSpecError(f"derive.{var}: not a variable name")
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise TableSpecError(f"derive.{var}: {key!r} is not a dotted config key (such as model.init_args.network.init_args.num_stacks)")
+        derive[var] = key
+
     # -- rows
     rows: dict[str, Row] = {}
     raw_rows = _mapping("rows", raw.get("rows"), required=True)
     if not raw_rows:
         raise TableSpecError("rows: a table needs at least one row")
     all_vars = {str(v) for r in raw_rows.values() if isinstance(r, dict) and isinstance(r.get("vars"), dict) for v in r["vars"]}
+    all_vars |= set(derive)
     for column in columns.values():
         unknown = template_fields(column.metric) - all_vars
         if unknown:
@@ -573,13 +600,13 @@ def parse_table(raw: Any, path: Path) -> TableSpec:
         row = Row(
             name=name, label=_text(f"{where}.label", value.get("label"), name), section=_text(f"{where}.section", value.get("section")),
             vars=dict(variables), override=_overrides(f"{where}.override", value.get("override")), paper={},
-            profiles=row_profiles, note=_text(f"{where}.note", value.get("note")),
+            profiles=row_profiles, note=_text(f"{where}.note", value.get("note")), derived=tuple(derive),
         )
         for column, cell in _mapping(f"{where}.paper", value.get("paper")).items():
             cwhere = f"{where}.paper.{column}"
             if column not in columns:
                 raise TableSpecError(f"{cwhere}: unknown column (columns: {', '.join(columns)})")
-            if columns[column].metric_for(row) is None:
+            if not columns[column].has_cell(row):
                 missing = sorted(template_fields(columns[column].metric) - set(row.vars))
                 raise TableSpecError(f"{cwhere}: the row has no {column} cell: its vars lack {', '.join(missing)} for {columns[column].metric!r}")
             row.paper[column] = _cell(cwhere, cell, sources, default_source, default_tol)
@@ -666,23 +693,34 @@ def parse_table(raw: Any, path: Path) -> TableSpec:
                     raise TableSpecError(f"{where}.columns: {c!r} is not a column (columns: {', '.join(columns)})")
         plot = Plot(
             name=name, kind=kind, title=_text(f"{where}.title", value.get("title")), rows=plot_rows, columns=plot_columns,
-            metric=_text(f"{where}.metric", value.get("metric")), stacks=_text(f"{where}.stacks", value.get("stacks"), "stacks"),
-            scale=_number(f"{where}.scale", value.get("scale", 1.0)), ylabel=_text(f"{where}.ylabel", value.get("ylabel")),
+            metric=_text(f"{where}.metric", value.get("metric")), count=_text(f"{where}.count", value.get("count")),
+            var=_text(f"{where}.var", value.get("var")), scale=_number(f"{where}.scale", value.get("scale", 1.0)),
+            ylabel=_text(f"{where}.ylabel", value.get("ylabel")), xlabel=_text(f"{where}.xlabel", value.get("xlabel")),
         )
-        if kind == "stack_outputs":
+        plotted = plot_rows or list(rows)
+        if kind == "per_output":
             if "k" not in template_fields(plot.metric):
-                raise TableSpecError(f"{where}.metric: a stack_outputs plot needs a metric template with {{k}} (the stack), e.g. val/pckh_stack{{k}}")
-            for r in plot_rows or rows:
-                stacks = rows[r].vars.get(plot.stacks)
-                if isinstance(stacks, bool) or not isinstance(stacks, int) or stacks < 1:
-                    raise TableSpecError(f"{where}: row {r} needs an integer var {plot.stacks!r} (its number of stacks)")
-                missing = template_fields(plot.metric) - {"k"} - set(rows[r].vars)
+                raise TableSpecError(f"{where}.metric: a per_output plot needs a metric template with {{k}} (the output), e.g. val/acc_head{{k}}")
+            if not plot.count:
+                raise TableSpecError(f"{where}.count: the row var that holds each row's number of outputs")
+            for r in plotted:
+                if plot.count not in derive:
+                    count = rows[r].vars.get(plot.count)
+                    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                        raise TableSpecError(f"{where}: row {r} needs an integer var {plot.count!r} (its number of outputs)")
+                missing = template_fields(plot.metric) - {"k"} - set(rows[r].vars) - set(derive)
                 if missing:
                     raise TableSpecError(f"{where}.metric: row {r} lacks the var {sorted(missing)[0]!r}")
+        elif kind == "against_var":
+            if not plot.var:
+                raise TableSpecError(f"{where}.var: the numeric row var on the x axis")
+            for r in plotted:
+                if plot.var not in derive and not isinstance(rows[r].vars.get(plot.var), (int, float)):
+                    raise TableSpecError(f"{where}: row {r} needs a numeric var {plot.var!r}")
         plots.append(plot)
 
     return TableSpec(
         path=path, table=table, title=title, description=description, sources=sources, columns=columns, rows=rows,
         profiles=profiles, checks=checks, plots=plots, epoch=epoch, select=select, select_mode=select_mode,
-        tolerance=default_tol, raw=raw,
+        tolerance=default_tol, derive=derive, raw=raw,
     )

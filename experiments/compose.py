@@ -1,0 +1,258 @@
+"""Compose, check and measure configs without training: what ``search`` and ``reproduce`` share.
+
+A search trial and a table row are both *base config(s) + a small override* (dotted keys such as
+``model.init_args.optimizer.init_args.lr``). ``ConfigComposer`` parses such a composition with
+convlab's own LightningCLI parser (no trainer, no run directory, no seed), so that an unknown key
+or a wrongly typed value fails before anything is launched, and builds the model and data exactly
+as ``fit`` would, to measure the network through the task contract (``network`` and
+``example_input_array``) and to list the data files a config reads (``required_paths()``).
+
+The dotted-key helpers (``override_tree``, ``get_dotted``, ``deep_merge``) work on plain YAML
+trees; composition follows jsonargparse's rule that a mapping naming another ``class_path``
+replaces the old one whole.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+__all__ = [
+    "ConfigComposer", "Measured", "measure_network", "config_key_of", "override_tree", "set_dotted", "get_dotted",
+    "deep_merge",
+]
+
+# jsonargparse parsers are not thread-safe; the slots of a study or a table share one composer.
+_LOCK = threading.RLock()
+
+
+# ------------------------------------------------------------------------------ dotted trees
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested mapping, creating the parents; a mapping value is merged into an
+    existing mapping (``deep_merge``)."""
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    last = parts[-1]
+    if isinstance(value, dict) and isinstance(node.get(last), dict):
+        node[last] = deep_merge(node[last], value)
+    else:
+        node[last] = copy.deepcopy(value)
+
+
+def get_dotted(tree: Any, key: str, default: Any = None) -> Any:
+    """The value at ``a.b.c`` of a nested mapping, or ``default``."""
+    node = tree
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return default
+    return node
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``; a mapping that names another ``class_path`` replaces the old one
+    whole (init_args of one class are meaningless for another), as jsonargparse does."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            if "class_path" in value and old.get("class_path") not in (None, value["class_path"]):
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key] = deep_merge(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def override_tree(values: dict[str, Any]) -> dict[str, Any]:
+    """``{dotted key: value}`` -> nested YAML mapping, applied in order (parents before children)."""
+    tree: dict[str, Any] = {}
+    for key in sorted(values, key=lambda k: k.count(".")):
+        set_dotted(tree, key, values[key])
+    return tree
+
+
+def config_key_of(tree: dict[str, Any], class_path: str, argument: str, within: str = "") -> str | None:
+    """The dotted config key of ``argument`` of the object of class ``class_path`` in a composed
+    config (``data.init_args.source.init_args.root``), searched under ``within``; None when no
+    object of that class is in the config."""
+    start = get_dotted(tree, within) if within else tree
+
+    def walk(node: Any, path: list[str]) -> str | None:
+        if isinstance(node, dict):
+            if node.get("class_path") == class_path:
+                return ".".join([*path, "init_args", argument])
+            for key, child in node.items():
+                found = walk(child, [*path, str(key)])
+                if found:
+                    return found
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                found = walk(child, [*path, str(i)])
+                if found:
+                    return found
+        return None
+
+    return walk(start, [within] if within else [])
+
+
+# ------------------------------------------------------------------------------- measuring
+@dataclass
+class Measured:
+    """What a config builds: the network's parameter count, its forward GFLOPs on the module's
+    ``example_input_array`` (None when the module has none), and the data's paths
+    (``core.records.RequiredPath``): those ``missing``, every one ``required``, and ``owner``, the
+    class path of the reader whose arguments name them."""
+
+    params: int | None = None
+    gflops: float | None = None
+    missing: list[Any] = field(default_factory=list)
+    required: list[Any] = field(default_factory=list)
+    owner: str | None = None
+
+
+def measure_network(module: Any) -> Measured:
+    """Parameters and forward GFLOPs (``torch.utils.flop_counter``, 2 x multiply-adds) of the
+    module's ``network`` on its ``example_input_array``, on CPU, in eval mode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    network = getattr(module, "network", module)
+    measured = Measured(params=int(sum(p.numel() for p in network.parameters())))
+    example = getattr(module, "example_input_array", None)
+    if example is not None:
+        inputs = example if isinstance(example, tuple) else (example,)
+        was_training = network.training
+        network.eval()
+        with _LOCK, torch.no_grad(), FlopCounterMode(display=False) as counter:
+            network(*inputs)
+        network.train(was_training)
+        measured.gflops = counter.get_total_flops() / 1e9
+    return measured
+
+
+# ------------------------------------------------------------------------------- composing
+class ConfigComposer:
+    """convlab's config parser, built once and reused for every composition (building it imports
+    Lightning and resolves every class the configs name)."""
+
+    def __init__(self) -> None:
+        from experiments.cli import ConvlabCLI
+
+        class _ParserOnly(ConvlabCLI):
+            """Builds the parser; parses, seeds and instantiates nothing."""
+
+            def parse_arguments(self, parser: Any, args: Any) -> None:
+                self.config = None
+
+            def _parse_ckpt_path(self) -> None:
+                return None
+
+            def _set_seed(self) -> None:
+                return None
+
+            def _add_instantiators(self) -> None:
+                return None
+
+            def instantiate_classes(self) -> None:
+                return None
+
+        self.parser = _ParserOnly(args=[], run=False).parser
+
+    def parse(self, base: Iterable[str], override: dict[str, Any] | None = None) -> Any:
+        """The namespace of ``--config b1 [--config b2 ...] --config <override>`` (a nested mapping)."""
+        args: list[str] = []
+        for path in base:
+            args += ["--config", str(path)]
+        if override:
+            args += ["--config", json.dumps(override, default=str)]
+        with _LOCK:
+            return self.parser.parse_args(args)
+
+    def culprit(self, base: Iterable[str], dotted: dict[str, Any]) -> tuple[str, BaseException] | None:
+        """When ``base + dotted`` does not parse: the first dotted key that fails alone, with its
+        error (None when each key parses alone, or the base fails by itself)."""
+        base = list(base)
+        for key, value in dotted.items():
+            try:
+                self.parse(base, override_tree({key: value}))
+            except Exception as error:
+                return key, error
+        return None
+
+    def dump(self, config: Any) -> str:
+        with _LOCK:
+            return self.parser.dump(config, skip_none=False)
+
+    def to_dict(self, config: Any) -> dict[str, Any]:
+        import yaml
+
+        return yaml.safe_load(self.dump(config))
+
+    def instantiate(self, config: Any) -> tuple[Any, Any]:
+        """``(model, data module)`` built from a parsed config as ``fit`` builds them (the data's
+        facts linked into the model)."""
+        with _LOCK:
+            init = self.parser.instantiate_classes(config)
+        return init.model, init.data
+
+    def instantiate_model_alone(self, config: Any) -> Any:
+        """The model of a config whose data cannot be built (its files are missing): built with a
+        bare data module, so it has no data facts, but its ``network`` is the config's."""
+        import lightning.pytorch as pl
+
+        alone = copy.deepcopy(config)
+        alone.data = type(config)(class_path=f"{pl.LightningDataModule.__module__}.LightningDataModule", init_args=type(config)())
+        with _LOCK:
+            return self.parser.instantiate_classes(alone).model
+
+    def measure(self, config: Any) -> Measured:
+        """Build the config's model and data and measure them; a data module whose files are
+        missing is reported in ``missing`` (every missing path, not only the first) and the network
+        is still measured."""
+        try:
+            model, data = self.instantiate(config)
+        except Exception as error:
+            cause = _data_not_found(error)
+            if cause is None:
+                raise
+            measured = measure_network(self.instantiate_model_alone(config))
+            measured.missing = list(cause.missing) or [_lone_path(cause)]
+            measured.required = list(cause.required) or list(measured.missing)
+            measured.owner = cause.owner
+            return measured
+        measured = measure_network(model)
+        measured.required = list(getattr(data, "required_paths", lambda: [])())
+        measured.missing = [p for p in measured.required if not p.exists()]
+        del model, data
+        return measured
+
+
+def _data_not_found(error: BaseException | None) -> Any:
+    from core.errors import DataNotFoundError
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, DataNotFoundError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _lone_path(error: Any) -> Any:
+    """A ``DataNotFoundError`` raised without its list of missing paths, as a ``RequiredPath``."""
+    from pathlib import Path
+
+    from core.records import RequiredPath
+
+    return RequiredPath(str(error), Path(str(error.path)), "", "file")

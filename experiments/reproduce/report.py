@@ -1,0 +1,283 @@
+"""The table's report: ``report.md`` (paper | ours | Δ per cell, the checks, the plots, the runs),
+``summary.json`` and ``runs.csv`` in the profile's folder, and a copy of the report for the table.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from core.io import read_json, write_atomic, write_json_atomic
+from experiments.reproduce.checks import CheckResult, evaluate_checks
+from experiments.reproduce.collect import Cell, Collected
+from experiments.reproduce.plan import table_dir
+from experiments.reproduce.plots import make_plots
+from experiments.reproduce.spec import Profile, Row
+
+__all__ = ["Report", "build_report"]
+
+
+def _fmt(value: float | None, digits: int, sign: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _ours(cell: Cell, digits: int) -> str:
+    if cell.mean is None:
+        return "—"
+    if cell.std is None:
+        return f"{cell.mean:.{digits}f} (n={cell.n})"
+    return f"{cell.mean:.{digits}f} ± {cell.std:.{digits}f} (n={cell.n})"
+
+
+def _verdict(cell: Cell, profile: Profile) -> str:
+    if cell.paper is None:
+        return ""
+    if cell.mean is None:
+        return "not run"
+    if not profile.compare:
+        return f"n/a ({profile.name} profile)"
+    if cell.paper.tolerance is None:
+        return "not judged" + (f" ({cell.paper.note})" if cell.paper.note else "")
+    ok = abs(cell.delta) <= cell.paper.tolerance + 1e-9
+    return f"{'yes' if ok else 'no'} (±{cell.paper.tolerance:g})"
+
+
+def _params(n: int | None) -> str:
+    if n is None:
+        return "—"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n:,}"
+
+
+@dataclass
+class Report:
+    table_dir: Path
+    profile_dir: Path
+    markdown: str
+    summary: dict[str, Any]
+    plots: list[Path]
+    checks: list[CheckResult]
+
+
+def build_report(collected: Collected, root: str | Path, command: str) -> Report:
+    """Write ``report.md``, ``summary.json``, ``runs.csv`` and the plots; return them."""
+    spec, profile = collected.spec, collected.profile
+    tdir = table_dir(root, spec.table)
+    pdir = tdir / profile.name
+    plot_dir = pdir / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    checks = evaluate_checks(collected)
+    plots = make_plots(collected, plot_dir)
+    rows = spec.rows_in(profile.name)
+    planned_rows = {r for run in collected.runs for r in run.rows}
+    rows = [r for r in rows if r.name in planned_rows]
+    seeds = sorted({run.seed for run in collected.runs})
+    finished = collected.finished
+    total_seconds = sum(rv.seconds or 0 for rv in finished)
+
+    def body(plot_prefix: str) -> str:
+        out: list[str] = []
+        out.append(f"# {spec.title}")
+        out.append("")
+        out.append(f"Table `{spec.table}` ({spec.path}), profile **{profile.name}**. Rebuild: `{command}`.")
+        out.append("")
+        if spec.description:
+            out += [spec.description, ""]
+        if profile.description:
+            out += [f"**Profile {profile.name}.** {profile.description}", ""]
+        if profile.note:
+            out += [profile.note, ""]
+        unique = {(run.config_hash) for run in collected.runs}
+        out.append(f"- Runs: {len(unique)} distinct configs x {len(seeds)} seed(s) ({', '.join(map(str, seeds))}) = {len(collected.runs)} runs; "
+                   f"{len(finished)} finished, training time summed over runs {total_seconds / 60:.1f} min.")
+        last = read_json(pdir / "last_reproduce.json")
+        if last:
+            out.append(f"- Last `reproduce`: {last['training_wall_seconds'] / 60:.1f} min of wall time for {last['trained']} run(s) trained "
+                       f"({last['slots']} at a time, {last.get('cpu_count')} CPU cores), {last['reused']} reused, {last['failed']} failed; "
+                       f"finished {last['finished_at']}.")
+        shared = sorted({tuple(run.rows) for run in collected.runs if len(run.rows) > 1})
+        for group in shared:
+            out.append(f"- Rows {', '.join(group)} compose to the same config and share one run per seed.")
+        select = collected.select or "the run's monitor"
+        if spec.epoch == "last":
+            out.append("- Values: every column at the **last** validation epoch of each run (all columns of a run from the same epoch).")
+        else:
+            out.append(f"- Values: every column at the epoch with the **best** `{select}` ({spec.select_mode}) of each run (all columns of a run from that epoch).")
+        out.append("- ours = mean ± sample std over seeds (n = finished seeds); Δ = ours − paper; within tolerance = |Δ| ≤ tolerance.")
+        if not profile.compare:
+            tests = "the trend checks below are what this profile tests" if checks else "this profile tests the pipeline and the metrics"
+            out.append(f"- The {profile.name} profile does not train on the paper's data: the paper numbers are shown for reference and "
+                       f"not judged against a tolerance; {tests}.")
+        base_list = ", ".join(sorted({b for run in collected.runs for b in run.bases}))
+        out.append(f"- Base config(s): {base_list}; each run adds its override file (`{pdir / 'overrides'}`).")
+        out.append("")
+        if checks:
+            data = "synthetic data" if not profile.compare else "this profile's data"
+            verdicts = "; ".join(f"{c.name}: **{'holds' if c.status == 'holds' else 'does not hold' if c.status == 'fails' else c.status}**" for c in checks)
+            out.append(f"**Orderings on {data}** (means over {len(seeds)} seed(s); details under Trend checks): {verdicts}.")
+            out.append("")
+        for message in collected.missing_metrics:
+            out.append(f"> missing metric: {message}")
+        if collected.missing_metrics:
+            out.append("")
+
+        # -- wide table: ours per row x column
+        columns = list(spec.columns.values())
+        out.append("## Results")
+        out.append("")
+        out.append("| row | params | " + " | ".join(c.label for c in columns) + " |")
+        out.append("|---|---:|" + "---:|" * len(columns))
+        for row in rows:
+            cells = [collected.cells[(row.name, c.name)] for c in columns]
+            texts = ["n/a" if cell.metric is None else _ours(cell, c.digits) for cell, c in zip(cells, columns)]
+            out.append(f"| {row.label} (`{row.name}`) | {_params(collected.params.get(row.name))} | " + " | ".join(texts) + " |")
+        out.append("")
+        for c in columns:
+            note = f" — {c.note}" if c.note else ""
+            scale = f" × {c.scale:g}" if c.scale != 1 else ""
+            out.append(f"- {c.label}: `{c.metric}`{scale}{note}")
+        out.append("")
+
+        # -- long table: paper | ours | delta | tolerance, per section, the cells with a paper number
+        out.append("## Paper vs ours")
+        out.append("")
+        sections: dict[str, list[Row]] = {}
+        for row in rows:
+            if row.paper:
+                sections.setdefault(row.section, []).append(row)
+        if not sections:
+            out += ["No cell of these rows has a paper number.", ""]
+        for section, members in sections.items():
+            if section:
+                out.append(f"### {section}")
+                out.append("")
+            out.append("| row | column | paper | ours (mean ± std, n seeds) | Δ | within tolerance | source |")
+            out.append("|---|---|---:|---:|---:|---|---|")
+            for row in members:
+                for c in columns:
+                    cell = collected.cells[(row.name, c.name)]
+                    if cell.metric is None or cell.paper is None:
+                        continue
+                    paper = cell.paper
+                    source = paper.source.name if paper and paper.source else ""
+                    out.append(f"| {row.label} | {c.label} | {_fmt(paper.value if paper else None, c.digits)} | {_ours(cell, c.digits)} | "
+                               f"{_fmt(cell.delta, c.digits, sign=True)} | {_verdict(cell, profile)} | {source} |")
+            out.append("")
+        used = {cell.paper.source.name: cell.paper.source for cell in collected.cells.values() if cell.paper and cell.paper.source}
+        if used:
+            out.append("Sources:")
+            out.append("")
+            for name, source in used.items():
+                out.append(f"- `{name}`: {source.describe()}" + (f" — {source.note}" if source.note else ""))
+            notes = [(row.label, c.label, cell.paper.note) for row in rows for c in columns
+                     for cell in [collected.cells[(row.name, c.name)]] if cell.paper and cell.paper.note]
+            for row_label, col_label, note in notes:
+                out.append(f"- {row_label} / {col_label}: {note}")
+            out.append("")
+        row_notes = [row for row in rows if row.note]
+        if row_notes:
+            out += ["Notes:", ""]
+        for row in row_notes:
+            out.append(f"- `{row.name}`: {row.note}")
+        if row_notes:
+            out.append("")
+
+        # -- checks
+        if checks:
+            out.append(f"## Trend checks ({profile.name} profile)")
+            out.append("")
+            for result in checks:
+                mark = {"holds": "✅ holds", "fails": "❌ does not hold"}.get(result.status, f"⚠️ {result.status}")
+                paper = f" Paper: {result.paper}." if result.paper else ""
+                seeds_text = f" (per seed: {result.seeds_holding[0]}/{result.seeds_holding[1]} comparisons hold)" if result.seeds_holding[1] else ""
+                out.append(f"- **{result.name}**: {mark} on our means{seeds_text}.{paper}")
+                for detail in result.details:
+                    out.append(f"  - {detail}")
+            out.append("")
+            held = sum(r.status == "holds" for r in checks)
+            out.append(f"{held} of {len(checks)} checked orderings hold in this profile's means. A difference smaller than its "
+                       "seed-to-seed spread is not resolved by this many seeds.")
+            out.append("")
+
+        # -- plots
+        if plots:
+            out.append("## Plots")
+            out.append("")
+            for png in plots:
+                out.append(f"![{png.stem}]({plot_prefix}{png.name})")
+                out.append("")
+
+        # -- runs
+        out.append("## Runs")
+        out.append("")
+        cols = [c for c in columns]
+        out.append("| run | rows | seed | status | epoch used / validated | " + " | ".join(c.label for c in cols) + " | train time |")
+        out.append("|---|---|---:|---|---|" + "---:|" * len(cols) + "---:|")
+        by_run = {id(rv.run): rv for rv in finished}
+        for run in collected.runs:
+            rv = by_run.get(id(run))
+            values = []
+            for c in cols:
+                value = None if rv is None else rv.value(c.metric_for(spec.rows[run.key]))
+                values.append(_fmt(_scaled(value, c.scale), c.digits))
+            epoch = "—" if rv is None or rv.epoch is None else f"{rv.epoch} / {rv.epochs}"
+            seconds = "—" if rv is None or rv.seconds is None else f"{rv.seconds:.0f}s"
+            out.append(f"| `{run.name}` | {', '.join(run.rows)} | {run.seed} | {run.status} | {epoch} | " + " | ".join(values) + f" | {seconds} |")
+        out.append("")
+        out.append(f"_Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}._")
+        out.append("")
+        return "\n".join(out)
+
+    summary = {
+        "table": spec.table, "profile": profile.name, "title": spec.title, "epoch": spec.epoch, "select": collected.select,
+        "seeds": seeds, "compare": profile.compare,
+        "cells": [
+            {"row": cell.row, "column": cell.column, "metric": cell.metric, "values": cell.values, "seeds": cell.seeds,
+             "mean": cell.mean, "std": cell.std, "n": cell.n,
+             "paper": None if cell.paper is None else cell.paper.value,
+             "tolerance": None if cell.paper is None else cell.paper.tolerance,
+             "source": None if cell.paper is None or cell.paper.source is None else cell.paper.source.describe(),
+             "delta": cell.delta, "within_tolerance": _within(cell, profile)}
+            for cell in collected.cells.values() if cell.metric is not None and cell.row in {r.name for r in rows}
+        ],
+        "params": collected.params,
+        "checks": [{"name": c.name, "status": c.status, "details": c.details, "paper": c.paper} for c in checks],
+        "runs": [
+            {"name": run.name, "rows": run.rows, "seed": run.seed, "status": run.status, "directory": str(run.directory),
+             "config_hash": run.config_hash, "wandb_id": run.wandb_id}
+            for run in collected.runs
+        ],
+        "plots": [str(p) for p in plots],
+    }
+    write_atomic(pdir / "report.md", body("plots/"))
+    markdown = body(f"{profile.name}/plots/")
+    write_atomic(tdir / "report.md", markdown)
+    write_json_atomic(pdir / "summary.json", summary)
+    write_atomic(pdir / "runs.csv", _runs_csv(collected))
+    return Report(table_dir=tdir, profile_dir=pdir, markdown=markdown, summary=summary, plots=plots, checks=checks)
+
+
+def _within(cell: Cell, profile: Profile) -> bool | None:
+    if cell.paper is None or cell.mean is None or not profile.compare or cell.paper.tolerance is None:
+        return None
+    return abs(cell.delta) <= cell.paper.tolerance + 1e-9
+
+
+def _runs_csv(collected: Collected) -> str:
+    columns = list(collected.spec.columns.values())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["run", "rows", "seed", "epoch", *[c.name for c in columns], "seconds"])
+    for rv in collected.finished:
+        row = collected.spec.rows[rv.run.key]
+        values = [_scaled(rv.value(c.metric_for(row)), c.scale) for c in columns]
+        writer.writerow([rv.run.name, " ".join(rv.run.rows), rv.run.seed, rv.epoch, *["" if v is None else v for v in values], rv.seconds])
+    return buffer.getvalue()
+
+
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else value * scale

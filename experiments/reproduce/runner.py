@@ -1,0 +1,161 @@
+"""Train a plan's runs on the slots of ``core.processes.SlotPool``, the one runner of the suite.
+
+Each run is an ordinary ``python -m experiments fit --config <base>... --config <override>
+--ckpt_path last`` in its own process group, on a slot's GPUs or its share of the CPU cores. A
+finished run (``result.json``) is never trained again; an interrupted one resumes from its
+``checkpoints/last.ckpt``. ``table_run.json`` records every attempt from its start, so an attempt
+whose runner died is closed as ``interrupted`` by the next one. A runner killed with SIGKILL leaves
+no training process behind: its children stop themselves (``core.processes.watch_parent``).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.io import read_json, write_atomic, write_json_atomic
+from core.processes import SlotPool, experiments_command
+from experiments.reproduce.collect import read_validation
+from experiments.reproduce.plan import LOG_FILE, RESULT_FILE, STATE_FILE, Plan, PlannedRun
+from experiments.reproduce.spec import TableSpecError
+
+__all__ = ["Reproducer", "TableLock", "UserError", "say", "iso_time"]
+
+
+def say(message: str, stream: Any = None) -> None:
+    print(f"convlab reproduce: {message}", file=stream or sys.stdout, flush=True)
+
+
+def iso_time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+
+
+class UserError(Exception):
+    """Something the user can fix (missing data, a stale run, a foreign directory): one line, exit 2."""
+
+
+class Reproducer:
+    """Runs a plan: finished runs are reused, the others launched ``slots`` at a time.
+
+    Args:
+        plan: the composed plan (its ``measured`` parameter counts go into each ``result.json``).
+        slots: runs at once.
+        timeout: seconds per run attempt before its process group is stopped.
+        gpus: GPU indices dealt out to the slots (``None``: the visible ones; none on a CPU).
+    """
+
+    def __init__(self, plan: Plan, slots: int = 1, timeout: float | None = None, gpus: list[str] | None = None) -> None:
+        self.plan = plan
+        try:
+            self.pool = SlotPool(max(1, slots), gpus=gpus)
+        except ValueError as error:
+            raise TableSpecError(f"--slots/--gpus: {error}") from None
+        self.timeout = timeout
+        self.failures: list[tuple[PlannedRun, str]] = []
+        self.trained = 0
+        self._lock = threading.Lock()
+
+    def execute(self) -> bool:
+        """Train every unfinished run; True when all of them finished. Ctrl-C or SIGTERM stops the
+        running children and raises ``KeyboardInterrupt``."""
+        todo = [r for r in self.plan.runs if r.status != "finished"]
+        for run in self.plan.runs:
+            if run.status == "finished":
+                say(f"reused   {run.name} (finished)")
+        if not todo:
+            return True
+        say(f"{len(todo)} run(s) to train, {self.pool.describe(len(todo))}")
+        self.pool.map(todo, self._train)
+        return not self.failures
+
+    def _train(self, slot: int, run: PlannedRun) -> None:
+        directory = run.directory
+        directory.mkdir(parents=True, exist_ok=True)
+        write_atomic(run.override_path, run.header() + yaml.safe_dump(run.override(), sort_keys=False))
+        state = read_json(directory / STATE_FILE) or {}
+        attempts = list(state.get("attempts", []))
+        if attempts and attempts[-1].get("returncode") is None:  # its runner died: close the record
+            last = attempts[-1]
+            ended = max((p.stat().st_mtime for p in directory.rglob("*") if p.is_file()), default=time.time())
+            last.update({"returncode": "interrupted", "seconds": round(max(0.0, ended - last.get("started_epoch", ended)), 1)})
+        resumed = (directory / "checkpoints" / "last.ckpt").exists()
+        command = experiments_command(*run.command_args())
+        started = time.time()
+        attempts.append({"started": iso_time(started), "started_epoch": started, "resumed": resumed, "slot": slot,
+                         "returncode": None, "seconds": None})
+        state.update({
+            "table": run.table, "profile": run.profile, "rows": run.rows, "seed": run.seed, "config_hash": run.config_hash,
+            "override": str(run.override_path), "command": command, "attempts": attempts,
+        })
+        write_json_atomic(directory / STATE_FILE, state)
+        say(f"{'resume  ' if resumed else 'train   '} {run.name}" + (" from last.ckpt" if resumed else ""))
+        result = self.pool.launch(slot, command, log_path=directory / LOG_FILE, timeout=self.timeout,
+                                  extra_env={"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"})
+        attempts[-1].update({"seconds": round(result.seconds, 1), "returncode": result.returncode, "timed_out": result.timed_out})
+        if self.pool.stopping.is_set() and result.returncode != 0:
+            attempts[-1]["returncode"] = "interrupted"
+        write_json_atomic(directory / STATE_FILE, state)
+        if self.pool.stopping.is_set():
+            return
+        epochs = read_validation(directory / "metrics.csv")
+        if result.returncode == 0 and epochs:
+            measured = self.plan.measured.get(run.config_hash)
+            write_json_atomic(directory / RESULT_FILE, {
+                "table": run.table, "profile": run.profile, "rows": run.rows, "seed": run.seed, "config_hash": run.config_hash,
+                "returncode": 0, "epochs": max(epochs) + 1, "seconds": round(sum(a["seconds"] or 0 for a in attempts), 1),
+                "attempts": len(attempts), "params": measured.params if measured else None, "finished_at": iso_time(time.time()),
+            })
+            run.status = "finished"
+            with self._lock:
+                self.trained += 1
+            say(f"finished {run.name} in {result.seconds:.0f}s ({max(epochs) + 1} epochs validated)")
+            return
+        reason = "timed out" if result.timed_out else f"exit status {result.returncode}" if result.returncode else "no validation in metrics.csv"
+        with self._lock:
+            self.failures.append((run, reason))
+        say(f"FAILED   {run.name}: {reason}; log {directory / LOG_FILE}\n{_tail(directory / LOG_FILE)}", sys.stderr)
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in [t for t in text if t.strip()][-lines:])
+
+
+class TableLock:
+    """One ``reproduce`` per table and profile at a time: an advisory lock on a file in the
+    profile's folder, released by the OS when the process dies however it dies."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / ".reproduce.lock"
+        self.handle: Any = None
+
+    def __enter__(self) -> "TableLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip()
+            self.handle.close()
+            raise UserError(f"another reproduce of this table is running ({holder or 'unknown pid'}); wait for it or stop it") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"pid {os.getpid()}")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
