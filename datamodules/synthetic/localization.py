@@ -1,0 +1,225 @@
+"""Procedurally drawn shapes, one per image: the embedded default classification + localisation data.
+
+Every image is generated from ``(seed, split, index)`` alone, so a split is identical on every
+machine and in every worker, costs nothing to store, and is drawn only when it is loaded. An image
+holds exactly one object of one of the ``CLASS_NAMES`` (circle, square, triangle, star, cross,
+ring), filled with a colour that stands out from the background, with a random size (a fraction
+of the image side), aspect ratio (stretched up to 1.6 : 1 either way), rotation (polygons, up to
+``max_rotation`` degrees) and position (always wholly inside the image). The background is a
+colour gradient with noise and, now and then, faint stripes; clutter that is none of the classes
+(thin lines, arcs, zigzags and small dots) is drawn under the object.
+
+The box is the tight box of the drawn outline (the shape's polygon), XYXY in continuous pixel
+coordinates.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+from core.errors import ConfigError
+from core.records import OnBadRecord, RecordChecker
+from datamodules.localization import LocalizationRecord, LocalizationSource
+
+__all__ = ["SyntheticLocalization", "CLASS_NAMES"]
+
+CLASS_NAMES = ("circle", "square", "triangle", "star", "cross", "ring")
+_SPLITS = {"train": 0, "val": 1, "test": 2}
+_CIRCLE_POINTS = 48
+_RING_HOLE = 0.55  # inner radius / outer radius
+
+
+def _circle(radius: float = 1.0) -> np.ndarray:
+    t = np.linspace(0, 2 * math.pi, _CIRCLE_POINTS, endpoint=False)
+    return radius * np.stack([np.cos(t), np.sin(t)], axis=1)
+
+
+def _star(points: int = 5, inner: float = 0.45) -> np.ndarray:
+    t = -math.pi / 2 + np.arange(2 * points) * math.pi / points
+    r = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
+    return np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
+
+
+def _cross(arm: float = 0.34) -> np.ndarray:
+    a = arm
+    return np.array([(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a)], dtype=np.float64)
+
+
+# Each class as an outline in [-1, 1]^2 (y down) and an optional hole.
+_OUTLINES: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
+    "circle": (_circle(), None),
+    "square": (np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], dtype=np.float64), None),
+    "triangle": (np.array([(0, -1), (1, 1), (-1, 1)], dtype=np.float64), None),
+    "star": (_star(), None),
+    "cross": (_cross(), None),
+    "ring": (_circle(), _circle(_RING_HOLE)),
+}
+
+
+class SyntheticLocalization(LocalizationSource):
+    """Synthetic shapes, one per image, with their class and box.
+
+    Args:
+        num_train: images in the train split.
+        num_val: images in the val split.
+        num_test: images in the test split.
+        image_size: image side, or ``(height, width)``.
+        seed: base seed; every image is a function of ``(seed, split, index)``.
+        min_size: smallest object (its box's longer side) as a fraction of the image's shorter side.
+        max_size: largest object, the same way.
+        max_rotation: polygons are rotated uniformly within +-this many degrees (0: upright).
+        clutter: number of background distractors, drawn uniformly from ``0..clutter``.
+        on_bad_record: the bad-record policy every source takes; generated records are never bad.
+    """
+
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+    def __init__(
+        self,
+        num_train: int = 4000,
+        num_val: int = 500,
+        num_test: int = 500,
+        image_size: int | tuple[int, int] = 64,
+        seed: int = 0,
+        min_size: float = 0.25,
+        max_size: float = 0.75,
+        max_rotation: float = 30.0,
+        clutter: int = 8,
+        on_bad_record: OnBadRecord = "error",
+    ) -> None:
+        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test), ("clutter", clutter)):
+            if value < 0:
+                raise ConfigError(f"SyntheticLocalization.{name} must be >= 0, got {value}")
+        size = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+        if min(size) < 16:
+            raise ConfigError(f"SyntheticLocalization.image_size must be >= 16, got {image_size}")
+        if not 0 < min_size <= max_size <= 1:
+            raise ConfigError(f"SyntheticLocalization needs 0 < min_size <= max_size <= 1, got {min_size}, {max_size}")
+        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
+        self.image_size = size
+        self.seed = seed
+        self.min_size = min_size
+        self.max_size = max_size
+        self.max_rotation = max_rotation
+        self.clutter = clutter
+        self.checker = RecordChecker("SyntheticLocalization", on_bad_record)
+        # Generated records are never bad; the report still says how many each split has (an
+        # empty split is a choice here, e.g. num_test: 0, so it is left out rather than an error).
+        for split, count in self.sizes.items():
+            if count:
+                self.checker.kept(f"synthetic:{split}", count, split)
+
+    def _rng(self, split: str, index: int, stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, _SPLITS[split], index, stream])
+
+    def records(self, split: str) -> list[LocalizationRecord]:
+        if split not in _SPLITS:
+            raise ConfigError(f"SyntheticLocalization has splits {sorted(_SPLITS)}, not {split!r}")
+        return [self._record(split, i) for i in range(self.sizes[split])]
+
+    def _record(self, split: str, index: int) -> LocalizationRecord:
+        shape = _sample_shape(self._rng(split, index, 0), self.image_size, self.min_size, self.max_size, self.max_rotation)
+        outer = shape["outer"]
+        box = (float(outer[:, 0].min()), float(outer[:, 1].min()), float(outer[:, 0].max()), float(outer[:, 1].max()))
+        return LocalizationRecord(image=(split, index), box=box, label=shape["label"], image_id=f"{split}/{index:06d}", extra={"shape": shape})
+
+    def load_image(self, record: LocalizationRecord) -> Tensor:
+        split, index = record.image
+        image = _draw(self._rng(split, index, 1), record.extra["shape"], self.image_size, self.clutter)
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+
+    def data_report(self) -> dict[str, Any]:
+        return self.checker.report()
+
+
+def _sample_shape(rng: np.random.Generator, image_size: tuple[int, int], min_size: float, max_size: float, max_rotation: float) -> dict[str, Any]:
+    """Class, outline (and hole) in image pixels, colours. The outline's box has its longer side
+    at a uniform fraction of the image's shorter side and lies wholly inside the image."""
+    height, width = image_size
+    label = int(rng.integers(len(CLASS_NAMES)))
+    outline, hole = _OUTLINES[CLASS_NAMES[label]]
+    # Aspect variety: stretch one axis by up to 1.6 (log-uniform, so wide and tall are as likely).
+    aspect = math.exp(rng.uniform(-math.log(1.6), math.log(1.6)))
+    stretch = np.array([math.sqrt(aspect), 1 / math.sqrt(aspect)])
+    angle = math.radians(rng.uniform(-max_rotation, max_rotation))
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+
+    def place(points: np.ndarray) -> np.ndarray:
+        return (points * stretch) @ rotation.T
+
+    outer = place(outline)
+    lo, hi = outer.min(0), outer.max(0)
+    side = rng.uniform(min_size, max_size) * min(height, width)
+    scale = side / float(max(hi - lo))
+    extent = (hi - lo) * scale
+    # Anywhere with the box inside the image, a pixel clear of the border.
+    corner = np.array([rng.uniform(1, max(1.0, width - extent[0] - 1)), rng.uniform(1, max(1.0, height - extent[1] - 1))])
+    shift = corner - lo * scale
+    background = rng.integers(0, 256, 3)
+    return {
+        "label": label,
+        "outer": outer * scale + shift,
+        "hole": None if hole is None else place(hole) * scale + shift,
+        "color": _contrasting(rng, background).tolist(),
+        "background": background.tolist(),
+    }
+
+
+def _contrasting(rng: np.random.Generator, background: np.ndarray, distance: int = 160) -> np.ndarray:
+    """A colour that stands out from the background's base colour, so that the task is finding
+    and naming the shape, not seeing it at all."""
+    for _ in range(32):
+        color = rng.integers(0, 256, 3)
+        if np.abs(color - background).sum() >= distance:
+            return color
+    return 255 - background
+
+
+def _draw(rng: np.random.Generator, shape: dict[str, Any], image_size: tuple[int, int], clutter: int) -> Image.Image:
+    height, width = image_size
+    base = np.array(shape["background"], dtype=np.float64)
+    # Gradient in a random direction, pixel noise, and now and then faint stripes: texture that
+    # the network must learn to ignore.
+    theta = rng.uniform(0, 2 * math.pi)
+    ys, xs = np.mgrid[0:height, 0:width] / max(height, width)
+    ramp = (np.cos(theta) * xs + np.sin(theta) * ys)[..., None] * rng.integers(-90, 90, 3)
+    canvas = base + ramp + rng.normal(0, 10, (height, width, 3))
+    if rng.random() < 0.4:
+        period = rng.uniform(4, 12)
+        phi = rng.uniform(0, math.pi)
+        stripes = np.sin(2 * math.pi * (np.cos(phi) * xs + np.sin(phi) * ys) * max(height, width) / period)
+        canvas = canvas + stripes[..., None] * rng.uniform(10, 30)
+    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    side = min(height, width)
+    for _ in range(int(rng.integers(0, clutter + 1))):
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
+        kind = int(rng.integers(0, 4))
+        if kind == 0:  # a thin straight line
+            length, angle = rng.uniform(0.2, 0.8) * side, rng.uniform(0, 2 * math.pi)
+            draw.line([x0, y0, x0 + length * math.cos(angle), y0 + length * math.sin(angle)], fill=color, width=int(rng.integers(1, 3)))
+        elif kind == 1:  # an open arc
+            r = rng.uniform(0.08, 0.3) * side
+            start = rng.uniform(0, 360)
+            draw.arc([x0 - r, y0 - r, x0 + r, y0 + r], start, start + rng.uniform(60, 200), fill=color, width=int(rng.integers(1, 3)))
+        elif kind == 2:  # a zigzag
+            steps = rng.uniform(-0.12, 0.12, (int(rng.integers(3, 6)), 2)) * side
+            points = np.cumsum(np.vstack([[x0, y0], steps]), axis=0)
+            draw.line([tuple(p) for p in points], fill=color, width=1)
+        else:  # a dot, far smaller than the smallest object
+            r = rng.uniform(0.01, 0.04) * side
+            draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=color)
+
+    mask = Image.new("L", (width, height), 0)
+    mask_draw = ImageDraw.Draw(mask)
+    mask_draw.polygon([tuple(p) for p in shape["outer"]], fill=255)
+    if shape["hole"] is not None:
+        mask_draw.polygon([tuple(p) for p in shape["hole"]], fill=0)
+    image.paste(tuple(int(c) for c in shape["color"]), (0, 0, width, height), mask)
+    return image

@@ -1,0 +1,324 @@
+"""Classification + localisation of one object per image (the course notes' first task).
+
+The network (``lightning_modules.networks.localizer.Localizer`` or any ``nn.Module`` with the same
+output dict) knows nothing of this file; here live the loss (cross-entropy + weighted box
+regression), decoding boxes back to the original image, the metrics (top-1 accuracy, mean IoU,
+localisation accuracy), the optimiser and schedule, and the images logged to W&B.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision.ops import box_convert
+
+from core.errors import ConfigError
+from core.facts import DataFacts
+from lightning_modules.metrics.localization import LocalizationAccuracy
+
+__all__ = ["LocalizationModule", "localization_loss", "select_boxes", "boxes_to_image", "SMOOTH_L1_BETA"]
+
+Batch = tuple[Tensor, dict[str, Any]]
+# Smooth-L1's switch point on boxes normalised to [0, 1]: torchvision's and detectron2's 1/9 for box
+# regression. With Fast R-CNN's beta = 1 every error here would sit in the quadratic part (half the L2).
+SMOOTH_L1_BETA = 1.0 / 9.0
+
+
+def select_boxes(boxes: Tensor, labels: Tensor) -> Tensor:
+    """The box of class ``labels[i]`` for each image: ``(N, C, 4)`` (per-class) -> ``(N, 4)``;
+    ``(N, 4)`` (class-agnostic) is returned as is."""
+    if boxes.dim() == 2:
+        return boxes
+    return boxes[torch.arange(boxes.shape[0], device=boxes.device), labels]
+
+
+def localization_loss(
+    outputs: dict[str, Tensor],
+    labels: Tensor,
+    target_boxes: Tensor,
+    box_loss: Literal["l2", "smooth_l1"] = "l2",
+    box_weight: float = 1.0,
+) -> dict[str, Tensor]:
+    """Cross-entropy of the class scores plus ``box_weight`` times the box regression loss.
+
+    Args:
+        outputs: the network's ``{"logits": (N, C), "boxes": (N, 4) or (N, C, 4)}``.
+        labels: ``(N,)`` ground-truth classes; with per-class boxes the ground-truth class's box
+            is the one regressed (the other classes' boxes get no loss, as in R-CNN).
+        target_boxes: ``(N, 4)`` normalised ``(cx, cy, w, h)``, like the network's boxes.
+        box_loss: ``l2`` (squared error summed over the 4 coordinates, the notes' L2) or
+            ``smooth_l1`` (Huber with ``SMOOTH_L1_BETA``, summed over the 4 coordinates).
+        box_weight: the box term's weight against the cross-entropy.
+
+    Returns: ``{"loss": total, "loss_cls": mean cross-entropy, "loss_box": mean over images of the
+    summed box loss}``, scalars.
+    """
+    loss_cls = F.cross_entropy(outputs["logits"].float(), labels)
+    boxes = select_boxes(outputs["boxes"], labels).float()
+    if box_loss == "l2":
+        per_coord = F.mse_loss(boxes, target_boxes, reduction="none")
+    elif box_loss == "smooth_l1":
+        per_coord = F.smooth_l1_loss(boxes, target_boxes, reduction="none", beta=SMOOTH_L1_BETA)
+    else:
+        raise ValueError(f"box_loss must be l2 or smooth_l1, got {box_loss!r}")
+    loss_box = per_coord.sum(-1).mean()
+    return {"loss": loss_cls + box_weight * loss_box, "loss_cls": loss_cls, "loss_box": loss_box}
+
+
+def boxes_to_image(boxes: Tensor, input_size: tuple[int, int], scale: Tensor, offset: Tensor, orig_size: Tensor | None = None) -> Tensor:
+    """Normalised input ``(cx, cy, w, h)`` ``(N, 4)`` -> XYXY pixels of the original images.
+
+    Args:
+        input_size: ``(H, W)`` of the network input.
+        scale, offset: ``(N, 2)`` letterbox maps, original ``p`` -> ``p * scale + offset`` on the input.
+        orig_size: ``(N, 2)`` ``(height, width)`` of the originals; boxes are clipped to them.
+    """
+    height, width = input_size
+    xyxy = box_convert(boxes.float(), "cxcywh", "xyxy") * boxes.new_tensor([width, height, width, height], dtype=torch.float32)
+    xyxy = (xyxy - offset.float().repeat(1, 2)) / scale.float().repeat(1, 2)
+    if orig_size is not None:
+        limit = orig_size.flip(-1).to(xyxy.dtype).repeat(1, 2)  # (w, h, w, h)
+        xyxy = torch.minimum(xyxy.clamp(min=0), limit)
+    return xyxy
+
+
+class LocalizationModule(pl.LightningModule):
+    """Single-object classification + localisation.
+
+    Args:
+        network: images ``(N, 3, H, W)`` -> ``{"logits": (N, C), "boxes": (N, 4) | (N, C, 4)}``,
+            boxes normalised ``(cx, cy, w, h)`` of the input
+            (``lightning_modules.networks.localizer.Localizer``).
+        optimizer: optimiser factory; ``None`` is Adam with lr 1e-3.
+        scheduler: learning-rate scheduler factory, or ``None``; ``ReduceLROnPlateau`` watches
+            ``val/loc_accuracy``.
+        box_loss: ``l2`` (the course notes) or ``smooth_l1``; see ``localization_loss``.
+        box_weight: weight of the box loss against the cross-entropy.
+        iou_threshold: IoU a correct localisation needs (0.5: the ImageNet criterion).
+        log_images: validation images drawn with true (green) and predicted (red) boxes and logged
+            to W&B every validation (0: none).
+        data_facts: the input shape and class names, linked from the data module's ``facts`` by
+            the CLI.
+
+    Batches are ``(images, target)`` as ``datamodules.localization.LocalizationDataModule`` makes
+    them. Training regresses the ground-truth class's box (per-class boxes); evaluation scores the
+    predicted class's box, mapped back to original-image pixels, against the original ground truth.
+    Metrics: ``train/loss``, ``train/loss_cls``, ``train/loss_box``; ``val/loss`` (the training
+    objective on validation images), ``val/accuracy`` (top-1), ``val/mean_iou``,
+    ``val/loc_accuracy`` (class right and IoU >= threshold), ``val/loc_accuracy_best``; the same
+    under ``test/`` without the loss and the best.
+    """
+
+    monitor = "val/loc_accuracy"
+    monitor_mode = "max"
+
+    def __init__(
+        self,
+        network: nn.Module,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        box_loss: Literal["l2", "smooth_l1"] = "l2",
+        box_weight: float = 5.0,
+        iou_threshold: float = 0.5,
+        log_images: int = 4,
+        data_facts: DataFacts | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["network", "optimizer", "scheduler", "data_facts"])
+        if box_loss not in ("l2", "smooth_l1"):
+            raise ConfigError(f"model.init_args.box_loss must be l2 or smooth_l1, got {box_loss!r}")
+        if box_weight < 0:
+            raise ConfigError(f"model.init_args.box_weight must be >= 0, got {box_weight}")
+        self.network = network
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.box_loss = box_loss
+        self.box_weight = box_weight
+        self.log_images = log_images
+        facts = data_facts or DataFacts()
+        if facts.input_shape is not None:
+            self.example_input_array = torch.zeros(1, *facts.input_shape)
+        self.class_names = tuple(facts.class_names)
+        num_classes = getattr(network, "num_classes", None)
+        if num_classes is not None and self.class_names and num_classes != len(self.class_names):
+            raise ConfigError(
+                f"model.init_args.network.init_args.num_classes is {num_classes} but the data has {len(self.class_names)} classes ({', '.join(self.class_names)})"
+            )
+        num_classes = num_classes or len(self.class_names)
+        if not num_classes:
+            raise ConfigError("LocalizationModule needs the number of classes: a network with num_classes, or data_facts with class names")
+        self.num_classes = int(num_classes)
+        self.train_loss = MeanMetric()
+        self.train_loss_cls = MeanMetric()
+        self.train_loss_box = MeanMetric()
+        self.val_loss = MeanMetric()
+        # Top-1 accuracy over images ("micro"; torchmetrics' default "macro" averages per class).
+        self.accuracy = nn.ModuleDict({split: MulticlassAccuracy(self.num_classes, average="micro") for split in ("val", "test")})
+        self.localization = nn.ModuleDict({split: LocalizationAccuracy(iou_threshold) for split in ("val", "test")})
+        self.best = MaxMetric()
+        self.best.persistent(True)  # so val/loc_accuracy_best survives a resume from last.ckpt
+        self._image_batch: dict[str, Tensor] | None = None
+        self._last_loss_terms: dict[str, Tensor] = {}
+
+    # ------------------------------------------------------------------ the task contract
+    def loss(self, batch: Batch) -> Tensor:
+        """The training loss of one batch: cross-entropy + ``box_weight`` x box loss. Its two
+        terms are kept (detached) in ``_last_loss_terms`` for ``training_step`` to log."""
+        images, target = batch
+        terms = localization_loss(self(images), target["labels"], target["boxes"], self.box_loss, self.box_weight)
+        self._last_loss_terms = {key: value.detach() for key, value in terms.items()}
+        return terms["loss"]
+
+    def prediction_records(self, batch: Batch, outputs: dict[str, Tensor]) -> list[dict[str, Any]]:
+        """One result per image, COCO's detection-result fields: ``image_id`` (a COCO integer id,
+        else the dataset's name of the image), ``category_id`` (the class index, into the data's
+        class names), ``category`` (its name), ``bbox`` ``[x, y, w, h]`` in original-image pixels
+        (continuous coordinates, top-left corner), ``score`` (the class's softmax probability)
+        and ``index`` (the image's position in the split)."""
+        _, target = batch
+        records = []
+        for i in range(outputs["boxes"].shape[0]):
+            coco_id = int(target["image_id"][i])
+            x1, y1, x2, y2 = (float(v) for v in outputs["boxes"][i])
+            label = int(outputs["labels"][i])
+            records.append({
+                "image_id": coco_id if coco_id >= 0 else target["image_key"][i],
+                "category_id": label,
+                "category": self._class_name(label),
+                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                "score": round(float(outputs["scores"][i]), 5),
+                "index": int(target["index"][i]),
+            })
+        return records
+
+    def _class_name(self, label: int) -> str:
+        return self.class_names[label] if label < len(self.class_names) else str(label)
+
+    def configure_optimizers(self) -> Any:
+        params = self.network.parameters()
+        optimizer = self.optimizer_factory(params) if self.optimizer_factory else torch.optim.Adam(params, lr=1e-3)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = self.monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        return self.network(images)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        images, _ = batch
+        loss = self.loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
+        n = images.shape[0]
+        self.train_loss(loss.detach())
+        self.train_loss_cls(self._last_loss_terms["loss_cls"])
+        self.train_loss_box(self._last_loss_terms["loss_box"])
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/loss_cls", self.train_loss_cls, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/loss_box", self.train_loss_box, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def _decode(self, outputs: dict[str, Tensor], images: Tensor, target: dict[str, Any]) -> dict[str, Tensor]:
+        """Predicted class, its probability, and its box (the predicted class's, with per-class
+        boxes) in original-image XYXY pixels."""
+        probabilities = outputs["logits"].float().softmax(-1)
+        scores, labels = probabilities.max(-1)
+        boxes = select_boxes(outputs["boxes"], labels)
+        image_boxes = boxes_to_image(boxes, tuple(images.shape[-2:]), target["scale"], target["offset"], target["orig_size"])
+        return {"boxes": image_boxes, "labels": labels, "scores": scores, "input_boxes": boxes}
+
+    def _evaluate(self, split: str, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        images, target = batch
+        outputs = self(images)
+        decoded = self._decode(outputs, images, target)
+        self.accuracy[split].update(outputs["logits"], target["labels"])
+        self.localization[split].update(decoded["boxes"], decoded["labels"], target["boxes_xyxy"], target["labels"])
+        return outputs, decoded
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        images, target = batch
+        outputs, decoded = self._evaluate("val", batch)
+        loss = localization_loss(outputs, target["labels"], target["boxes"], self.box_loss, self.box_weight)["loss"]
+        self.val_loss(loss)
+        self.log("val/loss", self.val_loss, on_epoch=True, batch_size=images.shape[0])
+        if batch_idx == 0 and self.log_images and not self.trainer.sanity_checking:
+            k = self.log_images
+            self._image_batch = {
+                "images": images[:k].detach(),
+                "pred_boxes": decoded["input_boxes"][:k].detach(),
+                "pred_labels": decoded["labels"][:k].detach(),
+                "scores": decoded["scores"][:k].detach(),
+                "true_boxes": target["boxes"][:k].detach(),
+                "true_labels": target["labels"][:k].detach(),
+            }
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate("test", batch)
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """``boxes`` ``(N, 4)`` XYXY in original-image pixels, ``labels`` ``(N,)``, ``scores``
+        ``(N,)`` (softmax probability of the predicted class), ``index`` ``(N,)``."""
+        images, target = batch
+        decoded = self._decode(self(images), images, target)
+        return {"boxes": decoded["boxes"], "labels": decoded["labels"], "scores": decoded["scores"], "index": target["index"]}
+
+    # ------------------------------------------------------------------ epoch ends
+    def _log_split(self, split: str) -> Tensor:
+        accuracy = self.accuracy[split].compute()
+        localization = self.localization[split].compute()
+        self.accuracy[split].reset()
+        self.localization[split].reset()
+        self.log(f"{split}/accuracy", accuracy.float())
+        self.log(f"{split}/mean_iou", localization["mean_iou"].float())
+        self.log(f"{split}/loc_accuracy", localization["loc_accuracy"].float(), prog_bar=True)
+        return localization["loc_accuracy"].float()
+
+    def on_validation_epoch_end(self) -> None:
+        value = self._log_split("val")
+        if not self.trainer.sanity_checking:
+            self.best(value)
+            self.log("val/loc_accuracy_best", self.best.compute())
+            self._log_prediction_images()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test")
+
+    def _log_prediction_images(self) -> None:
+        batch, self._image_batch = self._image_batch, None
+        wandb_loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
+        if batch is None or not wandb_loggers or not self.trainer.is_global_zero:
+            return
+        panels = _box_panels(batch, self._class_name)
+        for logger in wandb_loggers:
+            logger.log_image(key="val/predictions", images=panels, step=self.global_step)
+
+
+def _box_panels(batch: dict[str, Tensor], class_name: Any) -> list[Tensor]:
+    """``(3, H, W)`` uint8 input images with the true box (green) and the predicted one (red),
+    each labelled with its class (the prediction with its probability)."""
+    from torchvision.utils import draw_bounding_boxes
+
+    from core.imaging import denormalize
+
+    pixels = denormalize(batch["images"])
+    height, width = pixels.shape[-2:]
+    size = torch.tensor([width, height, width, height], dtype=torch.float32)
+    panels = []
+    for i, image in enumerate(pixels):
+        boxes = torch.stack([batch["true_boxes"][i].float().cpu(), batch["pred_boxes"][i].float().cpu()])
+        boxes = box_convert(boxes, "cxcywh", "xyxy") * size
+        labels = [class_name(int(batch["true_labels"][i])), f"{class_name(int(batch['pred_labels'][i]))} {float(batch['scores'][i]):.2f}"]
+        panels.append(draw_bounding_boxes(image, boxes, labels=labels, colors=["lime", "red"], width=1))
+    return panels
