@@ -21,6 +21,7 @@ def build(spec: dict):
 
 
 def print_config(*args: str) -> dict:
+    """``fit --print_config`` through the real command line."""
     result = subprocess.run(
         [sys.executable, "-m", "experiments", "fit", *args, "--print_config"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
@@ -29,18 +30,37 @@ def print_config(*args: str) -> dict:
     return yaml.safe_load(result.stdout)
 
 
+@pytest.fixture(scope="module")
+def composer():
+    from experiments.compose import ConfigComposer
+
+    return ConfigComposer()
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(REPO / "experiments" / "configs").as_posix())
-def test_config_parses_and_its_network_builds(config):
-    resolved = print_config("--config", str(config.relative_to(REPO)))
+def test_config_parses_and_builds(config, composer):
+    """Every shipped config parses with the CLI's parser and builds its module and network; where
+    its data is on disk (the synthetic ones), the data module too, and the network runs on the
+    module's example input (what bench and search measure)."""
+    from core.errors import DataNotFoundError
+
+    parsed = composer.parse([str(config.relative_to(REPO))])
+    resolved = composer.to_dict(parsed)
     for key in ("trainer", "model", "data", "run"):
         assert key in resolved
-    network = build(resolved["model"]["init_args"]["network"])
-    size = resolved["data"]["init_args"]["input_size"]
-    h, w = (size, size) if isinstance(size, int) else size
-    with torch.no_grad():
-        outputs = network.eval()(torch.zeros(1, 3, h, w))
-    out = resolved["data"]["init_args"]["output_size"]
-    assert outputs[-1].shape[-2:] == ((out, out) if isinstance(out, int) else tuple(out))
+    try:
+        model, data = composer.instantiate(parsed)
+    except Exception as error:
+        cause = error
+        while cause is not None and not isinstance(cause, DataNotFoundError):
+            cause = cause.__cause__ or cause.__context__
+        assert cause is not None, f"{config.name}: {error}"
+        model, data = composer.instantiate_model_alone(parsed), None
+    assert sum(p.numel() for p in model.network.parameters()) > 0
+    if data is not None:
+        assert model.example_input_array is not None
+        with torch.no_grad():
+            model.network.eval()(model.example_input_array)
 
 
 def test_mpii_config_is_the_paper_recipe():
@@ -57,17 +77,21 @@ def test_mpii_config_is_the_paper_recipe():
     assert resolved["model"]["init_args"]["flip_test"] is True
 
 
-def test_bench_reports_the_step_ratio(tmp_path):
+@pytest.mark.parametrize("config", ["tests/configs/pose_tiny.yaml", "tests/configs/localization_tiny.yaml"])
+def test_bench_reports_through_the_contract(tmp_path, config, composer):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "experiments", "bench", "--config", "tests/configs/pose_tiny.yaml",
-         "--steps", "3", "--warmup", "1", "--repeats", "2", "--out", str(out)],
+        [sys.executable, "-m", "experiments", "bench", "--config", config, "--steps", "3", "--warmup", "1", "--repeats", "2",
+         "--loader-batches", "2", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["params"] == sum(p.numel() for p in build({"class_path": "lightning_modules.networks.hourglass.StackedHourglass", "init_args": {"num_stacks": 2, "num_blocks": 1, "num_features": 16, "num_joints": 16, "depth": 2}}).parameters())
+    model, _ = composer.instantiate(composer.parse([config]))
+    assert report["params"] == sum(p.numel() for p in model.network.parameters())
+    assert report["input_shape"] == list(model.example_input_array.shape[1:])
     assert report["forward_gflops_per_image"] > 0
     assert len(report["ratio_per_repeat"]) == 2 and report["lightning_to_bare_ratio"] > 0
     assert report["train_images_per_s"]["bare"] > 0 and set(report["latency_ms"]) == {"batch1", "batch8"}
-    assert "Lightning / bare step" in result.stdout
+    assert report["loader_images_per_s"] > 0 and report["loader_workers"] == 0
+    assert "Lightning / bare step" in result.stdout and "data loader images/s" in result.stdout

@@ -1,0 +1,296 @@
+"""The bad-record policy, reader by reader: every kind of bad record each reader checks, under
+``on_bad_record: error`` (one line naming the file, the record and the reason) and ``skip`` (the
+record dropped, counted by kind, listed in the report, the other records kept); and through the
+CLI, with DataLoader workers: the same one-line error and exit code, and ``data_report.json``."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import yaml
+
+from core.errors import BadRecordError
+from datamodules.formats import FLIC, LSP, MPII, COCOKeypoints, MPIIRelease
+from datamodules.formats.csv_boxes import CSVBoxes
+from tests.pose_fixtures import (
+    coco_folder,
+    flic_coords,
+    flic_folder,
+    hrnet_mpii,
+    lsp_folder,
+    lsp_people,
+    release_mat,
+    write_head_boxes,
+    write_image,
+    write_json,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------ the datasets
+def _mpii(root: Path, mutate: Callable[[list[dict]], None] | None = None) -> Callable[[str], Any]:
+    """HRNet-layout MPII whose train list is ``mutate``d (person 1 unless the case says)."""
+    hrnet_mpii(root)
+    path = root / "annot" / "train.json"
+    people = json.loads(path.read_text())
+    if mutate:
+        mutate(people)
+    path.write_text(json.dumps(people))  # json writes NaN and Infinity, as numpy-made files do
+    return lambda policy: MPII(str(root), on_bad_record=policy)
+
+
+def _bearpaw(root: Path, flag: float) -> Callable[[str], Any]:
+    for name in ("a.jpg", "b.jpg"):
+        write_image(root / "images" / name)
+    people = []
+    for i in range(3):
+        joints = [[10.0 + 4 * k + i, 12.0 + 3 * k, 1.0] for k in range(16)]
+        if i == 1:
+            joints[4][2] = flag
+        people.append({"isValidation": 0.0, "img_paths": "a.jpg", "objpos": [40.0, 30.0], "scale_provided": 0.4, "joint_self": joints})
+    write_json(root / "mpii_annotations.json", people)
+    return lambda policy: MPII(str(root), train_file="mpii_annotations.json", val_file=None, head_boxes_file=None, on_bad_record=policy)
+
+
+def _lsp(root: Path, person: int, joint: int, column: int, value: float) -> Callable[[str], Any]:
+    people = lsp_people()
+    people[person, joint, column] = value
+    lsp_folder(root, people)
+    return lambda policy: LSP(str(root), on_bad_record=policy)
+
+
+def _lsp_no_image(root: Path) -> Callable[[str], Any]:
+    lsp_folder(root)
+    (root / "images" / "im0002.jpg").unlink()
+    return lambda policy: LSP(str(root), on_bad_record=policy)
+
+
+def _flic(root: Path, broken: dict) -> Callable[[str], Any]:
+    flic_folder(root, broken)
+    return lambda policy: FLIC(str(root), on_bad_record=policy)
+
+
+def _coco(root: Path, mutate: Callable[[dict], None]) -> Callable[[str], Any]:
+    coco_folder(root)
+    path = root / "annotations" / "person_keypoints_train2017.json"
+    content = json.loads(path.read_text())
+    mutate(content)
+    path.write_text(json.dumps(content))
+    return lambda policy: COCOKeypoints(str(root), on_bad_record=policy)
+
+
+def _set_annotation(index: int, **fields: Any) -> Callable[[dict], None]:
+    def mutate(content: dict) -> None:
+        content["annotations"][index].update(fields)
+    return mutate
+
+
+def _coco_keypoint(index: int, joint: int, offset: int, value: float) -> Callable[[dict], None]:
+    def mutate(content: dict) -> None:
+        content["annotations"][index]["keypoints"][3 * joint + offset] = value
+    return mutate
+
+
+def _csv(root: Path, lines: list[str]) -> Callable[[str], Any]:
+    """Three good images in train.csv (and one in val.csv), then ``lines`` appended to train.csv."""
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        write_image(root / "images" / name, 64, 48)
+    good = ["path,x1,y1,x2,y2,label", "images/a.png,4,4,30,40,circle", "images/b.png,10,2,60,20,square", "images/c.png,0,0,64,48,circle"]
+    (root / "train.csv").write_text("\n".join(good + lines) + "\n")
+    (root / "val.csv").write_text("images/d.png,5,5,20,20,square\n")
+    return lambda policy: CSVBoxes(str(root), class_names=["circle", "square"], on_bad_record=policy)
+
+
+def _duplicate_csv(root: Path) -> Callable[[str], Any]:
+    return _csv(root, ["images/d.png,1,1,10,10,circle", "images/d.png,20,20,30,30,square"])
+
+
+# (case id, dataset builder, the kind it must be refused as, how many records the skip drops)
+CASES: list[tuple[str, Callable[[Path], Callable[[str], Any]], str, int]] = [
+    # MPII (HRNet JSON): a NaN among an unannotated joint's numbers (person 0, joint 0 has
+    # joints_vis 0) reaches the loss as surely as an annotated one's.
+    ("mpii-nan-unannotated-joint", lambda r: _mpii(r, lambda p: p[0]["joints"][0].__setitem__(0, math.nan)), "non_finite", 1),
+    ("mpii-inf-center", lambda r: _mpii(r, lambda p: p[1]["center"].__setitem__(1, math.inf)), "non_finite", 1),
+    ("mpii-visibility-flag", lambda r: _mpii(r, lambda p: p[1]["joints_vis"].__setitem__(3, 2)), "visibility_flag", 1),
+    ("mpii-keypoint-count", lambda r: _mpii(r, lambda p: p[1]["joints"].pop()), "keypoint_count", 1),
+    ("mpii-zero-scale", lambda r: _mpii(r, lambda p: p[1].__setitem__("scale", 0.0)), "empty_box", 1),
+    ("mpii-missing-field", lambda r: _mpii(r, lambda p: p[1].pop("center")), "missing_field", 1),
+    ("mpii-image-missing", lambda r: _mpii(r, lambda p: p[1].__setitem__("image", "zz.jpg")), "image_missing", 1),
+    ("mpii-path-outside-root", lambda r: _mpii(r, lambda p: p[1].__setitem__("image", "../../outside.jpg")), "path_outside_root", 1),
+    ("mpii-absolute-path", lambda r: _mpii(r, lambda p: p[1].__setitem__("image", "/etc/passwd")), "path_outside_root", 1),
+    # MPII (bearpaw JSON)
+    ("bearpaw-visibility-flag", lambda r: _bearpaw(r, 3.0), "visibility_flag", 1),
+    ("bearpaw-nan-flag", lambda r: _bearpaw(r, math.nan), "non_finite", 1),
+    # MPII RELEASE .mat: a joint id outside 0..15
+    ("release-joint-id", lambda r: (release_mat(r, point_id=20), lambda policy: MPIIRelease(str(r), on_bad_record=policy))[1], "keypoint_count", 1),
+    # LSP: flags are 0 or 1; only NaN marks a joint without a position; a person needs a joint
+    ("lsp-inf-coordinate", lambda r: _lsp(r, 3, 2, 0, math.inf), "non_finite", 1),
+    ("lsp-visibility-flag", lambda r: _lsp(r, 3, 2, 2, 2.0), "visibility_flag", 1),
+    ("lsp-image-missing", _lsp_no_image, "image_missing", 1),
+    # FLIC
+    ("flic-inf-coordinate", lambda r: _flic(r, {"coords": _flic_coords(inf_at=0)}), "non_finite", 1),
+    ("flic-image-missing", lambda r: _flic(r, {"filepath": "gone.jpg"}), "image_missing", 1),
+    ("flic-path-outside-root", lambda r: _flic(r, {"filepath": "../../x.jpg"}), "path_outside_root", 1),
+    # COCO keypoints (annotation 0 is a kept person; 3 is the other)
+    ("coco-unknown-category", lambda r: _coco(r, _set_annotation(3, category_id=7)), "unknown_category", 1),
+    ("coco-unknown-image", lambda r: _coco(r, _set_annotation(3, image_id=99)), "unknown_image", 1),
+    ("coco-visibility-flag", lambda r: _coco(r, _coco_keypoint(3, 4, 2, 3)), "visibility_flag", 1),
+    ("coco-nan-unlabelled-joint", lambda r: _coco(r, _coco_keypoint(0, 3, 0, math.nan)), "non_finite", 1),
+    ("coco-keypoint-count", lambda r: _coco(r, _set_annotation(3, keypoints=[1.0] * 50)), "keypoint_count", 1),
+    ("coco-box-outside-image", lambda r: _coco(r, _set_annotation(3, bbox=[50.0, 5.0, 80.0, 10.0])), "box_outside_image", 1),
+    ("coco-empty-box", lambda r: _coco(r, _set_annotation(3, bbox=[5.0, 5.0, 0.0, 10.0])), "empty_box", 1),
+    ("coco-duplicate-id", lambda r: _coco(r, _set_annotation(3, id=10)), "duplicate", 1),
+    ("coco-image-missing", lambda r: _coco(r, lambda c: c["images"][1].__setitem__("file_name", "gone.jpg")), "image_missing", 1),
+    ("coco-path-outside-root", lambda r: _coco(r, lambda c: c["images"][1].__setitem__("file_name", "../../annotations/x.jpg")), "path_outside_root", 1),
+    # CSV boxes (classification + localisation)
+    ("csv-nan-coordinate", lambda r: _csv(r, ["images/d.png,nan,1,10,10,circle"]), "non_finite", 1),
+    ("csv-text-coordinate", lambda r: _csv(r, ["images/d.png,one,1,10,10,circle"]), "wrong_type", 1),
+    ("csv-empty-box", lambda r: _csv(r, ["images/d.png,10,1,10,10,circle"]), "empty_box", 1),
+    ("csv-box-outside-image", lambda r: _csv(r, ["images/d.png,10,1,90,10,circle"]), "box_outside_image", 1),
+    ("csv-unknown-category", lambda r: _csv(r, ["images/d.png,1,1,10,10,star"]), "unknown_category", 1),
+    ("csv-missing-field", lambda r: _csv(r, ["images/d.png,1,1,10,10"]), "missing_field", 1),
+    ("csv-image-missing", lambda r: _csv(r, ["images/zz.png,1,1,10,10,circle"]), "image_missing", 1),
+    ("csv-path-outside-root", lambda r: _csv(r, ["../d.png,1,1,10,10,circle"]), "path_outside_root", 1),
+    ("csv-no-object", lambda r: _csv(r, ["images/d.png,,,,,"]), "no_object", 1),
+    ("csv-several-objects", _duplicate_csv, "several_objects", 1),
+]
+
+
+def _flic_coords(inf_at: int) -> np.ndarray:
+    coords = flic_coords(1)
+    coords[0, inf_at] = np.inf
+    return coords
+
+
+def _total(source: Any) -> int:
+    return sum(len(records) for records in source.splits.values())
+
+
+@pytest.mark.parametrize("name, build, kind, dropped", CASES, ids=[c[0] for c in CASES])
+def test_bad_record_is_an_error_or_a_counted_skip(tmp_path, name, build, kind, dropped):
+    reader = build(tmp_path / "data")
+    with pytest.raises(BadRecordError) as error:
+        reader("error")
+    message = str(error.value)
+    assert error.value.kind == kind, message
+    assert "\n" not in message and "bad record in " in message and str(tmp_path) in message, message
+    assert "on_bad_record: skip" in message  # the way out is named
+
+    source = reader("skip")
+    report = source.data_report()
+    assert report["skipped_by_kind"] == {kind: dropped}, report
+    assert report["skipped"] == dropped and report["skipped_records"][0]["kind"] == kind
+    assert report["on_bad_record"] == "skip"
+
+
+@pytest.mark.parametrize("name, build", [
+    ("mpii", lambda r: _mpii(r)), ("lsp", lambda r: _lsp(r, 0, 0, 0, 11.0)), ("flic", lambda r: _flic(r, {})),
+    ("coco", lambda r: _coco(r, lambda c: None)), ("csv", lambda r: _csv(r, [])),
+])
+def test_skip_keeps_every_good_record(tmp_path, name, build):
+    """One bad record less, nothing else: the same readers on their good fixtures read the same
+    records under both policies, and skip nothing."""
+    reader = build(tmp_path / "data")
+    strict, lenient = reader("error"), reader("skip")
+    assert _total(strict) == _total(lenient) > 0
+    assert lenient.data_report()["skipped"] == 0
+
+
+def test_skipped_record_leaves_the_others(tmp_path):
+    good = _total(_mpii(tmp_path / "good")("error"))
+    source = _mpii(tmp_path / "bad", lambda p: p[1]["joints_vis"].__setitem__(3, 2))("skip")
+    assert _total(source) == good - 1
+    assert [r.image_id for r in source.records("train")] == ["a.jpg", "c.jpg"]
+
+
+def test_filtered_records_are_counted_not_dropped_silently(tmp_path):
+    # The fixture's COCO file has a crowd annotation and a person without keypoints.
+    report = COCOKeypoints(str(coco_folder(tmp_path / "coco"))).data_report()
+    assert report["filtered"] == {"few_keypoints": 2, "iscrowd": 2}  # in train and in val
+    assert report["skipped"] == 0
+
+
+def test_an_empty_split_is_an_error_under_either_policy(tmp_path):
+    root = hrnet_mpii(tmp_path / "mpii")
+    (root / "annot" / "train.json").write_text("[]")
+    for policy in ("error", "skip"):
+        with pytest.raises(BadRecordError, match="no usable record for the train split .the annotation list is empty"):
+            MPII(str(root), on_bad_record=policy)
+    coco = coco_folder(tmp_path / "coco")
+    path = coco / "annotations" / "person_keypoints_val2017.json"
+    content = json.loads(path.read_text())
+    del content["annotations"]
+    path.write_text(json.dumps(content))
+    with pytest.raises(Exception, match="annotations"):
+        COCOKeypoints(str(coco))
+
+
+def test_head_box_with_nan_is_a_bad_val_record(tmp_path):
+    root = hrnet_mpii(tmp_path / "mpii")
+    valid = json.loads((root / "annot" / "valid.json").read_text())
+    boxes = np.zeros((2, 2, 2))
+    boxes[:, :, 0] = [[11.0, 21.0], [41.0, 61.0]]
+    boxes[:, :, 1] = [[math.nan, 21.0], [42.0, 61.0]]
+    write_head_boxes(root / "annot" / "gt_valid.mat", valid, headboxes_src=boxes)
+    with pytest.raises(BadRecordError) as error:
+        MPII(str(root))
+    assert error.value.kind == "non_finite" and "gt_valid.mat" in str(error.value)
+    source = MPII(str(root), on_bad_record="skip")
+    assert len(source.records("val")) == 1
+
+
+# ---------------------------------------------------------------------- through the real CLI
+def _pose_config(tmp_path: Path, root: Path, policy: str, workers: int) -> Path:
+    config = yaml.safe_load((REPO / "tests" / "configs" / "pose_tiny.yaml").read_text())
+    config["data"]["init_args"]["source"] = {"class_path": "datamodules.formats.MPII",
+                                            "init_args": {"root": str(root), "on_bad_record": policy}}
+    config["data"]["init_args"]["num_workers"] = workers
+    config["data"]["init_args"]["batch_size"] = 2
+    config["trainer"]["max_epochs"] = 1
+    config["run"] = {"root": str(tmp_path / "runs"), "wandb": "disabled"}
+    path = tmp_path / f"mpii_{policy}_{workers}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _fit(config: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "experiments", "fit", "--config", str(config), *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_bad_record_error_and_skip_with_four_workers(tmp_path):
+    root = tmp_path / "mpii"
+    _mpii(root, lambda p: p[1]["joints"][0].__setitem__(1, math.nan))
+    result = _fit(_pose_config(tmp_path, root, "error", 4))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert lines == [f"convlab: bad record in {root / 'annot' / 'train.json'}: record 1 (image 'b.jpg'): field 'joints' holds a non-finite number"
+                     " (on_bad_record: skip drops such records)"], lines
+    result = _fit(_pose_config(tmp_path, root, "skip", 4), "--run.name", "skip")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "convlab data: MPII: skipped 1 bad record(s) (1 non_finite)" in result.stderr
+    report = json.loads((tmp_path / "runs" / "skip" / "data_report.json").read_text())
+    (source,) = report["sources"]
+    assert source["skipped_by_kind"] == {"non_finite": 1} and source["skipped_records"][0]["record"] == "record 1 (image 'b.jpg')"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 4])
+def test_cli_image_error_in_a_worker_is_one_line(tmp_path, workers):
+    root = tmp_path / "mpii"
+    _mpii(root)
+    (root / "images" / "b.jpg").write_bytes(b"not a jpeg" * 10)  # found at parse time, unreadable at load time
+    result = _fit(_pose_config(tmp_path, root, "error", workers))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-3000:]
+    # Lightning's start-up lines come first; the error is the last line, with no worker traceback.
+    assert lines[-1].startswith(f"convlab: cannot read image {root / 'images' / 'b.jpg'}"), lines
+    assert "Traceback" not in result.stderr and "DataLoader worker" not in result.stderr, result.stderr[-3000:]

@@ -1,0 +1,111 @@
+"""The task contract (ARCHITECTURE.md), tested once for every task: what the shared layers
+(``experiments/``, ``search/``) may assume of a LightningModule and its DataModule, and nothing more.
+
+Each task's tiny config is built exactly as ``fit`` builds it (``experiments.cli.load_components``);
+then: the plain ``network`` and its parameters, ``example_input_array`` from the linked data facts,
+``monitor``/``monitor_mode``, ``loss(batch)`` (the very function ``training_step`` calls, so one
+optimiser step on it lowers it on the same batch), ``prediction_records`` as JSON, the data's
+``required_paths()`` and ``data_report()``. A new task adds its tiny config to ``TASKS``.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+
+from experiments.cli import load_components
+
+TASKS = {
+    "pose": "tests/configs/pose_tiny.yaml",
+    "localization": "tests/configs/localization_tiny.yaml",
+}
+
+
+@pytest.fixture(scope="module", params=sorted(TASKS), ids=sorted(TASKS))
+def task(request):
+    pl.seed_everything(0, verbose=False)
+    model, data, config = load_components(["--config", TASKS[request.param], "--data.init_args.num_workers", "0"])
+    data.prepare_data()
+    data.setup("fit")
+    return request.param, model, data, config
+
+
+def _batch(data: pl.LightningDataModule, stage: str = "train"):
+    loader = data.train_dataloader() if stage == "train" else data.val_dataloader()
+    return next(iter(loader))
+
+
+def test_network_is_a_plain_module_with_parameters(task):
+    _, model, _, _ = task
+    assert isinstance(model.network, nn.Module) and not isinstance(model.network, pl.LightningModule)
+    assert sum(p.numel() for p in model.network.parameters()) > 0
+    assert all(p.requires_grad for p in model.network.parameters())
+
+
+def test_example_input_array_comes_from_the_data(task):
+    _, model, data, _ = task
+    images, _ = _batch(data)
+    example = model.example_input_array
+    assert isinstance(example, torch.Tensor), "the data's facts were not linked into the module"
+    assert example.shape[0] == 1 and example.shape[1:] == images.shape[1:]
+    model.eval()
+    with torch.no_grad():
+        model.network(example)  # what bench and search measure FLOPs and latency on
+    model.train()
+
+
+def test_monitor_is_a_logged_validation_metric(task):
+    _, model, data, _ = task
+    assert model.monitor.startswith("val/") and model.monitor_mode in ("max", "min")
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=1, limit_val_batches=1,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=data)
+    assert model.monitor in trainer.callback_metrics
+    assert f"{model.monitor}_best" in trainer.callback_metrics
+    assert math.isfinite(float(trainer.callback_metrics[model.monitor]))
+
+
+def test_loss_is_what_training_minimises(task):
+    _, model, data, _ = task
+    batch = _batch(data)
+    model.train()
+    loss = model.loss(batch)
+    assert loss.dim() == 0 and loss.requires_grad and torch.isfinite(loss)
+    configured = model.configure_optimizers()
+    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+    before = [p.detach().clone() for p in model.network.parameters()]
+    # A few steps on one batch: the contract's loss must be what training lowers.
+    start = float(loss.detach())
+    for _ in range(5):
+        optimizer.zero_grad(set_to_none=True)
+        model.loss(batch).backward()
+        optimizer.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.network.parameters()))
+    assert float(model.loss(batch)) < start
+
+
+def test_prediction_records_are_json(task):
+    _, model, data, _ = task
+    batch = _batch(data, "val")
+    model.eval()
+    with torch.no_grad():
+        outputs = model.predict_step(batch, 0)
+    model.train()
+    records = model.prediction_records(batch, outputs)
+    assert len(records) == len(batch[0]) and all(isinstance(r, dict) for r in records)
+    assert json.loads(json.dumps(records)) == records
+    assert all("image_id" in r and "score" in r for r in records)
+
+
+def test_data_lists_its_paths_and_reports(task):
+    _, _, data, _ = task
+    paths = data.required_paths()
+    assert isinstance(paths, list) and all(p.exists() for p in paths)
+    report = data.data_report()
+    assert json.loads(json.dumps(report)) == report
+    assert all(source["skipped"] == 0 for source in report["sources"])
