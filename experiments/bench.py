@@ -154,7 +154,7 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
     mf = torch.channels_last if getattr(model, "channels_last", False) else torch.contiguous_format
     latency = {}
     for label, x in (("batch1", example[:1]), (f"batch{n}", images if isinstance(images, Tensor) else None)):
-        if x is None:  # a list of variably sized images: no stacked batch to time
+        if x is None:  # a list of variably sized images: no batch tensor to time
             continue
         x = x.to(device).contiguous(memory_format=mf)
         times = []

@@ -26,7 +26,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from core.errors import config_error_in, user_message
 from core.io import write_json_atomic
 from core.processes import CPU_CORES_ENV, cpu_cores
-from experiments.runs import RUN_DIR_ENV, RunSpec, SafeCheckpointIO
+from experiments.runs import CHECKPOINT_LOAD_ERRORS, RUN_DIR_ENV, RunSpec, SafeCheckpointIO, checkpoint_error
 
 __all__ = ["ConvlabCLI", "PredictionRecordWriter", "run_cli", "load_components", "describe_config_error"]
 
@@ -68,6 +68,14 @@ class ConvlabCLI(LightningCLI):
             args=args,
             run=run,
         )
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyper-parameters (weights_only) before anything else;
+        # a file it refuses is the same one-line error as when the trainer loads it.
+        try:
+            super()._parse_ckpt_path()
+        except CHECKPOINT_LOAD_ERRORS as error:
+            raise checkpoint_error(self.config[self.config.subcommand].get("ckpt_path"), error) from None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(RunSpec, "run", fail_untyped=False)

@@ -31,7 +31,7 @@ from core.io import write_atomic, write_json_atomic
 
 __all__ = [
     "RunSpec", "resolve_wandb_mode", "wandb_settings", "log_summary_run", "SafeWandbLogger", "ResumableCSVLogger",
-    "SafeCheckpointIO", "RUN_DIR_ENV",
+    "SafeCheckpointIO", "checkpoint_error", "CHECKPOINT_LOAD_ERRORS", "RUN_DIR_ENV",
 ]
 
 # Set by the process that resolved the run directory, so that the DDP ranks Lightning launches by
@@ -341,8 +341,17 @@ class SafeCheckpointIO(TorchCheckpointIO):
             raise CheckpointError(f"checkpoint not found: {path}")
         try:
             return torch.load(path, map_location=map_location or (lambda storage, loc: storage), weights_only=True)
-        except pickle.UnpicklingError as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CheckpointError(f"checkpoint {path} refused: it holds pickled objects that are not weights ({reason})") from None
-        except (RuntimeError, EOFError, OSError) as error:
-            raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+        except CHECKPOINT_LOAD_ERRORS as error:
+            raise checkpoint_error(path, error) from None
+
+
+# What torch.load(weights_only=True) raises for a crafted, truncated or unreadable file.
+CHECKPOINT_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, OSError)
+
+
+def checkpoint_error(path: Path | str, error: BaseException) -> CheckpointError:
+    """The one-line error for a checkpoint that ``torch.load(weights_only=True)`` refused."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, pickle.UnpicklingError):
+        return CheckpointError(f"checkpoint {path} refused: it holds pickled objects that are not weights ({first})")
+    return CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: {first})")

@@ -2,7 +2,7 @@
 and the composition that checks them before anything is launched.
 
 ``plan_runs`` is pure: it composes the override trees of every row of a profile and gives rows whose
-configs are identical (the 8-stack network of two ablations) one shared run per seed. ``compose_plan``
+configs are identical (the same network in two ablations) one shared run per seed. ``compose_plan``
 then parses every distinct config with convlab's parser (a wrong key fails here, naming the row and
 the key), reads the table's derived vars out of each row's config (checking those a row also
 states), and, when asked, builds each config's model and data to count the network's parameters

@@ -1,7 +1,7 @@
 """The table's plots, as PNGs (matplotlib without a display), each kind generic over the task:
 
 * ``per_output``: a metric template with ``{k}`` at every output ``k = 1..count`` of each row (the
-  outputs of a multi-output network: the stacks of a stacked network, the heads of a cascade),
+  outputs of a multi-output network, e.g. the heads of a cascade),
   against ``k / count``, mean ± std over seeds;
 * ``against_var``: columns against a numeric row var (network size, number of objects, ...), one
   line per section;

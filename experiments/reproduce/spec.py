@@ -4,55 +4,55 @@ A table spec is a paper table (or an ablation) as a runnable object: which confi
 which metrics make its columns, what the paper reports in each cell and where it says so, how close
 counts as reproduced, and how to run it at two scales::
 
-    table: hourglass_stacking                 # default: the file's stem
-    title: Stacked Hourglass, Sec. 4.2        # one line for the report
+    table: cascade_depth                      # default: the file's stem
+    title: "A cascade, Table 3"               # one line for the report
     description: ...                          # free text, copied into the report
     sources:                                  # where the paper numbers come from
-      sec42: {paper: "Newell et al., ECCV 2016", where: "Sec. 4.2 / Fig. 9", split: "MPII val",
-              protocol: "PCKh@0.5, wrists+elbows+knees+ankles", status: confirmed}
-    source: sec42                             # default source of a cell
+      table3: {paper: "Author et al., Venue 2020", where: "Table 3", split: "Dataset val",
+               protocol: "the metric as the paper computes it", status: confirmed}
+    source: table3                            # default source of a cell
     tolerance: 1.0                            # default |ours - paper| that counts as reproduced
     epoch: last                               # last | best: which validation a run reports
-    select: val/pckh_limbs                    # with epoch: best, the metric that picks the epoch
+    select: val/acc                           # with epoch: best, the metric that picks the epoch
     derive:                                   # row vars read from each row's composed config
-      stacks: model.init_args.network.init_args.num_stacks   # (a row that also states one is checked)
+      heads: model.init_args.network.init_args.num_heads   # (a row that also states one is checked)
     columns:
-      final: {metric: val/pckh_limbs, label: Final, scale: 100, digits: 1}
-      halfway: {metric: "val/pckh_limbs_stack{half}", scale: 100}   # {var}: a row's vars
+      final: {metric: "val/acc_head{heads}", label: Final, scale: 100, digits: 1}
+      halfway: {metric: "val/acc_head{half}", scale: 100}   # {var}: a row's vars
     rows:
-      hg2x4:
-        label: 2 stacks x 4 modules
+      h2:
+        label: 2 heads
         section: Equal size                   # rows of one section form one block of the report
         vars: {half: 1}                       # fill the column templates; a row without a
                                               # template's var has no such cell
-        override: {model.init_args.network.init_args.num_stacks: 2}   # dotted keys
-        paper: {final: 87.4, halfway: {value: 84.6, source: sec42, tolerance: 1.5}}
-        profiles: {paper: {base: other.yaml, override: {...}, data_dir: flic}, quick: {skip: true}}
+        override: {model.init_args.network.init_args.num_heads: 2}   # dotted keys
+        paper: {final: 87.4, halfway: {value: 84.6, source: table3, tolerance: 1.5}}
+        profiles: {paper: {base: other.yaml, override: {...}, data_dir: other}, quick: {skip: true}}
     profiles:
       quick:                                  # synthetic data, CPU minutes, checks the trend
-        base: experiments/configs/pose/hourglass_synthetic_quick.yaml   # or a list
+        base: experiments/configs/<task>/<name>_synthetic_quick.yaml   # or a list
         override: {trainer.max_epochs: 6}     # applied to every row, before the row's own
         seeds: 2
         slots: 2                              # runs at once (CPU threads are split between them)
         compare: false                        # paper numbers shown, tolerance not judged
       paper:                                  # the real dataset, the paper's recipe
-        base: experiments/configs/pose/hourglass_mpii.yaml
-        data: {key: data.init_args.source.init_args.root, dir: mpii, help: "where to get it"}
+        base: experiments/configs/<task>/<name>_<dataset>.yaml
+        data: {key: data.init_args.source.init_args.root, dir: <dataset>, help: "where to get it"}
         seeds: 1
     checks:                                   # orderings the paper reports, checked on our means
-      - name: more stacks at equal size, higher final accuracy
-        order: [hg2x4.final, hg4x2.final, hg8x1.final]            # strictly increasing
+      - name: more heads, higher final accuracy
+        order: [h2.final, h4.final, h8.final]                     # strictly increasing
       - name: intermediate below final
-        all: ["hg2x4.halfway < hg2x4.final", "hg4x2.halfway < hg4x2.final"]   # < <= > >=
+        all: ["h2.halfway < h2.final", "h4.halfway < h4.final"]   # < <= > >=
     plots:
-      - {name: fig9, kind: per_output, rows: [hg2x4, hg4x2], metric: "val/pckh_limbs_stack{k}",
-         count: stacks, scale: 100, title: "..."}    # metric at output k = 1..count of each row
-      - {name: size, kind: against_var, var: stacks, columns: [final]}   # metric against a row var
+      - {name: outputs, kind: per_output, rows: [h2, h4], metric: "val/acc_head{k}",
+         count: heads, scale: 100, title: "..."}     # metric at output k = 1..count of each row
+      - {name: size, kind: against_var, var: heads, columns: [final]}   # metric against a row var
       - {name: curves, kind: curves, columns: [final]}            # per-epoch curves per row
       - {name: bars, kind: bars, columns: [final, halfway]}        # mean +- std per row, paper marks
 
 Every mistake a user can fix raises ``TableSpecError`` with one line that names the entry
-(``rows.hg2x4.paper.finall: unknown column ...``).
+(``rows.h2.paper.finall: unknown column ...``).
 """
 from __future__ import annotations
 
@@ -337,7 +337,7 @@ def _overrides(where: str, raw: Any) -> dict[str, Any]:
     raw = _mapping(where, raw)
     for key in raw:
         if not isinstance(key, str) or not _KEY.match(key):
-            raise TableSpecError(f"{where}.{key}: not a dotted config key (such as model.init_args.network.init_args.num_stacks)")
+            raise TableSpecError(f"{where}.{key}: not a dotted config key (such as model.init_args.optimizer.init_args.lr)")
         if key.split(".")[0] == "run":
             raise TableSpecError(f"{where}.{key}: the run section belongs to the runner (name, group, job_type, wandb_id)")
     return dict(raw)
@@ -424,7 +424,7 @@ def _comparison(where: str, text: Any, rows: dict[str, Row], columns: dict[str, 
 
 
 def load_table(name_or_path: str | Path, tables_dir: Path | None = None) -> TableSpec:
-    """Read and check a table spec: ``hourglass_stacking`` (from ``experiments/tables``) or a path."""
+    """Read and check a table spec: a name in ``experiments/tables`` or a path."""
     path = table_path(name_or_path, tables_dir)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -480,7 +480,7 @@ def parse_table(raw: Any, path: Path) -> TableSpec:
         raise TableSpecError(f"epoch: must be last or best, got {epoch!r}")
     select = raw.get("select")
     if select is not None and not isinstance(select, str):
-        raise TableSpecError(f"select: expected a metric name such as val/pckh, got {select!r}")
+        raise TableSpecError(f"select: expected a logged metric name such as val/acc, got {select!r}")
     select_mode = raw.get("select_mode", "max")
     if select_mode not in ("max", "min"):
         raise TableSpecError(f"select_mode: must be max or min, got {select_mode!r}")
@@ -499,7 +499,7 @@ def parse_table(raw: Any, path: Path) -> TableSpec:
         _unknown(where, value, COLUMN_FIELDS)
         metric = value.get("metric")
         if not isinstance(metric, str) or not metric:
-            raise TableSpecError(f"{where}.metric: missing (a logged metric such as val/pckh, may hold {{row var}} fields)")
+            raise TableSpecError(f"{where}.metric: missing (a logged metric such as val/acc, may hold {{row var}} fields)")
         try:
             template_fields(metric)
         except ValueError as error:
@@ -553,7 +553,7 @@ def parse_table(raw: Any, path: Path) -> TableSpec:
         if not isinstance(var, str) or not var.isidentifier():
             raise TableSpecError(f"derive.{var}: not a variable name")
         if not isinstance(key, str) or not _KEY.match(key):
-            raise TableSpecError(f"derive.{var}: {key!r} is not a dotted config key (such as model.init_args.network.init_args.num_stacks)")
+            raise TableSpecError(f"derive.{var}: {key!r} is not a dotted config key (such as model.init_args.optimizer.init_args.lr)")
         derive[var] = key
 
     # -- rows
@@ -626,7 +626,7 @@ def parse_table(raw: Any, path: Path) -> TableSpec:
         _unknown(where, value, CHECK_FIELDS)
         name = _text(f"{where}.name", value.get("name"))
         if not name:
-            raise TableSpecError(f"{where}.name: missing (what the check states, e.g. 'more stacks, higher accuracy')")
+            raise TableSpecError(f"{where}.name: missing (what the check states, e.g. 'deeper is better')")
         where = f"checks[{i}] ({name})"
         comparisons: list[Comparison] = []
         if ("order" in value) == ("all" in value):
