@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import math
 import platform
 import statistics
@@ -44,6 +43,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from core.io import write_json_atomic
 from experiments.cli import load_components
 
 __all__ = ["main", "run_bench"]
@@ -327,8 +327,7 @@ def main(argv: list[str]) -> int:
         result["peak_tflops"] = args.peak_tflops
         result["peak_share"] = result["training_tflops_per_s"] / args.peak_tflops
     out = Path(args.out or Path("runs/bench") / f"{Path(args.config[-1]).stem}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json_atomic(out, result)
     print(_table(result))
     print(f"bench: wrote {out}")
     return 0 if math.isfinite(result["lightning_to_bare_ratio"]) else 1

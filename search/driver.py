@@ -344,7 +344,8 @@ class SearchDriver:
         if spec.wandb:
             run_section["wandb"] = spec.wandb
         override = override_tree({**fixed, **values})
-        override["run"] = run_section
+        # The fixed overrides may set run keys (--set run.root=...): the trial's own go on top.
+        override["run"] = {**override.get("run", {}), "root": str(self.runs_root), **run_section}
         override_path = attempt / "override.yaml"
         header = f"# study {spec.study}, trial {number}: base config(s) {', '.join(spec.base)} + this file\n"
         write_atomic(override_path, header + yaml.safe_dump(override, sort_keys=False))

@@ -369,6 +369,8 @@ def retrain_top_k(driver: Any, study: Any, k: int, seeds: list[int]) -> dict[str
         if run_dir.exists():
             run_dir.rename(run_dir.with_name(f"{run_dir.name}-old{len(list(run_dir.parent.glob(run_dir.name + '-old*')))}"))
         override["run"] = {
+            **override.get("run", {}),
+            "root": str(driver.runs_root),
             "name": name, "group": spec.study, "job_type": "retrain", "wandb_id": f"{driver.uuid[:8]}-r{t.number:04d}s{seed}",
             "config": {**t.params, "trial_number": t.number, "seed": seed, "study": spec.study},
             "callbacks": [{"class_path": "search.trial.ResultCallback", "init_args": {

@@ -153,3 +153,22 @@ def test_parallel_slots_get_disjoint_devices(tmp_path: Path) -> None:
     driver.prepare()
     assert driver.pool.slot_gpus == [["0", "1"], ["2", "3"]]
     assert not (tmp_path / "runs").exists()  # checking a spec creates nothing
+
+
+def test_fixed_run_overrides_reach_the_trials(tmp_path: Path) -> None:
+    """``--set run.root=...`` (a fixed override of the run section) is where the trials write, not
+    the base config's root: the driver's own run keys go on top of the fixed ones, not instead."""
+    base = tiny_base(tmp_path, max_epochs=1)
+    spec = write_spec(tmp_path, base, budget={"n_trials": 1, "trial_timeout": 180})
+    elsewhere = tmp_path / "elsewhere"
+    try:
+        result = run_search(spec, "--set", f"run.root={elsewhere}")
+        assert result.returncode == 0, result.stdout + result.stderr
+        study = load_study(str(elsewhere / "study" / "journal.log"))
+        (trial,) = study.trials
+        assert trial.state == TrialState.COMPLETE, trial.user_attrs
+        assert Path(trial.user_attrs["run_dir"]) == elsewhere / "study" / "trial-0000"
+        assert (elsewhere / "study" / "trial-0000" / "metrics.csv").exists()
+        assert not (tmp_path / "runs").exists()
+    finally:
+        kill_all(str(tmp_path))
