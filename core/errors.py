@@ -6,10 +6,14 @@ exception from a DataLoader worker that way, with the worker's traceback folded 
 """
 from __future__ import annotations
 
+from typing import TypeVar
+
 __all__ = [
     "ConfigError", "DataNotFoundError", "AnnotationFormatError", "BadRecordError", "RunExistsError",
-    "CheckpointError", "ImageReadError", "user_message", "config_error_in",
+    "CheckpointError", "ImageReadError", "user_message", "config_error_in", "error_in_chain",
 ]
+
+E = TypeVar("E", bound=BaseException)
 
 
 class ConfigError(ValueError):
@@ -72,16 +76,21 @@ def user_message(error: BaseException) -> str:
     return text
 
 
-def config_error_in(error: BaseException | None) -> ConfigError | None:
-    """The ``ConfigError`` behind ``error``: jsonargparse and Lightning wrap exceptions raised while
-    they build classes or run a loop."""
+def error_in_chain(error: BaseException | None, kind: type[E]) -> E | None:
+    """The first exception of type ``kind`` in ``error``'s chain of causes and contexts:
+    jsonargparse and Lightning wrap exceptions raised while they build classes or run a loop."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, ConfigError):
+        if isinstance(error, kind):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def config_error_in(error: BaseException | None) -> ConfigError | None:
+    """The ``ConfigError`` behind ``error`` (``error_in_chain``)."""
+    return error_in_chain(error, ConfigError)
 
 
 class ImageReadError(ConfigError):

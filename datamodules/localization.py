@@ -19,10 +19,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.ops import box_convert
 from torchvision.transforms import v2
@@ -32,6 +31,7 @@ from core.errors import ConfigError
 from core.facts import DataFacts
 from core.imaging import IMAGENET_MEAN, IMAGENET_STD
 from core.records import RequiredPath
+from datamodules.base import SourceDataModule, pair
 
 __all__ = [
     "LocalizationRecord", "LocalizationSource", "LocalizationAugmentation", "LocalizationDataset", "LocalizationDataModule",
@@ -249,11 +249,8 @@ class LocalizationDataset(Dataset):
         return canvas.float(), target
 
 
-def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
-
-class LocalizationDataModule(pl.LightningDataModule):
+class LocalizationDataModule(SourceDataModule):
     """Classification + localisation data for any ``LocalizationSource``.
 
     Args:
@@ -277,19 +274,11 @@ class LocalizationDataModule(pl.LightningDataModule):
         val_split: str = "val",
         test_split: str = "test",
     ) -> None:
-        super().__init__()
-        self.source = source
-        self.input_size = _pair(input_size)
+        super().__init__(source, batch_size, num_workers, val_split, test_split)
+        self.input_size = pair(input_size)
         if min(self.input_size) < 8:
             raise ConfigError(f"LocalizationDataModule.input_size must be at least 8 pixels, got {input_size}")
-        if batch_size < 1:
-            raise ConfigError(f"LocalizationDataModule.batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.augmentation = augmentation
-        self.val_split = val_split
-        self.test_split = test_split
-        self.datasets: dict[str, LocalizationDataset] = {}
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -300,37 +289,5 @@ class LocalizationDataModule(pl.LightningDataModule):
         """What the localisation module is built with: the input shape and the class names."""
         return DataFacts(input_shape=(3, *self.input_size), class_names=self.class_names)
 
-    def required_paths(self) -> list[RequiredPath]:
-        return self.source.required_paths()
-
-    def data_report(self) -> dict[str, Any]:
-        return {"sources": [self.source.data_report()]}
-
-    def dataset(self, split: str, train: bool = False) -> LocalizationDataset:
-        key = f"{split}:{train}"
-        if key not in self.datasets:
-            augmentation = self.augmentation if train else None
-            self.datasets[key] = LocalizationDataset(self.source, self.source.records(split), self.input_size, augmentation)
-        return self.datasets[key]
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(dataset) > self.batch_size,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("train", train=True), shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset(self.val_split), shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset(self.test_split), shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+    def make_dataset(self, split: str, records: list[LocalizationRecord], train: bool) -> LocalizationDataset:
+        return LocalizationDataset(self.source, records, self.input_size, self.augmentation if train else None)

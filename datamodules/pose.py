@@ -12,18 +12,18 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from core.facts import DataFacts
 from core.geometry import apply_affine, crop_matrix, invert_affine
 from core.imaging import IMAGENET_MEAN, IMAGENET_STD
 from core.records import RecordChecker, RequiredPath
 from core.skeletons import PoseProtocol, Skeleton
+from datamodules.base import SourceDataModule, pair
 from datamodules.keypoints import render_heatmaps
 
 __all__ = ["PoseRecord", "PoseSource", "PoseAugmentation", "TopDownPoseDataset", "PoseDataModule"]
@@ -241,11 +241,8 @@ def _torso_size(keypoints: Tensor, visible: Tensor, skeleton: Skeleton) -> float
     return float(torch.linalg.norm(keypoints[a] - keypoints[b]))
 
 
-def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
-
-class PoseDataModule(pl.LightningDataModule):
+class PoseDataModule(SourceDataModule):
     """Top-down pose estimation data for any ``PoseSource``.
 
     Args:
@@ -273,19 +270,13 @@ class PoseDataModule(pl.LightningDataModule):
         val_split: str = "val",
         test_split: str = "test",
     ) -> None:
-        super().__init__()
-        self.source = source
-        self.input_size = _pair(input_size)
-        self.output_size = _pair(output_size)
+        super().__init__(source, batch_size, num_workers, val_split, test_split)
+        self.input_size = pair(input_size)
+        self.output_size = pair(output_size)
         if self.input_size[0] * self.output_size[1] != self.input_size[1] * self.output_size[0]:
             raise ValueError(f"PoseDataModule: input_size {self.input_size} and output_size {self.output_size} differ in aspect")
         self.sigma = sigma
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.augmentation = augmentation
-        self.val_split = val_split
-        self.test_split = test_split
-        self.datasets: dict[str, TopDownPoseDataset] = {}
 
     @property
     def skeleton(self) -> Skeleton:
@@ -307,46 +298,5 @@ class PoseDataModule(pl.LightningDataModule):
             coco_annotations={stage: path for stage, path in coco.items() if path},
         )
 
-    def required_paths(self) -> list[RequiredPath]:
-        """The source's files and folders (``PoseSource.required_paths``)."""
-        return self.source.required_paths()
-
-    def data_report(self) -> dict[str, Any]:
-        """The source's report of what it read and skipped; the CLI writes it to
-        ``runs/<name>/data_report.json``."""
-        return {"sources": [self.source.data_report()]}
-
-    def dataset(self, split: str, train: bool = False) -> TopDownPoseDataset:
-        key = f"{split}:{train}"
-        if key not in self.datasets:
-            self.datasets[key] = TopDownPoseDataset(
-                self.source,
-                self.source.records(split),
-                self.input_size,
-                self.output_size,
-                self.sigma,
-                self.augmentation if train else None,
-            )
-        return self.datasets[key]
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(dataset) > self.batch_size,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("train", train=True), shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset(self.val_split), shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset(self.test_split), shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+    def make_dataset(self, split: str, records: list[PoseRecord], train: bool) -> TopDownPoseDataset:
+        return TopDownPoseDataset(self.source, records, self.input_size, self.output_size, self.sigma, self.augmentation if train else None)

@@ -219,10 +219,12 @@ class ConfigComposer:
         """Build the config's model and data and measure them; a data module whose files are
         missing is reported in ``missing`` (every missing path, not only the first) and the network
         is still measured."""
+        from core.errors import DataNotFoundError, error_in_chain
+
         try:
             model, data = self.instantiate(config)
         except Exception as error:
-            cause = _data_not_found(error)
+            cause = error_in_chain(error, DataNotFoundError)
             if cause is None:
                 raise
             measured = measure_network(self.instantiate_model_alone(config))
@@ -235,18 +237,6 @@ class ConfigComposer:
         measured.missing = [p for p in measured.required if not p.exists()]
         del model, data
         return measured
-
-
-def _data_not_found(error: BaseException | None) -> Any:
-    from core.errors import DataNotFoundError
-
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, DataNotFoundError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def _lone_path(error: Any) -> Any:

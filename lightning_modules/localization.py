@@ -22,6 +22,7 @@ from torchvision.ops import box_convert
 from core.errors import ConfigError
 from core.facts import DataFacts
 from lightning_modules.metrics.localization import LocalizationAccuracy
+from lightning_modules.optim import build_optimizers
 
 __all__ = ["LocalizationModule", "localization_loss", "select_boxes", "boxes_to_image", "SMOOTH_L1_BETA"]
 
@@ -202,15 +203,8 @@ class LocalizationModule(pl.LightningModule):
         return self.class_names[label] if label < len(self.class_names) else str(label)
 
     def configure_optimizers(self) -> Any:
-        params = self.network.parameters()
-        optimizer = self.optimizer_factory(params) if self.optimizer_factory else torch.optim.Adam(params, lr=1e-3)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config["monitor"] = self.monitor
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        return build_optimizers(self.network.parameters(), self.optimizer_factory, self.scheduler_factory,
+                                default=lambda params: torch.optim.Adam(params, lr=1e-3), monitor=self.monitor)
 
     # ------------------------------------------------------------------ steps
     def forward(self, images: Tensor) -> dict[str, Tensor]:

@@ -20,6 +20,7 @@ from core.facts import DataFacts
 from lightning_modules.heatmap_decode import decode_heatmaps, flip_back, to_image_coordinates
 from lightning_modules.metrics.coco_keypoints import COCOKeypointAP
 from lightning_modules.metrics.pck import PCK
+from lightning_modules.optim import build_optimizers
 
 __all__ = ["PoseEstimationModule", "heatmap_loss"]
 
@@ -156,15 +157,8 @@ class PoseEstimationModule(pl.LightningModule):
         return records
 
     def configure_optimizers(self) -> Any:
-        params = self.network.parameters()
-        optimizer = self.optimizer_factory(params) if self.optimizer_factory else torch.optim.RMSprop(params, lr=2.5e-4)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config["monitor"] = self.monitor
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        return build_optimizers(self.network.parameters(), self.optimizer_factory, self.scheduler_factory,
+                                default=lambda params: torch.optim.RMSprop(params, lr=2.5e-4), monitor=self.monitor)
 
     # ------------------------------------------------------------------ steps
     def forward(self, images: Tensor) -> list[Tensor]:

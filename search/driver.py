@@ -34,7 +34,6 @@ from core.io import write_atomic
 from core.processes import SlotPool, experiments_command
 from experiments.compose import ConfigComposer, get_dotted, measure_network, override_tree
 from search.space import params_to_values, suggest_params
-from search.validate import module_objectives, validate_space
 from search.spec import Objective, SearchSpec, SpecError, build_pruner, build_sampler, grid_size
 from search.storage import (
     DRIVER_ATTR,
@@ -48,6 +47,7 @@ from search.storage import (
     retry_chain_root,
     sweep_orphans,
 )
+from search.validate import module_objectives, validate_space
 
 __all__ = ["SearchDriver", "classify_failure"]
 

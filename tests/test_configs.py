@@ -42,7 +42,7 @@ def test_config_parses_and_builds(config, composer):
     """Every shipped config parses with the CLI's parser and builds its module and network; where
     its data is on disk (the synthetic ones), the data module too, and the network runs on the
     module's example input (what bench and search measure)."""
-    from core.errors import DataNotFoundError
+    from core.errors import DataNotFoundError, error_in_chain
 
     parsed = composer.parse([str(config.relative_to(REPO))])
     resolved = composer.to_dict(parsed)
@@ -51,10 +51,7 @@ def test_config_parses_and_builds(config, composer):
     try:
         model, data = composer.instantiate(parsed)
     except Exception as error:
-        cause = error
-        while cause is not None and not isinstance(cause, DataNotFoundError):
-            cause = cause.__cause__ or cause.__context__
-        assert cause is not None, f"{config.name}: {error}"
+        assert error_in_chain(error, DataNotFoundError) is not None, f"{config.name}: {error}"
         model, data = composer.instantiate_model_alone(parsed), None
     assert sum(p.numel() for p in model.network.parameters()) > 0
     if data is not None:

@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from experiments.compose import ConfigComposer
 from experiments.reproduce import (
     RESULT_FILE,
     STATE_FILE,
     TableSpecError,
     available_tables,
+    compose_plan,
     load_table,
     main_report,
     main_reproduce,
@@ -30,8 +32,6 @@ from experiments.reproduce import (
     plan_runs,
     read_validation,
 )
-from experiments.compose import ConfigComposer
-from experiments.reproduce import compose_plan
 from experiments.reproduce.runner import TableLock
 from tests.test_search_helpers import kill_all, processes_mentioning, wait_no_processes
 
@@ -274,7 +274,7 @@ def test_report_at_the_best_epoch(tmp_path):
     raw["epoch"] = "best"  # by the runs' monitor, val/pckh
     spec_path = tmp_path / "table_tiny.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
-    spec = load_table(spec_path)
+    load_table(spec_path)  # the modified spec is valid
     # Fabricate with the modified spec's hashes (same configs as the fixture's).
     _fabricate(tmp_path, {("one", 0): [_epoch(0.30, total=0.9), _epoch(0.10, total=0.2)], ("two", 0): [_epoch(0.1, 0.2), _epoch(0.2, 0.4, total=0.7)]})
     assert main_report([str(spec_path), "--root", str(tmp_path), "--wandb", "disabled"]) == 0
@@ -373,7 +373,6 @@ def reproduced(tmp_path_factory):
     command = [sys.executable, "-m", "experiments", "reproduce", TINY, "--root", str(root), "--slots", "1"]
     first = subprocess.Popen(command, cwd=REPO, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)
-    orphan = None
     try:
         _wait_for(lambda: (base / "one/seed0" / RESULT_FILE).exists(), first, 400)
         finished = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in

@@ -64,9 +64,6 @@ from typing import Any
 
 import yaml
 
-# Config trees compose exactly as a search trial's do.
-from experiments.compose import deep_merge, get_dotted, override_tree
-
 __all__ = [
     "TableSpecError", "TableSpec", "Source", "Column", "PaperCell", "Row", "RowProfile", "Profile", "DataSpec",
     "Check", "Comparison", "CellRef", "Plot", "load_table", "table_path", "available_tables", "TABLES_DIR",
