@@ -12,7 +12,6 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
@@ -23,6 +22,7 @@ from core.errors import ConfigError
 from core.facts import DataFacts
 from lightning_modules.metrics.localization import LocalizationAccuracy
 from lightning_modules.optim import build_optimizers
+from lightning_modules.visualize import log_wandb_images
 
 __all__ = ["LocalizationModule", "localization_loss", "select_boxes", "boxes_to_image", "SMOOTH_L1_BETA"]
 
@@ -291,12 +291,7 @@ class LocalizationModule(pl.LightningModule):
 
     def _log_prediction_images(self) -> None:
         batch, self._image_batch = self._image_batch, None
-        wandb_loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
-        if batch is None or not wandb_loggers or not self.trainer.is_global_zero:
-            return
-        panels = _box_panels(batch, self._class_name)
-        for logger in wandb_loggers:
-            logger.log_image(key="val/predictions", images=panels, step=self.global_step)
+        log_wandb_images(self, "val/predictions", batch, lambda b: _box_panels(b, self._class_name))
 
 
 def _box_panels(batch: dict[str, Tensor], class_name: Any) -> list[Tensor]:

@@ -11,7 +11,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 
@@ -21,6 +20,7 @@ from lightning_modules.heatmap_decode import decode_heatmaps, flip_back, to_imag
 from lightning_modules.metrics.coco_keypoints import COCOKeypointAP
 from lightning_modules.metrics.pck import PCK
 from lightning_modules.optim import build_optimizers
+from lightning_modules.visualize import log_wandb_images, pose_panels
 
 __all__ = ["PoseEstimationModule", "heatmap_loss"]
 
@@ -259,11 +259,4 @@ class PoseEstimationModule(pl.LightningModule):
 
     def _log_prediction_images(self) -> None:
         batch, self._image_batch = self._image_batch, None
-        wandb_loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
-        if batch is None or not wandb_loggers or not self.trainer.is_global_zero:
-            return
-        from lightning_modules.visualize import pose_panels
-
-        panels = pose_panels(batch["images"], batch["heatmaps"], self.skeleton)
-        for logger in wandb_loggers:
-            logger.log_image(key="val/predictions", images=panels, step=self.global_step)
+        log_wandb_images(self, "val/predictions", batch, lambda b: pose_panels(b["images"], b["heatmaps"], self.skeleton))
