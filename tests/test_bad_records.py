@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from core.errors import BadRecordError
+from core.errors import AnnotationFormatError, BadRecordError
 from datamodules.formats import FLIC, LSP, MPII, COCOKeypoints, MPIIRelease
 from datamodules.formats.csv_boxes import CSVBoxes
 from tests.pose_fixtures import (
@@ -226,9 +226,13 @@ def test_an_empty_split_is_an_error_under_either_policy(tmp_path):
     coco = coco_folder(tmp_path / "coco")
     path = coco / "annotations" / "person_keypoints_val2017.json"
     content = json.loads(path.read_text())
+    content["annotations"] = []
+    path.write_text(json.dumps(content))
+    with pytest.raises(BadRecordError, match="no usable record for the val split .the annotation list is empty"):
+        COCOKeypoints(str(coco))
     del content["annotations"]
     path.write_text(json.dumps(content))
-    with pytest.raises(Exception, match="annotations"):
+    with pytest.raises(AnnotationFormatError, match="no 'annotations' list"):
         COCOKeypoints(str(coco))
 
 

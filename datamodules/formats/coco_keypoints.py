@@ -128,7 +128,9 @@ class COCOKeypoints(ImageFileSource):
         content = load_json(path)
         if not isinstance(content, dict) or not isinstance(content.get("images"), list) or not isinstance(content.get("categories"), list):
             raise AnnotationFormatError(path, "not a COCO annotation file (it needs 'images' and 'categories' lists)")
-        annotations = content.get("annotations", [])
+        if "annotations" not in content:  # a COCO test-set "image info" file: nothing to train or score on
+            raise AnnotationFormatError(path, "no 'annotations' list (an image-info file has none; keypoint training and evaluation need one)")
+        annotations = content["annotations"]
         if not isinstance(annotations, list):
             raise AnnotationFormatError(path, f"'annotations' must be a list, got {type(annotations).__name__}")
         categories = {c.get("id"): c for c in content["categories"] if isinstance(c, dict)}
