@@ -23,13 +23,13 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from core.errors import ConfigError
-from core.records import OnBadRecord, RecordChecker
+from core.records import OnBadRecord
 from datamodules.localization import LocalizationRecord, LocalizationSource
+from datamodules.synthetic.splits import SyntheticSplits, contrasting_color
 
 __all__ = ["SyntheticLocalization", "CLASS_NAMES"]
 
 CLASS_NAMES = ("circle", "square", "triangle", "star", "cross", "ring")
-_SPLITS = {"train": 0, "val": 1, "test": 2}
 _CIRCLE_POINTS = 48
 _RING_HOLE = 0.55  # inner radius / outer radius
 
@@ -61,7 +61,7 @@ _OUTLINES: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
 }
 
 
-class SyntheticLocalization(LocalizationSource):
+class SyntheticLocalization(SyntheticSplits, LocalizationSource):
     """Synthetic shapes, one per image, with their class and box.
 
     Args:
@@ -92,49 +92,31 @@ class SyntheticLocalization(LocalizationSource):
         clutter: int = 8,
         on_bad_record: OnBadRecord = "error",
     ) -> None:
-        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test), ("clutter", clutter)):
-            if value < 0:
-                raise ConfigError(f"SyntheticLocalization.{name} must be >= 0, got {value}")
+        if clutter < 0:
+            raise ConfigError(f"SyntheticLocalization.clutter must be >= 0, got {clutter}")
         size = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
         if min(size) < 16:
             raise ConfigError(f"SyntheticLocalization.image_size must be >= 16, got {image_size}")
         if not 0 < min_size <= max_size <= 1:
             raise ConfigError(f"SyntheticLocalization needs 0 < min_size <= max_size <= 1, got {min_size}, {max_size}")
-        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
+        self.init_splits(num_train, num_val, num_test, seed, on_bad_record)
         self.image_size = size
-        self.seed = seed
         self.min_size = min_size
         self.max_size = max_size
         self.max_rotation = max_rotation
         self.clutter = clutter
-        self.checker = RecordChecker("SyntheticLocalization", on_bad_record)
-        # Generated records are never bad; the report still says how many each split has (an
-        # empty split is a choice here, e.g. num_test: 0, so it is left out rather than an error).
-        for split, count in self.sizes.items():
-            if count:
-                self.checker.kept(f"synthetic:{split}", count, split)
 
-    def _rng(self, split: str, index: int, stream: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, _SPLITS[split], index, stream])
-
-    def records(self, split: str) -> list[LocalizationRecord]:
-        if split not in _SPLITS:
-            raise ConfigError(f"SyntheticLocalization has splits {sorted(_SPLITS)}, not {split!r}")
-        return [self._record(split, i) for i in range(self.sizes[split])]
-
-    def _record(self, split: str, index: int) -> LocalizationRecord:
-        shape = _sample_shape(self._rng(split, index, 0), self.image_size, self.min_size, self.max_size, self.max_rotation)
+    def record(self, split: str, index: int) -> LocalizationRecord:
+        shape = _sample_shape(self.rng(split, index, 0), self.image_size, self.min_size, self.max_size, self.max_rotation)
         outer = shape["outer"]
         box = (float(outer[:, 0].min()), float(outer[:, 1].min()), float(outer[:, 0].max()), float(outer[:, 1].max()))
         return LocalizationRecord(image=(split, index), box=box, label=shape["label"], image_id=f"{split}/{index:06d}", extra={"shape": shape})
 
     def load_image(self, record: LocalizationRecord) -> Tensor:
         split, index = record.image
-        image = _draw(self._rng(split, index, 1), record.extra["shape"], self.image_size, self.clutter)
+        image = _draw(self.rng(split, index, 1), record.extra["shape"], self.image_size, self.clutter)
         return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
 
-    def data_report(self) -> dict[str, Any]:
-        return self.checker.report()
 
 
 def _sample_shape(rng: np.random.Generator, image_size: tuple[int, int], min_size: float, max_size: float, max_rotation: float) -> dict[str, Any]:
@@ -165,19 +147,11 @@ def _sample_shape(rng: np.random.Generator, image_size: tuple[int, int], min_siz
         "label": label,
         "outer": outer * scale + shift,
         "hole": None if hole is None else place(hole) * scale + shift,
-        "color": _contrasting(rng, background).tolist(),
+        "color": contrasting_color(rng, background).tolist(),
         "background": background.tolist(),
     }
 
 
-def _contrasting(rng: np.random.Generator, background: np.ndarray, distance: int = 160) -> np.ndarray:
-    """A colour that stands out from the background's base colour, so that the task is finding
-    and naming the shape, not seeing it at all."""
-    for _ in range(32):
-        color = rng.integers(0, 256, 3)
-        if np.abs(color - background).sum() >= distance:
-            return color
-    return 255 - background
 
 
 def _draw(rng: np.random.Generator, shape: dict[str, Any], image_size: tuple[int, int], clutter: int) -> Image.Image:

@@ -26,13 +26,13 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from core.errors import ConfigError
-from core.records import OnBadRecord, RecordChecker
+from core.records import OnBadRecord
 from core.skeletons import MPII_SKELETON, PCKH_MPII, PoseProtocol, Skeleton
 from datamodules.pose import PoseRecord, PoseSource
+from datamodules.synthetic.splits import SyntheticSplits, contrasting_color
 
 __all__ = ["SyntheticPose"]
 
-_SPLITS = {"train": 0, "val": 1, "test": 2}
 # MPII indices
 R_ANK, R_KNE, R_HIP, L_HIP, L_KNE, L_ANK, PELVIS, THORAX, NECK, HEAD, R_WRI, R_ELB, R_SHO, L_SHO, L_ELB, L_WRI = range(16)
 
@@ -51,7 +51,7 @@ def _limb(start: np.ndarray, down: np.ndarray, outward: np.ndarray, angle: float
     return mid, end
 
 
-class SyntheticPose(PoseSource):
+class SyntheticPose(SyntheticSplits, PoseSource):
     """Synthetic people, MPII joints and protocol (PCKh@0.5 with a head box per figure).
 
     Args:
@@ -79,28 +79,15 @@ class SyntheticPose(PoseSource):
         occlusion_prob: float = 0.3,
         on_bad_record: OnBadRecord = "error",
     ) -> None:
-        self.checker = RecordChecker("SyntheticPose", on_bad_record)
-        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
-            if value < 0:
-                raise ConfigError(f"SyntheticPose.{name} must be >= 0, got {value}")
         if image_size < 32:
             raise ConfigError(f"SyntheticPose.image_size must be >= 32, got {image_size}")
-        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
+        self.init_splits(num_train, num_val, num_test, seed, on_bad_record)
         self.image_size = image_size
-        self.seed = seed
         self.clutter = clutter
         self.occlusion_prob = occlusion_prob
 
-    def _rng(self, split: str, index: int, stream: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, _SPLITS[split], index, stream])
-
-    def records(self, split: str) -> list[PoseRecord]:
-        if split not in _SPLITS:
-            raise ValueError(f"SyntheticPose has splits {sorted(_SPLITS)}, not {split!r}")
-        return [self._record(split, i) for i in range(self.sizes[split])]
-
-    def _record(self, split: str, index: int) -> PoseRecord:
-        rng = self._rng(split, index, 0)
+    def record(self, split: str, index: int) -> PoseRecord:
+        rng = self.rng(split, index, 0)
         figure = _sample_figure(rng, self.image_size)
         kp = figure["keypoints"]
         size = self.image_size
@@ -121,7 +108,7 @@ class SyntheticPose(PoseSource):
 
     def load_image(self, record: PoseRecord) -> Tensor:
         split, index = record.image
-        image = _draw(self._rng(split, index, 1), record.extra["figure"], self.image_size, self.clutter, self.occlusion_prob)
+        image = _draw(self.rng(split, index, 1), record.extra["figure"], self.image_size, self.clutter, self.occlusion_prob)
         return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
 
 
@@ -179,7 +166,7 @@ def _sample_figure(rng: np.random.Generator, size: int) -> dict:
     head_center = (kp[NECK] + kp[HEAD]) / 2
     half = 0.55 * head_len_px
     background = rng.integers(0, 256, 3)
-    palette = np.stack([_contrasting(rng, background) for _ in range(6)])
+    palette = np.stack([contrasting_color(rng, background) for _ in range(6)])
     return {
         "keypoints": kp,
         "head_box": (float(head_center[0] - half), float(head_center[1] - half), float(head_center[0] + half), float(head_center[1] + half)),
@@ -191,14 +178,6 @@ def _sample_figure(rng: np.random.Generator, size: int) -> dict:
     }
 
 
-def _contrasting(rng: np.random.Generator, background: np.ndarray, distance: int = 160) -> np.ndarray:
-    """A clothing colour that stands out from the background's base colour (as a person mostly
-    does), so that clutter, not camouflage, is what makes the task hard."""
-    for _ in range(32):
-        color = rng.integers(0, 256, 3)
-        if np.abs(color - background).sum() >= distance:
-            return color
-    return 255 - background
 
 
 def _draw(rng: np.random.Generator, figure: dict, size: int, clutter: int, occlusion_prob: float) -> Image.Image:
