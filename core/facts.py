@@ -29,6 +29,8 @@ class DataFacts:
         coco_annotations: ``{"val": path, "test": path}``: COCO ground truth of the splits that
             validation and test evaluate, when the data has one (then the official COCO AP is
             reported too).
+        ignore_index: the label of pixels a segmentation dataset neither trains on nor scores.
+        palette: an RGB colour per class, for pictures of label maps.
     """
 
     input_shape: tuple[int, ...] | None = None
@@ -36,3 +38,5 @@ class DataFacts:
     skeleton: Skeleton | None = None
     protocol: PoseProtocol | None = None
     coco_annotations: dict[str, str] = field(default_factory=dict)
+    ignore_index: int | None = None
+    palette: tuple[tuple[int, int, int], ...] | None = None

@@ -25,42 +25,12 @@ from torch import Tensor
 from core.errors import ConfigError
 from core.records import OnBadRecord
 from datamodules.localization import LocalizationRecord, LocalizationSource
+from datamodules.synthetic.shapes import OUTLINES, textured_background
 from datamodules.synthetic.splits import SyntheticSplits, contrasting_color
 
 __all__ = ["SyntheticLocalization", "CLASS_NAMES"]
 
 CLASS_NAMES = ("circle", "square", "triangle", "star", "cross", "ring")
-_CIRCLE_POINTS = 48
-_RING_HOLE = 0.55  # inner radius / outer radius
-
-
-def _circle(radius: float = 1.0) -> np.ndarray:
-    t = np.linspace(0, 2 * math.pi, _CIRCLE_POINTS, endpoint=False)
-    return radius * np.stack([np.cos(t), np.sin(t)], axis=1)
-
-
-def _star(points: int = 5, inner: float = 0.45) -> np.ndarray:
-    t = -math.pi / 2 + np.arange(2 * points) * math.pi / points
-    r = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
-    return np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
-
-
-def _cross(arm: float = 0.34) -> np.ndarray:
-    a = arm
-    return np.array([(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a)], dtype=np.float64)
-
-
-# Each class as an outline in [-1, 1]^2 (y down) and an optional hole.
-_OUTLINES: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
-    "circle": (_circle(), None),
-    "square": (np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], dtype=np.float64), None),
-    "triangle": (np.array([(0, -1), (1, 1), (-1, 1)], dtype=np.float64), None),
-    "star": (_star(), None),
-    "cross": (_cross(), None),
-    "ring": (_circle(), _circle(_RING_HOLE)),
-}
-
-
 class SyntheticLocalization(SyntheticSplits, LocalizationSource):
     """Synthetic shapes, one per image, with their class and box.
 
@@ -124,7 +94,7 @@ def _sample_shape(rng: np.random.Generator, image_size: tuple[int, int], min_siz
     at a uniform fraction of the image's shorter side and lies wholly inside the image."""
     height, width = image_size
     label = int(rng.integers(len(CLASS_NAMES)))
-    outline, hole = _OUTLINES[CLASS_NAMES[label]]
+    outline, hole = OUTLINES[CLASS_NAMES[label]]
     # Aspect variety: stretch one axis by up to 1.6 (log-uniform, so wide and tall are as likely).
     aspect = math.exp(rng.uniform(-math.log(1.6), math.log(1.6)))
     stretch = np.array([math.sqrt(aspect), 1 / math.sqrt(aspect)])
@@ -156,19 +126,7 @@ def _sample_shape(rng: np.random.Generator, image_size: tuple[int, int], min_siz
 
 def _draw(rng: np.random.Generator, shape: dict[str, Any], image_size: tuple[int, int], clutter: int) -> Image.Image:
     height, width = image_size
-    base = np.array(shape["background"], dtype=np.float64)
-    # Gradient in a random direction, pixel noise, and now and then faint stripes: texture that
-    # the network must learn to ignore.
-    theta = rng.uniform(0, 2 * math.pi)
-    ys, xs = np.mgrid[0:height, 0:width] / max(height, width)
-    ramp = (np.cos(theta) * xs + np.sin(theta) * ys)[..., None] * rng.integers(-90, 90, 3)
-    canvas = base + ramp + rng.normal(0, 10, (height, width, 3))
-    if rng.random() < 0.4:
-        period = rng.uniform(4, 12)
-        phi = rng.uniform(0, math.pi)
-        stripes = np.sin(2 * math.pi * (np.cos(phi) * xs + np.sin(phi) * ys) * max(height, width) / period)
-        canvas = canvas + stripes[..., None] * rng.uniform(10, 30)
-    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    image = Image.fromarray(textured_background(rng, image_size, shape["background"]))
     draw = ImageDraw.Draw(image)
     side = min(height, width)
     for _ in range(int(rng.integers(0, clutter + 1))):

@@ -121,6 +121,27 @@ class ResNetBackbone(nn.Module):
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
 
+    def set_output_stride(self, output_stride: int) -> None:
+        """Re-dilate the same weights for another output stride (16 <-> 8), as DeepLab evaluates at
+        OS 8 a network trained at OS 16: torchvision's geometry for ``replace_stride_with_dilation``
+        (a dilated stage keeps stride 1; its first block has the previous dilation, the others the
+        stage's)."""
+        if output_stride not in (8, 16):
+            raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
+        dilation = 1
+        for layer, dilate in ((self.layer3, output_stride == 8), (self.layer4, True)):
+            previous = dilation
+            stride = 2
+            if dilate:
+                dilation, stride = dilation * 2, 1
+            for i, block in enumerate(layer):
+                d = previous if i == 0 else dilation
+                block.conv2.dilation, block.conv2.padding = (d, d), (d, d)
+                if i == 0:
+                    block.conv2.stride = (stride, stride)
+                    block.downsample[0].stride = (stride, stride)
+        self.output_stride = output_stride
+
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         low_level = self.layer1(self.stem(images))
         return {"low_level": low_level, "out": self.layer4(self.layer3(self.layer2(low_level)))}
@@ -201,6 +222,15 @@ class ASPP(nn.Module):
         )
         self.project = nn.Sequential(ConvBNReLU((len(rates) + 2) * out_channels, out_channels, 1), nn.Dropout(dropout))
 
+    def set_rates(self, rates: Sequence[int]) -> None:
+        """New atrous rates for the same weights (doubled when evaluating at OS 8)."""
+        atrous = self.branches[1:-1]
+        if len(rates) != len(atrous):
+            raise ValueError(f"ASPP has {len(atrous)} atrous branches, got rates {tuple(rates)}")
+        for branch, rate in zip(atrous, rates):
+            conv = branch[0]  # the 3x3 (or depthwise 3x3) conv of ConvBNReLU / SeparableConvBNReLU
+            conv.dilation, conv.padding = (rate, rate), (rate, rate)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
 
@@ -246,10 +276,17 @@ class DeepLabV3Plus(nn.Module):
         low_level_projection: channels of the projected layer1 features (48).
         decoder_channels: channels of the decoder's 3x3 convs (256).
         dropout: dropout after the ASPP projection (0.1).
+        decoder: ``False`` leaves the decoder out: the classifier runs on the ASPP output, upsampled
+            by the output stride at once (DeepLab v3's head: the first rows of the v3+ paper's Table 3).
+        eval_output_stride: output stride in eval mode (``None``: the backbone's). The v3+ paper
+            trains at OS 16 and evaluates at OS 8 with the same weights: in eval mode the backbone is
+            re-dilated (``ResNetBackbone.set_output_stride``) and the ASPP rates follow
+            (``aspp_rates``); ``train()`` puts the training stride back. Needs ``atrous_rates`` unset.
 
     Input: ``(N, 3, H, W)`` float, any size; train mode needs ``N >= 2`` (the image-pooling BN).
     Output: logits ``(N, num_classes, H, W)``, a plain tensor, the same at output stride 8 and 16 (only
-    the internal feature maps differ). Train and eval mode differ in the batch norms and the dropout.
+    the internal feature maps differ). Train and eval mode differ in the batch norms and the dropout
+    (and the output stride, with ``eval_output_stride``).
     Bilinear resizing uses ``align_corners=False`` (the authors' TensorFlow code uses ``True`` with
     input sizes of the form ``k * output_stride + 1``).
     """
@@ -264,15 +301,39 @@ class DeepLabV3Plus(nn.Module):
         low_level_projection: int = 48,
         decoder_channels: int = 256,
         dropout: float = 0.1,
+        decoder: bool = True,
+        eval_output_stride: Literal[8, 16] | None = None,
     ) -> None:
         super().__init__()
+        if eval_output_stride is not None:
+            if eval_output_stride not in (8, 16):
+                raise ValueError(f"eval_output_stride must be 8 or 16, got {eval_output_stride}")
+            if atrous_rates is not None or not hasattr(backbone, "set_output_stride"):
+                raise ValueError("eval_output_stride needs atrous_rates unset and a backbone with set_output_stride (ResNetBackbone)")
         self.backbone = backbone
+        self.num_classes = num_classes
+        self.train_output_stride = int(backbone.output_stride)
+        self.eval_output_stride = eval_output_stride
         rates = tuple(atrous_rates) if atrous_rates is not None else aspp_rates(backbone.output_stride)
         self.aspp = ASPP(backbone.out_channels, aspp_channels, rates, separable, dropout)
-        self.decoder = DeepLabV3PlusDecoder(aspp_channels, backbone.low_level_channels, low_level_projection, decoder_channels, separable)
-        self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
+        self.decoder = (
+            DeepLabV3PlusDecoder(aspp_channels, backbone.low_level_channels, low_level_projection, decoder_channels, separable)
+            if decoder else None
+        )
+        self.classifier = nn.Conv2d(decoder_channels if decoder else aspp_channels, num_classes, 1)
+
+    def train(self, mode: bool = True) -> "DeepLabV3Plus":
+        super().train(mode)
+        if self.eval_output_stride is not None:
+            stride = self.train_output_stride if mode else self.eval_output_stride
+            if stride != self.backbone.output_stride:
+                self.backbone.set_output_stride(stride)
+                self.aspp.set_rates(aspp_rates(stride))
+        return self
 
     def forward(self, images: Tensor) -> Tensor:
         features = self.backbone(images)
-        x = self.decoder(self.aspp(features["out"]), features["low_level"])
+        x = self.aspp(features["out"])
+        if self.decoder is not None:
+            x = self.decoder(x, features["low_level"])
         return F.interpolate(self.classifier(x), size=images.shape[-2:], mode="bilinear", align_corners=False)
