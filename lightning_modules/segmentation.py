@@ -271,12 +271,14 @@ class SegmentationModule(pl.LightningModule):
         """COCO's stuff-segmentation results: per image, one record per predicted class with
         ``image_id`` (a COCO id, else the dataset's name of the image), ``category_id`` (the class
         index into the data's class names), ``category`` (its name), ``segmentation`` (COCO RLE of
-        the class's pixels at the image's own size) and ``index`` (the image's position in the split)."""
+        the class's pixels at the image's own size), ``score`` (the mean probability of the class on
+        those pixels) and ``index`` (the image's position in the split)."""
         _, target = batch
         records = []
         for i, labels in enumerate(outputs["labels"]):
             height, width = (int(v) for v in target["size"][i])
             array = labels[:height, :width].cpu().numpy()
+            probabilities = outputs["scores"][i, :height, :width].float().cpu().numpy()
             coco_id = int(target["image_id"][i])
             for label in np.unique(array):
                 records.append({
@@ -284,6 +286,7 @@ class SegmentationModule(pl.LightningModule):
                     "category_id": int(label),
                     "category": self._class_name(int(label)),
                     "segmentation": label_rle(array, int(label)),
+                    "score": round(float(probabilities[array == label].mean()), 5),
                     "index": int(target["index"][i]),
                 })
         return records
