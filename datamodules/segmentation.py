@@ -19,8 +19,9 @@ the image's size and the network's output covers them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -156,7 +157,7 @@ class SegmentationAugmentation:
         height, width = image.shape[-2:]
         if height < crop_h or width < crop_w:
             padding = [0, 0, max(0, crop_w - width), max(0, crop_h - height)]  # left, top, right, bottom
-            mean = [int(round(255 * m)) for m in IMAGENET_MEAN]
+            mean = [round(255 * m) for m in IMAGENET_MEAN]
             image = TF.pad(image, padding, fill=mean)
             mask = TF.pad(mask, padding, fill=ignore_index)
         top, left, crop_h, crop_w = _crop_params(image, (crop_h, crop_w))

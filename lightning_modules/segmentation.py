@@ -295,7 +295,7 @@ class SegmentationModule(pl.LightningModule):
         return self.class_names[label] if label < len(self.class_names) else str(label)
 
     def configure_optimizers(self) -> Any:
-        default = lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)  # noqa: E731
+        default = lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
         if self.scheduler_factory is not None or self.poly_power == 0:
             return build_optimizers(self.network.parameters(), self.optimizer_factory, self.scheduler_factory, default=default, monitor=self.monitor)
         optimizer = build_optimizers(self.network.parameters(), self.optimizer_factory, None, default=default, monitor=self.monitor)

@@ -10,13 +10,13 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
+from core.errors import BadRecordError
 from datamodules.segmentation import SegmentationAugmentation, SegmentationDataModule, check_label_values, pad_collate
 from datamodules.synthetic.segmentation import CLASS_NAMES, SyntheticSegmentation
 from experiments.cli import run_cli
 from lightning_modules.metrics.segmentation import SegmentationScores, segmentation_scores
 from lightning_modules.networks.deeplab import DeepLabV3Plus, ResNetBackbone
 from lightning_modules.segmentation import SlidingWindow, align, dice_loss, label_rle
-from core.errors import BadRecordError
 
 
 def test_scores_match_a_confusion_matrix_computed_by_hand():
@@ -86,8 +86,8 @@ def test_align_crops_logits_or_labels_to_their_common_centre():
 
 
 def test_label_rle_round_trips():
-    from pycocotools import mask as mask_utils
     import numpy as np
+    from pycocotools import mask as mask_utils
 
     labels = np.array([[0, 2, 2], [1, 2, 0]])
     rle = label_rle(labels, 2)
@@ -174,7 +174,7 @@ def test_deeplab_without_decoder_has_no_decoder_parameters():
     with_decoder = DeepLabV3Plus(ResNetBackbone(blocks=(1, 1, 1, 1)), num_classes=3, aspp_channels=8, decoder_channels=8)
     without = DeepLabV3Plus(ResNetBackbone(blocks=(1, 1, 1, 1)), num_classes=3, aspp_channels=8, decoder_channels=8, decoder=False)
     assert without.decoder is None
-    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    count = lambda module: sum(p.numel() for p in module.parameters())
     # aspp_channels == decoder_channels, so both classifiers are the same size: the difference is the decoder.
     assert count(with_decoder) - count(without) == count(with_decoder.decoder) > 0
     without.eval()

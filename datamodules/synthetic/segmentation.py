@@ -133,11 +133,18 @@ def _sample_scene(rng: np.random.Generator, source: SyntheticSegmentation) -> di
         scale = rng.uniform(source.min_size, source.max_size) * side / 2
         center = rng.uniform([0.1 * width, 0.1 * height], [0.9 * width, 0.9 * height])
 
-        def place(points: np.ndarray) -> list[list[float]]:
-            return ((points * stretch) @ rotation.T * scale + center).tolist()
-
-        objects.append({"label": CLASS_NAMES.index(name), "outer": place(outline), "hole": None if hole is None else place(hole), "color": color})
+        objects.append({
+            "label": CLASS_NAMES.index(name),
+            "outer": _place(outline, stretch, rotation, scale, center),
+            "hole": None if hole is None else _place(hole, stretch, rotation, scale, center),
+            "color": color,
+        })
     return {"background": background.tolist(), "objects": objects}
+
+
+def _place(points: np.ndarray, stretch: np.ndarray, rotation: np.ndarray, scale: float, center: np.ndarray) -> list[list[float]]:
+    """A unit outline stretched, rotated, scaled and moved to ``center`` (image pixels)."""
+    return ((points * stretch) @ rotation.T * scale + center).tolist()
 
 
 def _draw(rng: np.random.Generator, scene: dict[str, Any], image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

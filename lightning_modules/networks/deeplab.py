@@ -322,7 +322,7 @@ class DeepLabV3Plus(nn.Module):
         )
         self.classifier = nn.Conv2d(decoder_channels if decoder else aspp_channels, num_classes, 1)
 
-    def train(self, mode: bool = True) -> "DeepLabV3Plus":
+    def train(self, mode: bool = True) -> DeepLabV3Plus:
         super().train(mode)
         if self.eval_output_stride is not None:
             stride = self.train_output_stride if mode else self.eval_output_stride
