@@ -295,10 +295,15 @@ class SegmentationModule(pl.LightningModule):
         return self.class_names[label] if label < len(self.class_names) else str(label)
 
     def configure_optimizers(self) -> Any:
+        """The configured optimiser (SGD, momentum 0.9, by default) with the configured scheduler, or
+        else the poly schedule stepped per iteration over the Trainer's estimated steps. Outside a
+        Trainer (bench's bare loop) the schedule has no horizon: the optimiser alone."""
         default = lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
         if self.scheduler_factory is not None or self.poly_power == 0:
             return build_optimizers(self.network.parameters(), self.optimizer_factory, self.scheduler_factory, default=default, monitor=self.monitor)
         optimizer = build_optimizers(self.network.parameters(), self.optimizer_factory, None, default=default, monitor=self.monitor)
+        if self._trainer is None:
+            return optimizer
         total = max(1, int(self.trainer.estimated_stepping_batches))
         poly = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total, power=self.poly_power)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": poly, "interval": "step"}}

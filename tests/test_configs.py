@@ -11,6 +11,8 @@ import pytest
 import torch
 import yaml
 
+from tests.test_task_contract import TASKS
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "experiments" / "configs").rglob("*.yaml"))
 
@@ -74,7 +76,7 @@ def test_mpii_config_is_the_paper_recipe():
     assert resolved["model"]["init_args"]["flip_test"] is True
 
 
-@pytest.mark.parametrize("config", ["tests/configs/pose_tiny.yaml", "tests/configs/localization_tiny.yaml"])
+@pytest.mark.parametrize("config", sorted(TASKS.values()))
 def test_bench_reports_through_the_contract(tmp_path, config, composer):
     out = tmp_path / "bench.json"
     result = subprocess.run(
@@ -89,6 +91,6 @@ def test_bench_reports_through_the_contract(tmp_path, config, composer):
     assert report["input_shape"] == list(model.example_input_array.shape[1:])
     assert report["forward_gflops_per_image"] > 0
     assert len(report["ratio_per_repeat"]) == 2 and report["lightning_to_bare_ratio"] > 0
-    assert report["train_images_per_s"]["bare"] > 0 and set(report["latency_ms"]) == {"batch1", "batch8"}
+    assert report["train_images_per_s"]["bare"] > 0 and set(report["latency_ms"]) == {"batch1", f"batch{report['batch_size']}"}
     assert report["loader_images_per_s"] > 0 and report["loader_workers"] == 0
     assert "Lightning / bare step" in result.stdout and "data loader images/s" in result.stdout
