@@ -25,7 +25,9 @@ lists those counts under ``filtered``.
 
 The kinds the readers use: ``missing_field``, ``wrong_type``, ``non_finite``, ``visibility_flag``,
 ``box_outside_image``, ``empty_box``, ``unknown_category``, ``unknown_image``, ``keypoint_count``,
-``no_joints``, ``image_missing``, ``path_outside_root``, ``duplicate``.
+``no_joints``, ``image_missing``, ``path_outside_root``, ``duplicate``, ``polygon_points``,
+``size_mismatch``. A segmentation label image is checked only when its pixels are read, in
+``load``: ``BadRecordError`` of kind ``size_mismatch``, ``label_value`` or ``label_format``.
 """
 from __future__ import annotations
 
