@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from core.errors import AnnotationFormatError, BadRecordError
-from datamodules.formats import FLIC, LSP, MPII, COCOKeypoints, MPIIRelease
+from datamodules.formats import FLIC, LSP, MPII, CamVid, Cityscapes, COCOKeypoints, COCOSemantic, MaskFolder, MPIIRelease, VOCSegmentation
 from datamodules.formats.csv_boxes import CSVBoxes
 from tests.pose_fixtures import (
     coco_folder,
@@ -29,6 +29,15 @@ from tests.pose_fixtures import (
     write_head_boxes,
     write_image,
     write_json,
+)
+from tests.segmentation_fixtures import (
+    camvid_folder,
+    cityscapes_folder,
+    coco_semantic_folder,
+    mask_folder,
+    voc_folder,
+    write_grey_png,
+    write_rgb,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,6 +121,63 @@ def _duplicate_csv(root: Path) -> Callable[[str], Any]:
     return _csv(root, ["images/d.png,1,1,10,10,circle", "images/d.png,20,20,30,30,square"])
 
 
+def _voc(root: Path, lines: list[str] = (), remove: str | None = None) -> Callable[[str], Any]:
+    """The VOC fixture (train: 2007_000032, 2007_000039) with ``lines`` appended to train.txt and
+    the file ``remove`` (relative to the root) deleted."""
+    voc_folder(root)
+    with open(root / "ImageSets" / "Segmentation" / "train.txt", "a") as handle:
+        handle.write("".join(f"{line}\n" for line in lines))
+    if remove:
+        (root / remove).unlink()
+    return lambda policy: VOCSegmentation(str(root), on_bad_record=policy)
+
+
+def _camvid(root: Path, train_list: list[str] | None = None, remove: str | None = None) -> Callable[[str], Any]:
+    """SegNet's CamVid fixture; with ``train_list``, train is read from a list of these lines (the
+    fixture's two images first)."""
+    camvid_folder(root)
+    if remove:
+        (root / remove).unlink()
+    if train_list is None:
+        return lambda policy: CamVid(str(root), on_bad_record=policy)
+    good = ["/SegNet/CamVid/train/0001TP_006690.png /SegNet/CamVid/trainannot/0001TP_006690.png",
+            "train/0001TP_006720.png trainannot/0001TP_006720.png"]
+    (root / "list.txt").write_text("\n".join(good + train_list) + "\n")
+    return lambda policy: CamVid(str(root), train_list="list.txt", on_bad_record=policy)
+
+
+def _cityscapes(root: Path, remove: str) -> Callable[[str], Any]:
+    cityscapes_folder(root)
+    (root / remove).unlink()
+    return lambda policy: Cityscapes(str(root), on_bad_record=policy)
+
+
+def _mask_folder(root: Path, image: str | None = None, mask: str | None = None) -> Callable[[str], Any]:
+    """The ISBI-style fixture with one more train image and/or mask file."""
+    mask_folder(root)
+    if image:
+        write_rgb(root / "train" / "images" / image)
+    if mask:
+        write_grey_png(root / "train" / "masks" / mask, np.zeros((10, 12)))
+    return lambda policy: MaskFolder(str(root), class_names=["membrane", "cell"], mask_values={0: 0, 255: 1}, on_bad_record=policy)
+
+
+def _coco_semantic(root: Path, mutate: Callable[[dict], None]) -> Callable[[str], Any]:
+    """The COCO fixture's train file (images 1 and 2 kept) ``mutate``d."""
+    coco_semantic_folder(root)
+    path = root / "annotations" / "instances_train2017.json"
+    content = json.loads(path.read_text())
+    mutate(content)
+    path.write_text(json.dumps(content))
+    return lambda policy: COCOSemantic(str(root), on_bad_record=policy)
+
+
+def _segmentation(index: int, value: Any) -> Callable[[dict], None]:
+    def mutate(content: dict) -> None:
+        content["annotations"][index]["segmentation"] = value
+    return mutate
+
+
 # (case id, dataset builder, the kind it must be refused as, how many records the skip drops)
 CASES: list[tuple[str, Callable[[Path], Callable[[str], Any]], str, int]] = [
     # MPII (HRNet JSON): a NaN among an unannotated joint's numbers (person 0, joint 0 has
@@ -160,6 +226,42 @@ CASES: list[tuple[str, Callable[[Path], Callable[[str], Any]], str, int]] = [
     ("csv-path-outside-root", lambda r: _csv(r, ["../d.png,1,1,10,10,circle"]), "path_outside_root", 1),
     ("csv-no-object", lambda r: _csv(r, ["images/d.png,,,,,"]), "no_object", 1),
     ("csv-several-objects", _duplicate_csv, "several_objects", 1),
+    # VOC segmentation: list lines
+    ("voc-image-missing", lambda r: _voc(r, remove="JPEGImages/2007_000039.jpg"), "image_missing", 1),
+    ("voc-label-missing", lambda r: _voc(r, remove="SegmentationClass/2007_000039.png"), "image_missing", 1),
+    ("voc-duplicate", lambda r: _voc(r, ["2007_000032"]), "duplicate", 1),
+    ("voc-path-outside-root", lambda r: _voc(r, ["../../2007_000032"]), "path_outside_root", 1),
+    ("voc-three-fields", lambda r: _voc(r, ["2007_000063 a b"]), "wrong_type", 1),
+    # CamVid: folders and SegNet's list file
+    ("camvid-label-missing", lambda r: _camvid(r, remove="trainannot/0001TP_006720.png"), "image_missing", 1),
+    ("camvid-image-missing", lambda r: _camvid(r, remove="train/0001TP_006720.png"), "image_missing", 1),
+    ("camvid-list-image-missing", lambda r: _camvid(r, ["train/gone.png trainannot/0001TP_006690.png"]), "image_missing", 1),
+    ("camvid-list-other-prefix", lambda r: _camvid(r, ["/data/CamVid/train/0001TP_006690.png /data/CamVid/trainannot/0001TP_006690.png"]), "path_outside_root", 1),
+    ("camvid-list-one-path", lambda r: _camvid(r, ["train/0001TP_006690.png"]), "missing_field", 1),
+    ("camvid-list-duplicate", lambda r: _camvid(r, ["train/0001TP_006690.png trainannot/0001TP_006690.png"]), "duplicate", 1),
+    # Cityscapes
+    ("cityscapes-label-missing", lambda r: _cityscapes(r, "gtFine/train/bremen/bremen_000001_000019_gtFine_labelIds.png"), "image_missing", 1),
+    ("cityscapes-image-missing", lambda r: _cityscapes(r, "leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png"), "image_missing", 1),
+    # Image / mask folders
+    ("mask-folder-no-mask", lambda r: _mask_folder(r, image="slice_02.png"), "image_missing", 1),
+    ("mask-folder-no-image", lambda r: _mask_folder(r, mask="slice_03.png"), "image_missing", 1),
+    ("mask-folder-two-images", lambda r: _mask_folder(r, image="slice_00.png"), "duplicate", 1),
+    # COCO semantic (train images 1 and 2; annotation 3 is image 2's dog)
+    ("coco-sem-unknown-category", lambda r: _coco_semantic(r, lambda c: c["annotations"][3].__setitem__("category_id", 2)), "unknown_category", 1),
+    ("coco-sem-unknown-image", lambda r: _coco_semantic(r, lambda c: c["annotations"].append({**c["annotations"][3], "id": 99, "image_id": 7})), "unknown_image", 1),
+    ("coco-sem-two-point-polygon", lambda r: _coco_semantic(r, _segmentation(3, [[1, 1, 5, 5]])), "polygon_points", 1),
+    ("coco-sem-no-polygon", lambda r: _coco_semantic(r, _segmentation(3, [])), "polygon_points", 1),
+    ("coco-sem-odd-polygon", lambda r: _coco_semantic(r, _segmentation(3, [[1, 1, 5, 5, 3, 7, 2]])), "wrong_type", 1),
+    ("coco-sem-nan-polygon", lambda r: _coco_semantic(r, _segmentation(3, [[1, 1, 5, math.nan, 3, 7]])), "non_finite", 1),
+    ("coco-sem-rle-size", lambda r: _coco_semantic(r, _segmentation(3, {"size": [5, 5], "counts": [25]})), "size_mismatch", 1),
+    ("coco-sem-rle-counts", lambda r: _coco_semantic(r, _segmentation(3, {"size": [10, 12], "counts": [100]})), "wrong_type", 1),
+    ("coco-sem-no-segmentation", lambda r: _coco_semantic(r, lambda c: c["annotations"][3].pop("segmentation")), "missing_field", 1),
+    ("coco-sem-iscrowd", lambda r: _coco_semantic(r, lambda c: c["annotations"][3].__setitem__("iscrowd", 2)), "wrong_type", 1),
+    ("coco-sem-duplicate-annotation", lambda r: _coco_semantic(r, lambda c: c["annotations"][3].__setitem__("id", 10)), "duplicate", 1),
+    ("coco-sem-duplicate-image", lambda r: _coco_semantic(r, lambda c: c["images"].append(dict(c["images"][1]))), "duplicate", 1),
+    ("coco-sem-image-missing", lambda r: _coco_semantic(r, lambda c: c["images"][1].__setitem__("file_name", "gone.jpg")), "image_missing", 1),
+    ("coco-sem-path-outside-root", lambda r: _coco_semantic(r, lambda c: c["images"][1].__setitem__("file_name", "../val2017/000000000002.jpg")), "path_outside_root", 1),
+    ("coco-sem-no-width", lambda r: _coco_semantic(r, lambda c: c["images"][1].pop("width")), "missing_field", 1),
 ]
 
 
@@ -193,6 +295,9 @@ def test_bad_record_is_an_error_or_a_counted_skip(tmp_path, name, build, kind, d
 @pytest.mark.parametrize("name, build", [
     ("mpii", lambda r: _mpii(r)), ("lsp", lambda r: _lsp(r, 0, 0, 0, 11.0)), ("flic", lambda r: _flic(r, {})),
     ("coco", lambda r: _coco(r, lambda c: None)), ("csv", lambda r: _csv(r, [])),
+    ("voc", lambda r: _voc(r)), ("camvid", lambda r: _camvid(r)), ("camvid-list", lambda r: _camvid(r, [])),
+    ("cityscapes", lambda r: (cityscapes_folder(r), lambda policy: Cityscapes(str(r), on_bad_record=policy))[1]),
+    ("mask-folder", lambda r: _mask_folder(r)), ("coco-semantic", lambda r: _coco_semantic(r, lambda c: None)),
 ])
 def test_skip_keeps_every_good_record(tmp_path, name, build):
     """One bad record less, nothing else: the same readers on their good fixtures read the same
