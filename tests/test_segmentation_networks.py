@@ -141,6 +141,29 @@ def test_fcn_crop_offsets_are_those_of_the_caffe_models():
     assert fcn_crop_offsets(2) == ((5, 9), 31)  # voc-fcn8s
 
 
+def test_fcn_small_image_geometry_keeps_the_construction():
+    # fc6 5x5 over conv1_1 padded by 68: the same derivation, other crops; 8s still ends at 31.
+    assert [fcn_crop_offsets(n, 68, 5) for n in range(3)] == [((), 19), ((3,), 27), ((3, 5), 31)]
+    with pytest.raises(ValueError, match="pad conv1_1 more"):
+        fcn_crop_offsets(2, 36, 5)
+    with pytest.raises(ValueError, match="odd"):
+        fcn_crop_offsets(2, 68, 4)
+    # A geometry valid for its crops can still be too small for an input: a clear error, not a crop.
+    tight = FCN(2, (4, 3), widths=[2, 2, 2, 2, 2], fc_channels=2, input_padding=36, fc6_kernel=3).eval()
+    with pytest.raises(ValueError, match="too small"):
+        tight(torch.zeros(1, 3, 2, 2))
+
+
+@pytest.mark.parametrize("geometry", [(100, 7), (68, 5)], ids=["paper", "small-image"])
+@pytest.mark.parametrize("skips", [(), (4,), (4, 3)], ids=["32s", "16s", "8s"])
+def test_fcn_output_has_the_input_size_for_any_input(geometry, skips):
+    padding, kernel = geometry
+    net = FCN(2, skips, widths=[2, 2, 2, 2, 2], fc_channels=2, input_padding=padding, fc6_kernel=kernel).eval()
+    with torch.no_grad():
+        for height, width in [(1, 1), (1, 7), (5, 2), (17, 33), (31, 64), (64, 64), (65, 97)]:
+            assert net(torch.zeros(1, 3, height, width)).shape == (1, 2, height, width)
+
+
 @pytest.mark.parametrize("factor", [2, 8, 32])
 def test_fcn_transposed_conv_starts_as_bilinear_interpolation(factor):
     up = make_upsampler("transposed", 2, factor, learnable=True)
@@ -245,6 +268,33 @@ def test_fcn_loads_vgg16_weights_with_fc_layers_as_convs(tmp_path):
         assert torch.equal(net.state_dict()[name], source.state_dict()[name]), name
     with pytest.raises(CheckpointError, match="not found"):
         tiny_fcn(backbone_weights=tmp_path / "missing.pth")
+
+
+def test_fcn_with_batch_norm_loads_vgg16_bn_weights(tmp_path):
+    source = tiny_fcn(norm_layer=nn.BatchNorm2d)
+    layers = [m for m in source.backbone.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    assert len(layers) == 26  # a norm after each of the 13 convs
+    # torchvision vgg16_bn.features: conv, bn, relu for each conv, and a max-pool after each stage.
+    state, position = {}, 0
+    for k, layer in enumerate(layers):
+        state.update({f"features.{position}.{name}": v.detach().clone() + k for name, v in layer.state_dict().items()})
+        position += 1 if isinstance(layer, nn.Conv2d) else 2
+        if k in (3, 7, 13, 19, 25):  # the last norm of a stage
+            position += 1
+    assert max(int(key.split(".")[1]) for key in state) == 41  # vgg16_bn's last norm
+    state["classifier.0.weight"], state["classifier.0.bias"] = source.fc6.weight.flatten(1), source.fc6.bias
+    state["classifier.3.weight"], state["classifier.3.bias"] = source.fc7.weight.flatten(1), source.fc7.bias
+    torch.save({k: v.detach().clone() for k, v in state.items()}, tmp_path / "vgg16_bn.pth")
+    net = tiny_fcn(norm_layer=nn.BatchNorm2d, backbone_weights=tmp_path / "vgg16_bn.pth")
+    loaded = [m for m in net.backbone.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    for k, (layer, original) in enumerate(zip(loaded, layers)):
+        assert torch.equal(layer.weight, original.weight + k)
+    # A plain vgg16 file for a trunk with norms: refused, naming the layout it needs.
+    plain = {key: value for key, value in state.items() if key.startswith("classifier")}
+    plain.update({f"features.{i}.weight": torch.zeros(1) for i in range(13)})
+    torch.save(plain, tmp_path / "vgg16.pth")
+    with pytest.raises(CheckpointError, match="vgg16_bn"):
+        tiny_fcn(norm_layer=nn.BatchNorm2d, backbone_weights=tmp_path / "vgg16.pth")
 
 
 def test_segnet_loads_vgg16_bn_encoder_weights(tmp_path):

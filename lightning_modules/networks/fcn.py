@@ -135,24 +135,28 @@ def make_upsampler(kind: Upsampling, channels: int, factor: int, learnable: bool
 
 
 # --------------------------------------------------------------------------- geometry
-def fcn_crop_offsets(num_skips: int) -> tuple[tuple[int, ...], int]:
-    """Crop offsets of FCN on VGG16 with ``num_skips`` fused pooling outputs (0: 32s, 1: 16s, 2: 8s).
+def fcn_crop_offsets(num_skips: int, input_padding: int = CAFFE_PADDING, fc6_kernel: int = 7) -> tuple[tuple[int, ...], int]:
+    """Crop offsets of FCN on VGG16 with ``num_skips`` fused pooling outputs (0: 32s, 1: 16s, 2: 8s),
+    conv1_1 padded by ``input_padding`` and an unpadded ``fc6_kernel`` x ``fc6_kernel`` fc6.
 
     Returns ``(skip_offsets, final_offset)``: the score map of skip ``i`` (pool4, pool3, ...) is cropped
     from ``skip_offsets[i]`` to the size of the upsampled coarser map, and the final upsampled map from
-    ``final_offset`` to the input size. For 2 skips this gives Caffe's ``((5, 9), 31)``.
+    ``final_offset`` to the input size. For 2 skips and the paper's geometry (100, 7) this gives Caffe's
+    ``((5, 9), 31)``. A geometry whose crops would start outside a map raises ``ValueError``.
 
     Each map is tracked as (stride, origin): its index ``j`` lies over input pixel ``stride*j + origin``.
     """
     if not 0 <= num_skips <= 4:
         raise ValueError(f"num_skips must be in 0..4 (pool4 down to pool1), got {num_skips}")
-    stride, origin = 1, Fraction(1 - CAFFE_PADDING)  # conv1_1: a 3x3 window over the 100-padded input
+    if fc6_kernel < 1 or fc6_kernel % 2 == 0:
+        raise ValueError(f"fc6_kernel must be an odd number >= 1, got {fc6_kernel}")
+    stride, origin = 1, Fraction(1 - input_padding)  # conv1_1: a 3x3 window over the padded input
     pools = []
     for _ in range(5):  # 2x2/2 pool: output j covers inputs 2j and 2j+1
         origin += stride * Fraction(1, 2)
         stride *= 2
         pools.append((stride, origin))
-    origin += 3 * stride  # fc6 is an unpadded 7x7 conv: its output j is centred on input j+3
+    origin += (fc6_kernel // 2) * stride  # fc6 is an unpadded k x k conv: its output j is centred on input j + k//2
     skip_offsets = []
     for level in range(4, 4 - num_skips, -1):
         # A bilinear transposed conv by f maps output o onto input index (o + 1/2)/f - 1.
@@ -160,23 +164,36 @@ def fcn_crop_offsets(num_skips: int) -> tuple[tuple[int, ...], int]:
         stride //= 2
         skip_stride, skip_origin = pools[level - 1]
         offset = (origin - skip_origin) / skip_stride
-        assert skip_stride == stride and offset.denominator == 1 and offset >= 0, (level, offset)
+        assert skip_stride == stride and offset.denominator == 1, (level, offset)
+        if offset < 0:
+            raise ValueError(f"input_padding {input_padding} with fc6_kernel {fc6_kernel}: the pool{level} scores would be "
+                             f"cropped from {offset}; pad conv1_1 more")
         skip_offsets.append(int(offset))
     origin += stride * (Fraction(1, 2 * stride) - 1)  # the final upsampling by the whole remaining stride
-    assert origin.denominator == 1 and origin <= 0, origin
+    assert origin.denominator == 1, origin
+    if origin > 0:
+        raise ValueError(f"input_padding {input_padding} with fc6_kernel {fc6_kernel}: the output would start {origin} "
+                         "pixels inside the image; pad conv1_1 more")
     return tuple(skip_offsets), int(-origin)
 
 
 # --------------------------------------------------------------------------- VGG16 network
 class VGG16Trunk(nn.Module):
     """The 13 VGG16 convolutions (3x3, ReLU) in five stages, each ending in a 2x2/2 max-pool that rounds
-    up; conv1_1 pads by 100 pixels (Caffe FCN).
+    up; conv1_1 pads by ``input_padding`` pixels (100 in Caffe FCN), the other convs by 1. With
+    ``norm_layer`` (e.g. ``nn.BatchNorm2d``: torchvision's ``vgg16_bn`` layout) a norm follows every conv.
 
     Input ``(N, in_channels, H, W)``; output the five pooling outputs ``[pool1, ..., pool5]``, pool k with
-    ``widths[k-1]`` channels and size ``ceil((H + 198) / 2**k)``.
+    ``widths[k-1]`` channels and size ``ceil((H + 2 * input_padding - 2) / 2**k)``.
     """
 
-    def __init__(self, in_channels: int = 3, widths: Sequence[int] = VGG16_WIDTHS) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        widths: Sequence[int] = VGG16_WIDTHS,
+        input_padding: int = CAFFE_PADDING,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+    ) -> None:
         super().__init__()
         if len(widths) != 5:
             raise ValueError(f"widths must give the 5 VGG16 stage widths, got {tuple(widths)}")
@@ -185,8 +202,11 @@ class VGG16Trunk(nn.Module):
         for stage, (width, num_convs) in enumerate(zip(widths, VGG16_CONVS_PER_STAGE)):
             layers: list[nn.Module] = []
             for i in range(num_convs):
-                padding = CAFFE_PADDING if stage == 0 and i == 0 else 1
-                layers += [nn.Conv2d(channels, width, 3, padding=padding), nn.ReLU(inplace=True)]
+                padding = input_padding if stage == 0 and i == 0 else 1
+                layers.append(nn.Conv2d(channels, width, 3, padding=padding))  # biased even before a norm, as vgg16_bn
+                if norm_layer is not None:
+                    layers.append(norm_layer(width))
+                layers.append(nn.ReLU(inplace=True))
                 channels = width
             layers.append(nn.MaxPool2d(2, stride=2, ceil_mode=True))
             self.stages.append(nn.Sequential(*layers))
@@ -216,9 +236,21 @@ class FCN(nn.Module):
             the 2x ones are always learned).
         backbone_weights: optional path of a local torchvision ``vgg16`` state dict
             (``vgg16-397923af.pth``): fills the 13 convs and fc6/fc7 (the classifier's first two linear
-            layers reshaped to 7x7 and 1x1 convs). Needs the default widths.
+            layers reshaped to 7x7 and 1x1 convs). Needs the default widths and ``fc6_kernel``.
+        input_padding: conv1_1's padding (100 in the paper: enough that pool5 holds a 7x7 window for
+            any input). The padded input is ``H + 198`` pixels high, 17x the pixels of a 64x64 image:
+            small-image configs take ``fc6_kernel: 5`` with ``input_padding: 68`` (the same construction,
+            crops from ``fcn_crop_offsets``: 3 and 5 for pool4 and pool3, 31 at the end), 0.57x the
+            trunk's cost there.
+        fc6_kernel: fc6's kernel (7: VGG16's classifier over the 7x7 pool5 map).
+        norm_layer: a norm after each of the 13 convs and after fc6 and fc7 (not in the paper, which
+            starts from ImageNet weights; ``nn.BatchNorm2d`` lets the network train from scratch).
+            ``backbone_weights`` then takes a ``vgg16_bn`` state dict (its classifier has no norm: those
+            of fc6 and fc7 start fresh).
 
-    Input: ``(N, in_channels, H, W)`` float, any ``H, W >= 1``.
+    Input: ``(N, in_channels, H, W)`` float, any ``H, W >= 1`` with the paper's geometry and with
+    ``(68, 5)``; a geometry whose crops would leave a map fails when the network is built, an input too
+    small for it on the forward, with a ``ValueError`` saying so.
     Output: logits ``(N, num_classes, H, W)``, a plain tensor. Train and eval mode differ only in the
     dropout after fc6 and fc7. Score layers start at zero (as in the paper), so the first output is zero.
     """
@@ -234,17 +266,24 @@ class FCN(nn.Module):
         upsampling: Upsampling = "transposed",
         learn_final_upsampling: bool = False,
         backbone_weights: str | Path | None = None,
+        input_padding: int = CAFFE_PADDING,
+        fc6_kernel: int = 7,
+        norm_layer: Callable[[int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.skips = tuple(skips)
         if self.skips != tuple(range(4, 4 - len(self.skips), -1)):
             raise ValueError(f"skips must be consecutive pooling stages from pool4 down, e.g. (), (4,), (4, 3); got {self.skips}")
-        self.skip_offsets, self.final_offset = fcn_crop_offsets(len(self.skips))
+        self.skip_offsets, self.final_offset = fcn_crop_offsets(len(self.skips), input_padding, fc6_kernel)
         self.output_stride = 32 // 2 ** len(self.skips)
 
-        self.backbone = VGG16Trunk(in_channels, widths)
-        self.fc6 = nn.Conv2d(widths[4], fc_channels, 7)
+        self.backbone = VGG16Trunk(in_channels, widths, input_padding, norm_layer)
+        self.fc6 = nn.Conv2d(widths[4], fc_channels, fc6_kernel)
         self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
+        # With a norm in the trunk, fc6 and fc7 get one too: from scratch, their ReLUs die within the first
+        # steps otherwise, and FCN-32s, whose only path runs through them, never leaves the class prior.
+        self.fc6_norm = norm_layer(fc_channels) if norm_layer is not None else nn.Identity()
+        self.fc7_norm = norm_layer(fc_channels) if norm_layer is not None else nn.Identity()
         self.dropout = nn.Dropout(dropout)  # stateless, applied after fc6 and after fc7
         self.score_fr = nn.Conv2d(fc_channels, num_classes, 1)
         self.score_pools = nn.ModuleList(nn.Conv2d(widths[k - 1], num_classes, 1) for k in self.skips)
@@ -257,13 +296,14 @@ class FCN(nn.Module):
             self.load_vgg16_weights(backbone_weights)
 
     def load_vgg16_weights(self, path: str | Path) -> None:
-        """Fill the trunk and fc6/fc7 from a local torchvision ``vgg16`` state dict."""
+        """Fill the trunk and fc6/fc7 from a local torchvision ``vgg16`` (``vgg16_bn`` with a norm) state dict."""
         state = load_weights_file(path, "VGG16")
         layers = vgg_feature_layers(state)
-        convs = [m for m in self.backbone.modules() if isinstance(m, nn.Conv2d)]
-        if len(layers) != len(convs) or "classifier.0.weight" not in state or "classifier.3.weight" not in state:
-            raise CheckpointError(f"VGG16 weights file {path} does not hold torchvision vgg16 features.* and classifier.0/3")
-        for conv, tensors in zip(convs, layers):
+        weighted = [m for m in self.backbone.modules() if isinstance(m, nn.Conv2d) or any(True for _ in m.parameters(recurse=False))]
+        if len(layers) != len(weighted) or "classifier.0.weight" not in state or "classifier.3.weight" not in state:
+            name = "vgg16_bn" if len(weighted) > 13 else "vgg16"
+            raise CheckpointError(f"VGG16 weights file {path} does not hold torchvision {name} features.* and classifier.0/3")
+        for conv, tensors in zip(weighted, layers):
             _copy_into(conv, tensors, f"VGG16 weights file {path}")
         # fc6 saw the flattened (512, 7, 7) pool5 map; fc7 a vector: the same weights as convs.
         _copy_into(self.fc6, {"weight": state["classifier.0.weight"].reshape(self.fc6.weight.shape),
@@ -274,16 +314,24 @@ class FCN(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         height, width = images.shape[-2:]
         pools = self.backbone(images)
-        x = self.dropout(F.relu(self.fc6(pools[-1])))
-        x = self.dropout(F.relu(self.fc7(x)))
+        x = self.dropout(F.relu(self.fc6_norm(self.fc6(pools[-1]))))
+        x = self.dropout(F.relu(self.fc7_norm(self.fc7(x))))
         score = self.score_fr(x)
         for level, offset, score_pool, upscore in zip(self.skips, self.skip_offsets, self.score_pools, self.upscores):
             score = upscore(score)
             skip = score_pool(pools[level - 1])
+            if skip.shape[-2] < offset + score.shape[-2] or skip.shape[-1] < offset + score.shape[-1]:
+                raise ValueError(self._too_small(height, width))
             score = score + skip[..., offset:offset + score.shape[-2], offset:offset + score.shape[-1]]
         score = self.final_upscore(score)
         o = self.final_offset
+        if score.shape[-2] < o + height or score.shape[-1] < o + width:
+            raise ValueError(self._too_small(height, width))
         return score[..., o:o + height, o:o + width]
+
+    def _too_small(self, height: int, width: int) -> str:
+        padding, kernel = self.backbone.stages[0][0].padding[0], self.fc6.kernel_size[0]
+        return f"input {height}x{width} is too small for conv1_1 padding {padding} and a {kernel}x{kernel} fc6: pad conv1_1 more"
 
 
 def fcn32s(num_classes: int = 21, **kwargs: Any) -> FCN:
