@@ -17,7 +17,7 @@ from PIL import Image
 
 from core.errors import BadRecordError, ConfigError, DataNotFoundError, ImageReadError
 from core.label_sets import CAMVID_CLASSES, CITYSCAPES_CLASSES, VOC_CLASSES, cityscapes_palette
-from datamodules.formats import COCOSemantic, CamVid, Cityscapes, MaskFolder, VOCSegmentation
+from datamodules.formats import CamVid, Cityscapes, COCOSemantic, MaskFolder, VOCSegmentation
 from datamodules.segmentation import SegmentationDataModule
 from tests.segmentation_fixtures import (
     COCO_EXPECTED,

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from core.errors import AnnotationFormatError, BadRecordError, DataNotFoundError, ImageReadError
-from core.records import RecordChecker, RecordProblem, finite_array, inside_root
+from core.records import RecordChecker, RecordProblem, RequiredPath, finite_array, inside_root
 from datamodules.pose import PoseRecord, PoseSource
 from datamodules.segmentation import SegmentationRecord, SegmentationSource, check_label_values, check_same_size
 
@@ -53,6 +53,8 @@ __all__ = [
     "load_mat",
     "load_rgb",
     "load_label_map",
+    "COCO_SPLITS",
+    "coco_required_paths",
     "read_list",
     "value_table",
     "map_label_values",
@@ -154,6 +156,19 @@ def load_label_map(path: str | Path) -> np.ndarray:
         raise BadRecordError(path, f"a label image must hold one integer per pixel, got {values.dtype} {values.shape}",
                              kind="label_format")
     return values
+
+
+COCO_SPLITS = ("train", "val")
+
+
+def coco_required_paths(root: Path, annotation_files: Mapping[str, Path], image_dirs: Mapping[str, Path]) -> list[RequiredPath]:
+    """The paths of COCO's 2017 layout (root, then each split's annotation file and image folder),
+    named by the readers' common arguments ``{split}_annotations`` and ``{split}_images``."""
+    paths = [RequiredPath("COCO root", root, "root", "folder")]
+    for split in COCO_SPLITS:
+        paths.append(RequiredPath(f"COCO {split} annotation file", annotation_files[split], f"{split}_annotations"))
+        paths.append(RequiredPath(f"COCO {split} image folder", image_dirs[split], f"{split}_images", "folder"))
+    return paths
 
 
 def read_list(path: Path) -> list[tuple[int, list[str]]]:

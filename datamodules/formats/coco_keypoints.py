@@ -46,13 +46,22 @@ import numpy as np
 from core.errors import AnnotationFormatError, ConfigError
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_box, check_flags, check_required, finite_array
 from core.skeletons import COCO_SKELETON, PCK_TORSO, PoseProtocol, Skeleton
-from datamodules.formats._common import ImageFileSource, image_file, load_json, number, record_field, resolve
+from datamodules.formats._common import (
+    COCO_SPLITS,
+    ImageFileSource,
+    coco_required_paths,
+    image_file,
+    load_json,
+    number,
+    record_field,
+    resolve,
+)
 from datamodules.pose import PoseRecord
 
 __all__ = ["COCOKeypoints"]
 
 NUM_JOINTS = 17
-SPLITS = ("train", "val")
+SPLITS = COCO_SPLITS
 
 
 class COCOKeypoints(ImageFileSource):
@@ -114,11 +123,7 @@ class COCOKeypoints(ImageFileSource):
         self.splits["test"] = self.splits["val"]
 
     def required_paths(self) -> list[RequiredPath]:
-        paths = [RequiredPath("COCO root", self.root, "root", "folder")]
-        for split in SPLITS:
-            paths.append(RequiredPath(f"COCO {split} annotation file", self.annotation_files[split], f"{split}_annotations"))
-            paths.append(RequiredPath(f"COCO {split} image folder", self.image_dirs[split], f"{split}_images", "folder"))
-        return paths
+        return coco_required_paths(self.root, self.annotation_files, self.image_dirs)
 
     def coco_annotation_file(self, split: str) -> str | None:
         """The split's keypoint ground truth, so OKS AP is reported (``test`` is the val people)."""

@@ -56,12 +56,12 @@ from core.coco import load_coco
 from core.errors import AnnotationFormatError, ConfigError
 from core.label_sets import IGNORE_INDEX
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_required, finite_array
-from datamodules.formats._common import MaskFileSource, image_file, number, record_field, resolve
+from datamodules.formats._common import COCO_SPLITS, MaskFileSource, coco_required_paths, image_file, number, record_field, resolve
 from datamodules.segmentation import SegmentationRecord
 
 __all__ = ["COCOSemantic"]
 
-SPLITS = ("train", "val")
+SPLITS = COCO_SPLITS
 
 
 class COCOSemantic(MaskFileSource):
@@ -123,11 +123,7 @@ class COCOSemantic(MaskFileSource):
         self.splits["test"] = self.splits["val"]
 
     def required_paths(self) -> list[RequiredPath]:
-        paths = [RequiredPath("COCO root", self.root, "root", "folder")]
-        for split in SPLITS:
-            paths.append(RequiredPath(f"COCO {split} annotation file", self.annotation_files[split], f"{split}_annotations"))
-            paths.append(RequiredPath(f"COCO {split} image folder", self.image_dirs[split], f"{split}_images", "folder"))
-        return paths
+        return coco_required_paths(self.root, self.annotation_files, self.image_dirs)
 
     # ------------------------------------------------------------------ parsing
     def _read(self, path: Path, content: dict[str, Any], images: Path, keep_empty: bool) -> list[SegmentationRecord]:
