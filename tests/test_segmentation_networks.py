@@ -141,24 +141,29 @@ def test_fcn_crop_offsets_are_those_of_the_caffe_models():
     assert fcn_crop_offsets(2) == ((5, 9), 31)  # voc-fcn8s
 
 
-def test_fcn_small_image_geometry_keeps_the_construction():
-    # fc6 5x5 over conv1_1 padded by 68: the same derivation, other crops; 8s still ends at 31.
-    assert [fcn_crop_offsets(n, 68, 5) for n in range(3)] == [((), 19), ((3,), 27), ((3, 5), 31)]
+def test_fcn_lightly_padded_geometry_crops_the_coarser_map():
+    # conv1_1 padded by 1 and a padded 3x3 fc6: the upsampled coarser scores start a cell before the
+    # skip's (negative offsets, so they are the ones cropped); the output starts 16 / 8 / 4 pixels early.
+    assert [fcn_crop_offsets(n, 1, 3, 1) for n in range(3)] == [((), 16), ((-1,), 8), ((-1, -1), 4)]
+    # An unpadded 5x5 fc6 over a conv1_1 padded by 68 keeps Caffe's rule (crop the skip).
+    assert fcn_crop_offsets(2, 68, 5) == ((3, 5), 31)
     with pytest.raises(ValueError, match="pad conv1_1 more"):
         fcn_crop_offsets(2, 36, 5)
     with pytest.raises(ValueError, match="odd"):
         fcn_crop_offsets(2, 68, 4)
+    with pytest.raises(ValueError, match="fc6_padding"):
+        fcn_crop_offsets(2, 1, 3, 2)
     # A geometry valid for its crops can still be too small for an input: a clear error, not a crop.
     tight = FCN(2, (4, 3), widths=[2, 2, 2, 2, 2], fc_channels=2, input_padding=36, fc6_kernel=3).eval()
     with pytest.raises(ValueError, match="too small"):
         tight(torch.zeros(1, 3, 2, 2))
 
 
-@pytest.mark.parametrize("geometry", [(100, 7), (68, 5)], ids=["paper", "small-image"])
+@pytest.mark.parametrize("geometry", [(100, 7, 0), (68, 5, 0), (1, 3, 1)], ids=["paper", "unpadded-5x5", "padded"])
 @pytest.mark.parametrize("skips", [(), (4,), (4, 3)], ids=["32s", "16s", "8s"])
 def test_fcn_output_has_the_input_size_for_any_input(geometry, skips):
-    padding, kernel = geometry
-    net = FCN(2, skips, widths=[2, 2, 2, 2, 2], fc_channels=2, input_padding=padding, fc6_kernel=kernel).eval()
+    padding, kernel, fc6_padding = geometry
+    net = FCN(2, skips, widths=[2, 2, 2, 2, 2], fc_channels=2, input_padding=padding, fc6_kernel=kernel, fc6_padding=fc6_padding).eval()
     with torch.no_grad():
         for height, width in [(1, 1), (1, 7), (5, 2), (17, 33), (31, 64), (64, 64), (65, 97)]:
             assert net(torch.zeros(1, 3, height, width)).shape == (1, 2, height, width)

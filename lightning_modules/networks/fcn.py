@@ -135,14 +135,19 @@ def make_upsampler(kind: Upsampling, channels: int, factor: int, learnable: bool
 
 
 # --------------------------------------------------------------------------- geometry
-def fcn_crop_offsets(num_skips: int, input_padding: int = CAFFE_PADDING, fc6_kernel: int = 7) -> tuple[tuple[int, ...], int]:
+def fcn_crop_offsets(
+    num_skips: int, input_padding: int = CAFFE_PADDING, fc6_kernel: int = 7, fc6_padding: int = 0,
+) -> tuple[tuple[int, ...], int]:
     """Crop offsets of FCN on VGG16 with ``num_skips`` fused pooling outputs (0: 32s, 1: 16s, 2: 8s),
-    conv1_1 padded by ``input_padding`` and an unpadded ``fc6_kernel`` x ``fc6_kernel`` fc6.
+    conv1_1 padded by ``input_padding`` and a ``fc6_kernel`` x ``fc6_kernel`` fc6 padded by ``fc6_padding``.
 
-    Returns ``(skip_offsets, final_offset)``: the score map of skip ``i`` (pool4, pool3, ...) is cropped
-    from ``skip_offsets[i]`` to the size of the upsampled coarser map, and the final upsampled map from
-    ``final_offset`` to the input size. For 2 skips and the paper's geometry (100, 7) this gives Caffe's
-    ``((5, 9), 31)``. A geometry whose crops would start outside a map raises ``ValueError``.
+    Returns ``(skip_offsets, final_offset)``. A skip offset ``o >= 0``: the score map of skip ``i``
+    (pool4, pool3, ...) is cropped from ``o`` to the size of the upsampled coarser map (Caffe's rule; the
+    sum keeps the coarser map's grid). ``o < 0``: the upsampled coarser map starts ``-o`` cells before
+    the skip's map (a lightly padded trunk), so it is cropped from ``-o`` instead and the sum keeps the
+    skip's grid. The final upsampled map is cropped from ``final_offset`` to the input size. For 2 skips
+    and the paper's geometry (100, 7, 0) this gives Caffe's ``((5, 9), 31)``. A geometry whose output
+    would start inside the image raises ``ValueError``.
 
     Each map is tracked as (stride, origin): its index ``j`` lies over input pixel ``stride*j + origin``.
     """
@@ -150,13 +155,15 @@ def fcn_crop_offsets(num_skips: int, input_padding: int = CAFFE_PADDING, fc6_ker
         raise ValueError(f"num_skips must be in 0..4 (pool4 down to pool1), got {num_skips}")
     if fc6_kernel < 1 or fc6_kernel % 2 == 0:
         raise ValueError(f"fc6_kernel must be an odd number >= 1, got {fc6_kernel}")
+    if not 0 <= fc6_padding <= fc6_kernel // 2:
+        raise ValueError(f"fc6_padding must be in 0..{fc6_kernel // 2} for a {fc6_kernel}x{fc6_kernel} fc6, got {fc6_padding}")
     stride, origin = 1, Fraction(1 - input_padding)  # conv1_1: a 3x3 window over the padded input
     pools = []
     for _ in range(5):  # 2x2/2 pool: output j covers inputs 2j and 2j+1
         origin += stride * Fraction(1, 2)
         stride *= 2
         pools.append((stride, origin))
-    origin += (fc6_kernel // 2) * stride  # fc6 is an unpadded k x k conv: its output j is centred on input j + k//2
+    origin += (fc6_kernel // 2 - fc6_padding) * stride  # fc6's output j is centred on its input j + k//2 - padding
     skip_offsets = []
     for level in range(4, 4 - num_skips, -1):
         # A bilinear transposed conv by f maps output o onto input index (o + 1/2)/f - 1.
@@ -166,13 +173,12 @@ def fcn_crop_offsets(num_skips: int, input_padding: int = CAFFE_PADDING, fc6_ker
         offset = (origin - skip_origin) / skip_stride
         assert skip_stride == stride and offset.denominator == 1, (level, offset)
         if offset < 0:
-            raise ValueError(f"input_padding {input_padding} with fc6_kernel {fc6_kernel}: the pool{level} scores would be "
-                             f"cropped from {offset}; pad conv1_1 more")
+            origin = skip_origin  # the coarser map is cropped instead: the sum is on the skip's grid
         skip_offsets.append(int(offset))
     origin += stride * (Fraction(1, 2 * stride) - 1)  # the final upsampling by the whole remaining stride
     assert origin.denominator == 1, origin
     if origin > 0:
-        raise ValueError(f"input_padding {input_padding} with fc6_kernel {fc6_kernel}: the output would start {origin} "
+        raise ValueError(f"input_padding {input_padding} with fc6 {fc6_kernel}x{fc6_kernel}/{fc6_padding}: the output would start {origin} "
                          "pixels inside the image; pad conv1_1 more")
     return tuple(skip_offsets), int(-origin)
 
@@ -238,19 +244,20 @@ class FCN(nn.Module):
             (``vgg16-397923af.pth``): fills the 13 convs and fc6/fc7 (the classifier's first two linear
             layers reshaped to 7x7 and 1x1 convs). Needs the default widths and ``fc6_kernel``.
         input_padding: conv1_1's padding (100 in the paper: enough that pool5 holds a 7x7 window for
-            any input). The padded input is ``H + 198`` pixels high, 17x the pixels of a 64x64 image:
-            small-image configs take ``fc6_kernel: 5`` with ``input_padding: 68`` (the same construction,
-            crops from ``fcn_crop_offsets``: 3 and 5 for pool4 and pool3, 31 at the end), 0.57x the
-            trunk's cost there.
+            any input). The padded input is ``H + 198`` pixels high, 4.2x the pixels of a 128x128
+            image: small-image configs take ``input_padding: 1`` with a padded fc6 (``fc6_kernel: 3``,
+            ``fc6_padding: 1``), a trunk padded like any VGG; the crops follow from the same
+            construction (``fcn_crop_offsets``), the coarser score map then being the one cropped.
         fc6_kernel: fc6's kernel (7: VGG16's classifier over the 7x7 pool5 map).
+        fc6_padding: fc6's padding (0 in the paper).
         norm_layer: a norm after each of the 13 convs and after fc6 and fc7 (not in the paper, which
             starts from ImageNet weights; ``nn.BatchNorm2d`` lets the network train from scratch).
             ``backbone_weights`` then takes a ``vgg16_bn`` state dict (its classifier has no norm: those
             of fc6 and fc7 start fresh).
 
-    Input: ``(N, in_channels, H, W)`` float, any ``H, W >= 1`` with the paper's geometry and with
-    ``(68, 5)``; a geometry whose crops would leave a map fails when the network is built, an input too
-    small for it on the forward, with a ``ValueError`` saying so.
+    Input: ``(N, in_channels, H, W)`` float, any ``H, W >= 1`` with the paper's geometry and with the
+    padded one above (tested); a geometry whose output would start inside the image fails when the
+    network is built, an input too small for a geometry on the forward, with a ``ValueError``.
     Output: logits ``(N, num_classes, H, W)``, a plain tensor. Train and eval mode differ only in the
     dropout after fc6 and fc7. Score layers start at zero (as in the paper), so the first output is zero.
     """
@@ -268,17 +275,18 @@ class FCN(nn.Module):
         backbone_weights: str | Path | None = None,
         input_padding: int = CAFFE_PADDING,
         fc6_kernel: int = 7,
+        fc6_padding: int = 0,
         norm_layer: Callable[[int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.skips = tuple(skips)
         if self.skips != tuple(range(4, 4 - len(self.skips), -1)):
             raise ValueError(f"skips must be consecutive pooling stages from pool4 down, e.g. (), (4,), (4, 3); got {self.skips}")
-        self.skip_offsets, self.final_offset = fcn_crop_offsets(len(self.skips), input_padding, fc6_kernel)
+        self.skip_offsets, self.final_offset = fcn_crop_offsets(len(self.skips), input_padding, fc6_kernel, fc6_padding)
         self.output_stride = 32 // 2 ** len(self.skips)
 
         self.backbone = VGG16Trunk(in_channels, widths, input_padding, norm_layer)
-        self.fc6 = nn.Conv2d(widths[4], fc_channels, fc6_kernel)
+        self.fc6 = nn.Conv2d(widths[4], fc_channels, fc6_kernel, padding=fc6_padding)
         self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
         # With a norm in the trunk, fc6 and fc7 get one too: from scratch, their ReLUs die within the first
         # steps otherwise, and FCN-32s, whose only path runs through them, never leaves the class prior.
@@ -320,9 +328,14 @@ class FCN(nn.Module):
         for level, offset, score_pool, upscore in zip(self.skips, self.skip_offsets, self.score_pools, self.upscores):
             score = upscore(score)
             skip = score_pool(pools[level - 1])
-            if skip.shape[-2] < offset + score.shape[-2] or skip.shape[-1] < offset + score.shape[-1]:
-                raise ValueError(self._too_small(height, width))
-            score = score + skip[..., offset:offset + score.shape[-2], offset:offset + score.shape[-1]]
+            if offset >= 0:
+                if skip.shape[-2] < offset + score.shape[-2] or skip.shape[-1] < offset + score.shape[-1]:
+                    raise ValueError(self._too_small(height, width))
+                score = score + skip[..., offset:offset + score.shape[-2], offset:offset + score.shape[-1]]
+            else:
+                if score.shape[-2] < skip.shape[-2] - offset or score.shape[-1] < skip.shape[-1] - offset:
+                    raise ValueError(self._too_small(height, width))
+                score = skip + score[..., -offset:-offset + skip.shape[-2], -offset:-offset + skip.shape[-1]]
         score = self.final_upscore(score)
         o = self.final_offset
         if score.shape[-2] < o + height or score.shape[-1] < o + width:
