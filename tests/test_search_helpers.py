@@ -82,9 +82,12 @@ def run_search(spec: Path, *extra: str, timeout: float = 400) -> subprocess.Comp
 
 
 def start_search(spec: Path, *extra: str, log: Path) -> subprocess.Popen:
-    """The driver in its own session, so that a test can SIGKILL it alone."""
+    """The driver in its own session, so that a test can SIGKILL it alone. SIGINT is reset to its
+    default first: a test session started in the background (``make test &``) inherits SIGINT
+    ignored, and so would the driver, which a test's Ctrl-C must reach as it would a user's."""
     handle = open(log, "ab")
-    return subprocess.Popen(search_command(spec, *extra), cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(search_command(spec, *extra), cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def processes_mentioning(text: str) -> list[tuple[int, str]]:
