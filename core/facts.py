@@ -31,6 +31,10 @@ class DataFacts:
             reported too).
         ignore_index: the label of pixels a segmentation dataset neither trains on nor scores.
         palette: an RGB colour per class, for pictures of label maps.
+        category_ids: the dataset's own id of each class (COCO's non-contiguous ids), in label
+            order, for results written in the dataset's ids.
+        keypoint_names: the keypoints of every object of a detection dataset that has them.
+        masks: the data carries instance masks (then mask AP is reported).
     """
 
     input_shape: tuple[int, ...] | None = None
@@ -40,3 +44,6 @@ class DataFacts:
     coco_annotations: dict[str, str] = field(default_factory=dict)
     ignore_index: int | None = None
     palette: tuple[tuple[int, int, int], ...] | None = None
+    category_ids: tuple[int, ...] = ()
+    keypoint_names: tuple[str, ...] = ()
+    masks: bool = False

@@ -1,0 +1,292 @@
+"""Object detection, instance segmentation and keypoint detection with torchvision's detectors.
+
+The networks (``lightning_modules.networks.faster_rcnn``, ``mask_rcnn``, ``keypoint_rcnn``,
+``retinanet``, ``fcos``, ``ssd``, ``ssdlite``) keep their losses inside (anchor matching needs
+their internals) and return a dict of loss terms in train mode; this module sums them, logs each
+term, and holds the rest: the optimiser with torchvision's linear warm-up, the official
+evaluation (COCO AP for boxes, masks and keypoints through pycocotools, Pascal VOC AP), the
+per-class AP table in the run directory, the pictures logged to W&B and the prediction records
+(COCO results, RLE masks).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric
+
+from core.errors import ConfigError
+from core.facts import DataFacts
+from core.io import write_atomic
+from lightning_modules.metrics.detection import COCOEvaluator, VOCEvaluator
+from lightning_modules.optim import build_optimizers
+from lightning_modules.visualize import log_wandb_images
+
+__all__ = ["DetectionModule", "detector_targets"]
+
+Batch = tuple[list[Tensor], list[dict[str, Any]]]
+# The target fields torchvision's detectors read in training; the others are for evaluation.
+DETECTOR_FIELDS = ("boxes", "labels", "masks", "keypoints")
+Protocol = Literal["coco", "voc"]
+
+
+def detector_targets(targets: Sequence[dict[str, Any]], fields: Sequence[str] = DETECTOR_FIELDS) -> list[dict[str, Tensor]]:
+    """The targets as torchvision's detectors take them: only the fields they read (``masks`` and
+    ``keypoints`` only when present)."""
+    return [{key: target[key] for key in fields if key in target} for target in targets]
+
+
+class DetectionModule(pl.LightningModule):
+    """Training and official evaluation of a torchvision detector.
+
+    Args:
+        network: a ``TorchvisionDetector`` (its ``num_classes`` may be left to the data).
+        optimizer: the optimiser factory (LightningCLI's ``optimizer:``); ``None``: SGD, lr 0.02,
+            momentum 0.9, weight decay 1e-4 (torchvision's reference for 16 images per step).
+        scheduler: the scheduler factory, stepped per epoch (``MultiStepLR`` at epochs 16, 22 of 26
+            in torchvision's 2x recipe); ``None``: constant after the warm-up.
+        warmup_iters: linear warm-up of the learning rate over the first steps (torchvision's
+            reference: 1,000 steps from ``warmup_factor`` x lr); 0: none.
+        warmup_factor: the learning rate's share at the first step of the warm-up.
+        protocols: the evaluations run at every validation and test: ``coco`` (pycocotools' AP for
+            boxes, and for masks and keypoints when the network predicts them and the data has
+            them) and ``voc`` (Pascal VOC AP@0.5, VOC07 11-point and VOC2010+ area, difficult
+            objects ignored).
+        log_images: validation images drawn with their predicted boxes and masks and logged to W&B
+            every validation (0: none).
+        image_score_threshold: detections drawn in those images score at least this.
+        data_facts: the input size, class names and ids, keypoint names, whether masks are loaded
+            and the COCO ground-truth files, linked from the data module's ``facts`` by the CLI.
+
+    Batches are ``(images, targets)`` lists as ``datamodules.detection.DetectionDataModule``
+    makes them. Metrics: ``train/loss`` and each term ``train/<term>`` (torchvision's names:
+    ``loss_classifier``, ``loss_box_reg``, ``loss_objectness``, ``loss_rpn_box_reg``,
+    ``loss_mask``, ``loss_keypoint``, ``classification``, ``bbox_regression``, ``bbox_ctrness``);
+    ``val/map`` (COCO box AP@[.5:.95]), ``val/map_best``, and every statistic as
+    ``val/<iou type>/<stat>`` (``val/bbox/AP50``, ``val/segm/AP``, ``val/keypoints/AP``,
+    ``val/voc07/mAP``, ``val/voc12/mAP``); the same under ``test/`` without the best. The per-class
+    AP of the last validation and of the test are written to ``per_class_ap_<split>.md`` in the run
+    directory.
+    """
+
+    monitor = "val/map"
+    monitor_mode = "max"
+
+    def __init__(
+        self,
+        network: nn.Module,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_iters: int = 1000,
+        warmup_factor: float = 0.001,
+        protocols: list[Protocol] | None = None,
+        log_images: int = 4,
+        image_score_threshold: float = 0.5,
+        data_facts: DataFacts | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["network", "optimizer", "scheduler", "data_facts"])
+        if warmup_iters < 0 or not 0 < warmup_factor <= 1:
+            raise ConfigError(f"model.init_args.warmup_iters must be >= 0 and warmup_factor in (0, 1], got {warmup_iters}, {warmup_factor}")
+        protocols = list(protocols or ["coco"])
+        unknown = sorted(set(protocols) - {"coco", "voc"})
+        if unknown or not protocols:
+            raise ConfigError(f"model.init_args.protocols must be a non-empty list of coco and voc, got {protocols}")
+        facts = data_facts or DataFacts()
+        self.class_names = tuple(facts.class_names)
+        if hasattr(network, "build"):
+            if not self.class_names and getattr(network, "num_classes", None) is None:
+                raise ConfigError("DetectionModule needs the classes: data_facts with class names, or a network with num_classes")
+            num_classes = len(self.class_names) + 1 if self.class_names else network.num_classes
+            network.build(num_classes, len(facts.keypoint_names))
+        self.network = network
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.warmup_iters = warmup_iters
+        self.warmup_factor = warmup_factor
+        self.protocols = protocols
+        self.log_images = log_images
+        self.image_score_threshold = image_score_threshold
+        if facts.input_shape is not None:
+            self.example_input_array = torch.zeros(1, *facts.input_shape)
+        outputs = getattr(network, "outputs", ("boxes",))
+        self.iou_types = ["bbox"]
+        if "masks" in outputs and facts.masks:
+            self.iou_types.append("segm")
+        if "keypoints" in outputs and facts.keypoint_names:
+            self.iou_types.append("keypoints")
+        self.category_ids = tuple(facts.category_ids) or tuple(range(1, len(self.class_names) + 1))
+        self.coco_annotations = dict(facts.coco_annotations)
+        self.evaluators: dict[str, list[Any]] = {split: self._make_evaluators(split) for split in ("val", "test")}
+        self.train_loss = MeanMetric()
+        self.best = MaxMetric()
+        self.best.persistent(True)  # so val/map_best survives a resume from last.ckpt
+        self._image_batch: dict[str, Any] | None = None
+        self._last_loss_terms: dict[str, Tensor] = {}
+
+    def _make_evaluators(self, split: str) -> list[Any]:
+        evaluators: list[Any] = []
+        if "coco" in self.protocols:
+            evaluators.append(COCOEvaluator(
+                iou_types=self.iou_types, class_names=self.class_names, category_ids=self.category_ids,
+                annotation_file=self.coco_annotations.get(split),
+            ))
+        if "voc" in self.protocols:
+            evaluators.append(VOCEvaluator(class_names=self.class_names))
+        return evaluators
+
+    # ------------------------------------------------------------------ the task contract
+    def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
+        """The network's loss dict for one batch (train mode), with their sum as ``loss``."""
+        images, targets = batch
+        terms = self.network(images, detector_targets(targets))
+        terms = {key: value.float() for key, value in terms.items()}
+        terms["loss"] = sum(terms.values())
+        return terms
+
+    def loss(self, batch: Batch) -> Tensor:
+        """The training loss of one batch: the sum of the detector's loss terms, kept (detached)
+        for ``training_step`` to log."""
+        terms = self.loss_terms(batch)
+        self._last_loss_terms = {key: value.detach() for key, value in terms.items()}
+        return terms["loss"]
+
+    def prediction_records(self, batch: Batch, outputs: list[dict[str, Tensor]]) -> list[dict[str, Any]]:
+        """COCO results, one record per detection: ``image_id`` (the COCO id, else the dataset's
+        name of the image), ``category_id`` (the dataset's id), ``category`` (its name), ``bbox``
+        ``[x, y, w, h]`` in the image's pixels, ``score``, ``segmentation`` (COCO RLE) for mask
+        predictors, ``keypoints`` ``[x1, y1, v1, ...]`` for keypoint predictors, and ``index``
+        (the image's position in the split)."""
+        _, targets = batch
+        evaluator = COCOEvaluator(iou_types=self.iou_types, class_names=self.class_names, category_ids=self.category_ids)
+        records = []
+        for prediction, target in zip(outputs, targets):
+            evaluator.reset()
+            evaluator.update([prediction], [target])
+            key = int(target["image_id"]) if int(target["image_id"]) >= 0 else target["image_key"]
+            for record in evaluator.results():
+                label = self.category_ids.index(record["category_id"])
+                record.update({"image_id": key, "category": self.class_names[label] if label < len(self.class_names) else str(label + 1),
+                               "index": int(target["index"])})
+                records.append(record)
+        return records
+
+    def configure_optimizers(self) -> Any:
+        """The configured optimiser (SGD by default), torchvision's linear warm-up stepped per
+        iteration, and the configured scheduler per epoch. Outside a Trainer (bench's bare loop):
+        the optimiser alone."""
+        default = lambda params: torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        configured = build_optimizers(params, self.optimizer_factory, self.scheduler_factory, default=default, monitor=self.monitor)
+        if self._trainer is None:
+            return configured["optimizer"] if isinstance(configured, dict) else configured
+        if isinstance(configured, dict):
+            optimizer, schedulers = configured["optimizer"], [configured["lr_scheduler"]]
+        else:
+            optimizer, schedulers = configured, []
+        if self.warmup_iters > 0:
+            warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=self.warmup_factor, total_iters=self.warmup_iters)
+            schedulers.insert(0, {"scheduler": warmup, "interval": "step"})
+        return ([optimizer], schedulers) if schedulers else optimizer
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, images: list[Tensor] | Tensor) -> list[dict[str, Tensor]]:
+        """Eval-mode detections, one dict per image (see ``lightning_modules.networks.detector``)."""
+        return self.network(images)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss = self.loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}: {self._last_loss_terms}")
+        n = len(batch[0])
+        self.train_loss(loss.detach())
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        for key, value in self._last_loss_terms.items():
+            if key != "loss":
+                self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def _evaluate(self, split: str, batch: Batch) -> list[dict[str, Tensor]]:
+        images, targets = batch
+        outputs = self.network(images)
+        for evaluator in self.evaluators[split]:
+            evaluator.update(outputs, targets)
+        return outputs
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        outputs = self._evaluate("val", batch)
+        if batch_idx == 0 and self.log_images and not self.trainer.sanity_checking:
+            k = self.log_images
+            self._image_batch = {"images": [i.detach().cpu() for i in batch[0][:k]], "outputs": [{key: v.detach().cpu() for key, v in o.items()} for o in outputs[:k]]}
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate("test", batch)
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Tensor]]:
+        """The detections of each image of the batch (see ``forward``)."""
+        return self.network(batch[0])
+
+    # ------------------------------------------------------------------ epoch ends
+    def _log_split(self, split: str) -> float:
+        stats: dict[str, float] = {}
+        tables: dict[str, dict[str, float]] = {}
+        for evaluator in self.evaluators[split]:
+            stats.update(evaluator.compute())
+            tables.update(evaluator.per_class())
+            evaluator.reset()
+        for key, value in stats.items():
+            self.log(f"{split}/{key}", float(value))
+        value = float(stats.get("bbox/AP", stats.get("voc12/mAP", 0.0)))
+        value = 0.0 if math.isnan(value) or value < 0 else value
+        self.log(f"{split}/map", value, prog_bar=True)
+        self._write_per_class(split, tables)
+        return value
+
+    def _write_per_class(self, split: str, tables: dict[str, dict[str, float]]) -> None:
+        """``per_class_ap_<split>.md``: one row per class, one column per protocol (rank 0)."""
+        if not tables or self._trainer is None or not self.trainer.is_global_zero or self.trainer.sanity_checking:
+            return
+        directory = self.trainer.log_dir or self.trainer.default_root_dir
+        if directory is None:
+            return
+        columns = sorted(tables)
+        lines = [f"# Per-class AP ({split}, epoch {self.current_epoch})", "", "| class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        for name in self.class_names:
+            cells = [tables[c].get(name, float("nan")) for c in columns]
+            lines.append(f"| {name} | " + " | ".join("—" if math.isnan(v) else f"{100 * v:.1f}" for v in cells) + " |")
+        lines += ["", "AP in %: COCO's AP@[.5:.95] per iou type, VOC's AP@0.5 (voc07: 11-point, voc12: area); — where a class has no ground truth."]
+        write_atomic(Path(directory) / f"per_class_ap_{split}.md", "\n".join(lines) + "\n")
+
+    def on_validation_epoch_end(self) -> None:
+        value = self._log_split("val")
+        if not self.trainer.sanity_checking:
+            self.best(torch.tensor(value))
+            self.log("val/map_best", self.best.compute())
+            batch, self._image_batch = self._image_batch, None
+            log_wandb_images(self, "val/predictions", batch, self._panels)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test")
+
+    def _panels(self, batch: dict[str, Any]) -> list[Tensor]:
+        """``(3, H, W)`` uint8 per image: its detections above ``image_score_threshold``, boxes
+        labelled with class and score, and masks where the network predicts them."""
+        from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+        panels = []
+        for image, output in zip(batch["images"], batch["outputs"]):
+            pixels = (image.float().clamp(0, 1) * 255).to(torch.uint8)
+            keep = output["scores"] >= self.image_score_threshold
+            if "masks" in output and keep.any():
+                pixels = draw_segmentation_masks(pixels, output["masks"][keep, 0] > 0.5, alpha=0.4)
+            labels = [f"{self._class_name(int(label))} {score:.2f}" for label, score in zip(output["labels"][keep], output["scores"][keep])]
+            panels.append(draw_bounding_boxes(pixels, output["boxes"][keep], labels=labels, colors="red", width=2))
+        return panels
+
+    def _class_name(self, label: int) -> str:
+        return self.class_names[label - 1] if 0 < label <= len(self.class_names) else str(label)

@@ -1,0 +1,167 @@
+"""Feature pyramids for torchvision's detectors, built as torchvision's builders build them, from
+weights in a local file (never downloaded), and the one way every detector loads such a file.
+
+* ``ResNetFPN``: a ResNet's stages C2..C5 (or a subset) under an FPN of 256 channels, with the
+  extra levels of the detector family (max-pool P6 for Faster/Mask/Keypoint R-CNN; P6, P7 for
+  RetinaNet and FCOS).
+* ``MobileNetV3FPN``: MobileNetV3-Large's last two stages under an FPN (torchvision's
+  ``fasterrcnn_mobilenet_v3_large_fpn``), with a width multiplier for CPU-sized runs.
+
+Both are torchvision's ``BackboneWithFPN`` with the very parameter names of torchvision's models,
+so a checkpoint of a whole torchvision detector loads into the detector that holds them.
+
+Inputs ``(N, 3, H, W)`` normalised images; outputs an ``OrderedDict`` of feature maps
+``"0", "1", ... , "pool"|"p6", "p7"`` with ``out_channels`` (256) channels, strides 4..64 (ResNet)
+or 16, 32, 64 (MobileNetV3), as the detector heads expect.
+
+Pretraining follows torchvision: with ``weights`` (a classification checkpoint of the backbone)
+batch norms are frozen (``FrozenBatchNorm2d``, the statistics of ImageNet) and only the last
+``trainable_layers`` stages train (3 by default); from scratch every stage trains with ordinary
+batch norm.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from torchvision import models
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, _mobilenet_extractor, _resnet_fpn_extractor
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+from core.errors import CheckpointError, DataNotFoundError
+
+__all__ = ["ResNetFPN", "MobileNetV3FPN", "load_weights_file"]
+
+ExtraLevels = Literal["pool", "p6p7", "p6p7_from_c5"]
+
+
+def load_weights_file(module: nn.Module, path: str | Path, what: str, skip_mismatched: bool = False, drop_prefixes: tuple[str, ...] = ()) -> list[str]:
+    """Load the state dict in ``path`` into ``module``; entries under ``drop_prefixes`` (an
+    ImageNet checkpoint's classifier, ``fc.``) are left out.
+
+    A missing file is ``DataNotFoundError`` naming ``what`` (the config key); a file that is not a
+    state dict, or whose tensors do not fit, ``CheckpointError``. With ``skip_mismatched`` the
+    entries whose shape differs from the module's are left out (a COCO detector's class heads
+    loaded into a detector of other classes, detectron2's rule) and their names returned. The file
+    is read with ``weights_only=True``: a checkpoint holding pickled code is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"pretrained weights file ({what})", path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure is the same user error
+        raise CheckpointError(f"cannot read the weights file {path} ({what}): {type(error).__name__}: {error}") from error
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"the weights file {path} ({what}) does not hold a state dict of tensors")
+    state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)} if drop_prefixes else state
+    own = module.state_dict()
+    skipped = []
+    if skip_mismatched:
+        skipped = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+        state = {k: v for k, v in state.items() if k not in skipped}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in skipped]
+    if unexpected or missing:
+        shown = ", ".join((unexpected or missing)[:4])
+        raise CheckpointError(
+            f"the weights file {path} ({what}) does not fit {type(module).__name__}: "
+            f"{len(missing)} missing and {len(unexpected)} unexpected parameter names (e.g. {shown})"
+        )
+    return skipped
+
+
+def _trainable(weights: str | None, trainable_layers: int | None, maximum: int) -> int:
+    """torchvision's rule: 3 trainable stages from pretrained weights, all of them from scratch."""
+    if trainable_layers is None:
+        return 3 if weights else maximum
+    if not 0 <= trainable_layers <= maximum:
+        raise ValueError(f"trainable_layers must be in [0, {maximum}], got {trainable_layers}")
+    return trainable_layers
+
+
+def _adopt(target: BackboneWithFPN, built: BackboneWithFPN) -> None:
+    """Make ``target`` the module ``built`` (same children, same parameter names)."""
+    nn.Module.__init__(target)
+    target.body = built.body
+    target.fpn = built.fpn
+    target.out_channels = built.out_channels
+
+
+class ResNetFPN(BackboneWithFPN):
+    """A ResNet under a feature pyramid network.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        weights: a local ImageNet checkpoint of the ResNet (torchvision's ``resnet50`` state dict);
+            ``None``: random initialisation.
+        trainable_layers: stages that train, counted from the top (0-5); ``None``: 3 with
+            ``weights``, 5 without.
+        frozen_batch_norm: ``FrozenBatchNorm2d`` in the ResNet; ``None``: frozen with ``weights``.
+        fpn_norm: batch norm in the FPN's convolutions (the "v2" models of Li et al. 2021).
+        returned_layers: the ResNet stages the FPN reads (1 = C2 .. 4 = C5).
+        extra_levels: ``pool`` (P6 by max-pooling P5: Faster, Mask, Keypoint R-CNN),
+            ``p6p7`` (P6, P7 from P5: torchvision's RetinaNet v1 and FCOS) or ``p6p7_from_c5``
+            (from C5: RetinaNet v2 and the paper).
+    """
+
+    def __init__(
+        self,
+        depth: int = 50,
+        weights: str | None = None,
+        trainable_layers: int | None = None,
+        frozen_batch_norm: bool | None = None,
+        fpn_norm: bool = False,
+        returned_layers: list[int] | None = None,
+        extra_levels: ExtraLevels = "pool",
+    ) -> None:
+        builders = {18: models.resnet18, 34: models.resnet34, 50: models.resnet50, 101: models.resnet101, 152: models.resnet152}
+        if depth not in builders:
+            raise ValueError(f"ResNetFPN.depth must be one of {sorted(builders)}, got {depth}")
+        frozen = bool(weights) if frozen_batch_norm is None else frozen_batch_norm
+        resnet = builders[depth](weights=None, norm_layer=FrozenBatchNorm2d if frozen else nn.BatchNorm2d)
+        if weights:
+            resnet.fc = nn.Identity()  # the detector does not use the ImageNet classifier
+            load_weights_file(resnet, weights, "ResNetFPN.weights", drop_prefixes=("fc.",))
+        returned = list(returned_layers or [1, 2, 3, 4])
+        c5 = resnet.inplanes  # 512 (ResNet-18/34) or 2048 channels
+        extra = {"pool": LastLevelMaxPool(), "p6p7": LastLevelP6P7(256, 256), "p6p7_from_c5": LastLevelP6P7(c5, 256)}
+        if extra_levels not in extra:
+            raise ValueError(f"ResNetFPN.extra_levels must be one of {sorted(extra)}, got {extra_levels!r}")
+        built = _resnet_fpn_extractor(
+            resnet, _trainable(weights, trainable_layers, 5), returned, extra[extra_levels], norm_layer=nn.BatchNorm2d if fpn_norm else None,
+        )
+        _adopt(self, built)
+
+
+class MobileNetV3FPN(BackboneWithFPN):
+    """MobileNetV3-Large's last two stages (strides 16 and 32) under an FPN, with a max-pooled P6:
+    torchvision's ``fasterrcnn_mobilenet_v3_large_fpn`` backbone.
+
+    Args:
+        weights: a local ImageNet checkpoint of ``mobilenet_v3_large``; ``None``: random init.
+        width_mult: channel multiplier of the network (1.0 for the paper's; 0.5 for CPU runs; the
+            ImageNet checkpoints exist for 1.0 only).
+        trainable_layers: stages that train, counted from the top (0-6); ``None``: 3 with
+            ``weights``, all without.
+        frozen_batch_norm: ``FrozenBatchNorm2d`` in the MobileNet; ``None``: frozen with ``weights``.
+    """
+
+    def __init__(
+        self,
+        weights: str | None = None,
+        width_mult: float = 1.0,
+        trainable_layers: int | None = None,
+        frozen_batch_norm: bool | None = None,
+    ) -> None:
+        frozen = bool(weights) if frozen_batch_norm is None else frozen_batch_norm
+        mobilenet = models.mobilenet_v3_large(weights=None, width_mult=width_mult, norm_layer=FrozenBatchNorm2d if frozen else nn.BatchNorm2d)
+        if weights:
+            mobilenet.classifier = nn.Identity()
+            load_weights_file(mobilenet, weights, "MobileNetV3FPN.weights", drop_prefixes=("classifier.",))
+        _adopt(self, _mobilenet_extractor(mobilenet, True, _trainable(weights, trainable_layers, 6)))
