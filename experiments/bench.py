@@ -153,15 +153,17 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
         net.eval()
         net(example)
     flops = counter.get_total_flops()
+    # The training blocks below copy the module: they must train as training does (batch-norm
+    # statistics of the batch, dropout on; a detector returns its losses only in train mode).
+    net.train()
 
     # ---- inference latency
     net_dev = copy.deepcopy(net).to(device).eval()
     mf = torch.channels_last if getattr(model, "channels_last", False) else torch.contiguous_format
     latency = {}
-    for label, x in (("batch1", example[:1]), (f"batch{n}", images if isinstance(images, Tensor) else None)):
-        if x is None:  # a list of variably sized images: no batch tensor to time
-            continue
-        x = x.to(device).contiguous(memory_format=mf)
+    for label, x in (("batch1", example[:1]), (f"batch{n}", images)):
+        # A batch of variably sized images stays a list: the network takes it as it is.
+        x = [i.to(device) for i in x] if isinstance(x, (list, tuple)) else x.to(device).contiguous(memory_format=mf)
         times = []
         with torch.no_grad(), _autocast(precision, device):
             for i in range(warmup + steps):

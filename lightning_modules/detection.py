@@ -23,7 +23,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from core.errors import ConfigError
 from core.facts import DataFacts
 from core.io import write_atomic
-from lightning_modules.metrics.detection import COCOEvaluator, VOCEvaluator
+from lightning_modules.metrics.detection import COCOEvaluator, VOCEvaluator, image_record
 from lightning_modules.optim import build_optimizers
 from lightning_modules.visualize import log_wandb_images
 
@@ -163,13 +163,12 @@ class DetectionModule(pl.LightningModule):
         predictors, ``keypoints`` ``[x1, y1, v1, ...]`` for keypoint predictors, and ``index``
         (the image's position in the split)."""
         _, targets = batch
-        evaluator = COCOEvaluator(iou_types=self.iou_types, class_names=self.class_names, category_ids=self.category_ids)
         records = []
         for prediction, target in zip(outputs, targets):
-            evaluator.reset()
-            evaluator.update([prediction], [target])
+            detections = image_record(prediction, target, category_ids=self.category_ids, masks="segm" in self.iou_types,
+                                      keypoints="keypoints" in self.iou_types, ground_truth=False)["dt"]
             key = int(target["image_id"]) if int(target["image_id"]) >= 0 else target["image_key"]
-            for record in evaluator.results():
+            for record in detections:
                 label = self.category_ids.index(record["category_id"])
                 record.update({"image_id": key, "category": self.class_names[label] if label < len(self.class_names) else str(label + 1),
                                "index": int(target["index"])})

@@ -17,7 +17,18 @@ import yaml
 
 from core.errors import AnnotationFormatError, BadRecordError
 from datamodules.formats import FLIC, LSP, MPII, CamVid, Cityscapes, COCOKeypoints, COCOSemantic, MaskFolder, MPIIRelease, VOCSegmentation
+from datamodules.formats import COCODetection, CSVDetection, DSB2018, VOCDetection, YOLOText
 from datamodules.formats.csv_boxes import CSVBoxes
+from tests.detection_fixtures import (
+    DSB_MASKS,
+    block,
+    coco_detection_folder,
+    csv_folder,
+    dsb_folder,
+    voc_detection_folder,
+    write_mask,
+    yolo_folder,
+)
 from tests.pose_fixtures import (
     coco_folder,
     flic_coords,
@@ -178,6 +189,81 @@ def _segmentation(index: int, value: Any) -> Callable[[dict], None]:
     return mutate
 
 
+def _coco_det(root: Path, mutate: Callable[[dict], None]) -> Callable[[str], Any]:
+    """The COCO detection fixture's train file ``mutate``d: images 1 (annotations 0-2: person with
+    keypoints, crowd, airplane) and 2 (annotation 3), and 3 without annotations."""
+    coco_detection_folder(root)
+    path = root / "annotations" / "instances_train2017.json"
+    content = json.loads(path.read_text())
+    mutate(content)
+    path.write_text(json.dumps(content))  # json writes NaN, as numpy-made files do
+    return lambda policy: COCODetection(str(root), keypoints=True, on_bad_record=policy)
+
+
+def _det_annotation(index: int, **fields: Any) -> Callable[[dict], None]:
+    def mutate(content: dict) -> None:
+        content["annotations"][index].update(fields)
+    return mutate
+
+
+def _voc_det(root: Path, replace: tuple[str, str] | None = None, lines: list[str] = (), remove: str | None = None) -> Callable[[str], Any]:
+    """The VOC detection fixture with ``replace`` (old, new) applied to 000007.xml, ``lines``
+    appended to the trainval list and ``remove`` (relative to VOC2007) deleted."""
+    voc_detection_folder(root)
+    year = root / "VOC2007"
+    if replace:
+        xml = year / "Annotations" / "000007.xml"
+        text = xml.read_text()
+        assert replace[0] in text
+        xml.write_text(text.replace(*replace))
+    with open(year / "ImageSets" / "Main" / "trainval.txt", "a") as handle:
+        handle.write("".join(f"{line}\n" for line in lines))
+    if remove:
+        (year / remove).unlink()
+    return lambda policy: VOCDetection(str(root), on_bad_record=policy)
+
+
+def _yolo(root: Path, line: str | None = None, image: tuple[str, bytes | None] | None = None) -> Callable[[str], Any]:
+    """The YOLO fixture with ``line`` appended to a.txt, and ``image`` (name, bytes; ``None``: a
+    good image) added to images/train."""
+    yolo_folder(root)
+    if line is not None:
+        with open(root / "labels" / "train" / "a.txt", "a") as handle:
+            handle.write(line + "\n")
+    if image is not None:
+        name, data = image
+        if data is None:
+            write_rgb(root / "images" / "train" / name, 24, 32)
+        else:
+            (root / "images" / "train" / name).write_bytes(data)
+    return lambda policy: YOLOText(str(root), on_bad_record=policy)
+
+
+def _csv_det(root: Path, lines: list[str]) -> Callable[[str], Any]:
+    """The CSV detection fixture (train: a.png with two objects, b.png empty, c.png) with
+    ``lines`` appended to train.csv."""
+    csv_folder(root, lines)
+    return lambda policy: CSVDetection(str(root), class_names=["cat", "dog"], on_bad_record=policy)
+
+
+def _dsb(root: Path, mutate: Callable[[Path], None] | None = None, lists: bool = False, extra_line: str | None = None) -> Callable[[str], Any]:
+    """The DSB 2018 fixture (4 images) with ``mutate(image folder of the second id)``; with
+    ``lists``, train lists the first three ids (and ``extra_line``), val the fourth."""
+    dsb_folder(root)
+    ids = sorted(DSB_MASKS)
+    if mutate:
+        mutate(root / "stage1_train" / ids[1])
+    if not lists:
+        return lambda policy: DSB2018(str(root), val_fraction=0.25, on_bad_record=policy)
+    (root / "train.txt").write_text("".join(f"{i}\n" for i in [*ids[:3], *([extra_line] if extra_line else [])]))
+    (root / "val.txt").write_text(f"{ids[3]}\n")
+    return lambda policy: DSB2018(str(root), train_list="train.txt", val_list="val.txt", on_bad_record=policy)
+
+
+def _remove_image(folder: Path) -> None:
+    (folder / "images" / f"{folder.name}.png").unlink()
+
+
 # (case id, dataset builder, the kind it must be refused as, how many records the skip drops)
 CASES: list[tuple[str, Callable[[Path], Callable[[str], Any]], str, int]] = [
     # MPII (HRNet JSON): a NaN among an unannotated joint's numbers (person 0, joint 0 has
@@ -262,6 +348,69 @@ CASES: list[tuple[str, Callable[[Path], Callable[[str], Any]], str, int]] = [
     ("coco-sem-image-missing", lambda r: _coco_semantic(r, lambda c: c["images"][1].__setitem__("file_name", "gone.jpg")), "image_missing", 1),
     ("coco-sem-path-outside-root", lambda r: _coco_semantic(r, lambda c: c["images"][1].__setitem__("file_name", "../val2017/000000000002.jpg")), "path_outside_root", 1),
     ("coco-sem-no-width", lambda r: _coco_semantic(r, lambda c: c["images"][1].pop("width")), "missing_field", 1),
+    # COCO detection: a bad annotation drops its whole image (an object dropped alone would be
+    # trained on as background); annotation 3 is image 2's airplane.
+    ("coco-det-box-outside-image", lambda r: _coco_det(r, _det_annotation(2, bbox=[28, 2, 6, 6])), "box_outside_image", 1),
+    ("coco-det-zero-size", lambda r: _coco_det(r, _det_annotation(3, bbox=[4, 4, 0, 6])), "empty_box", 1),
+    ("coco-det-negative-size", lambda r: _coco_det(r, _det_annotation(3, bbox=[4, 4, 5, -2])), "empty_box", 1),
+    ("coco-det-nan-box", lambda r: _coco_det(r, _det_annotation(3, bbox=[4, math.nan, 5, 2])), "non_finite", 1),
+    ("coco-det-unknown-category", lambda r: _coco_det(r, _det_annotation(3, category_id=2)), "unknown_category", 1),
+    ("coco-det-unknown-image", lambda r: _coco_det(r, lambda c: c["annotations"].append({**c["annotations"][3], "id": 999, "image_id": 7})),
+     "unknown_image", 1),
+    ("coco-det-keypoint-count", lambda r: _coco_det(r, _det_annotation(0, keypoints=[1.0] * 6)), "keypoint_count", 1),
+    ("coco-det-visibility-flag", lambda r: _coco_det(r, _det_annotation(0, keypoints=[4, 5, 2, 6, 7, 3, 0, 0, 0])), "visibility_flag", 1),
+    ("coco-det-two-point-polygon", lambda r: _coco_det(r, _det_annotation(3, segmentation=[[0, 0, 5, 5]])), "polygon_points", 1),
+    ("coco-det-rle-size", lambda r: _coco_det(r, _det_annotation(3, segmentation={"size": [5, 5], "counts": [25]})), "size_mismatch", 1),
+    ("coco-det-no-segmentation", lambda r: _coco_det(r, lambda c: c["annotations"][3].pop("segmentation")), "missing_field", 1),
+    ("coco-det-duplicate-annotation", lambda r: _coco_det(r, _det_annotation(3, id=101)), "duplicate", 1),
+    ("coco-det-iscrowd", lambda r: _coco_det(r, _det_annotation(3, iscrowd=2)), "wrong_type", 1),
+    ("coco-det-image-missing", lambda r: _coco_det(r, lambda c: c["images"][1].__setitem__("file_name", "gone.jpg")), "image_missing", 1),
+    ("coco-det-path-outside-root", lambda r: _coco_det(r, lambda c: c["images"][1].__setitem__("file_name", "../val2017/000000000002.jpg")),
+     "path_outside_root", 1),
+    # VOC detection: objects of 000007.xml, and trainval list lines
+    ("voc-det-box-outside-image", lambda r: _voc_det(r, ("<xmax>25</xmax>", "<xmax>40</xmax>")), "box_outside_image", 1),
+    ("voc-det-zero-size", lambda r: _voc_det(r, ("<xmax>25</xmax>", "<xmax>4</xmax>")), "empty_box", 1),
+    ("voc-det-negative-size", lambda r: _voc_det(r, ("<ymax>20</ymax>", "<ymax>2</ymax>")), "empty_box", 1),
+    ("voc-det-unknown-class", lambda r: _voc_det(r, ("<name>car</name>", "<name>dragon</name>")), "unknown_category", 1),
+    ("voc-det-text-coordinate", lambda r: _voc_det(r, ("<xmin>5</xmin>", "<xmin>five</xmin>")), "wrong_type", 1),
+    ("voc-det-no-bndbox", lambda r: _voc_det(r, ("<bndbox><xmin>5</xmin><ymin>5</ymin><xmax>25</xmax><ymax>20</ymax></bndbox>", "")),
+     "missing_field", 1),
+    ("voc-det-difficult-flag", lambda r: _voc_det(r, ("<difficult>0</difficult>", "<difficult>2</difficult>")), "wrong_type", 1),
+    ("voc-det-broken-xml", lambda r: _voc_det(r, ("</annotation>", "")), "wrong_type", 1),
+    ("voc-det-image-missing", lambda r: _voc_det(r, remove="JPEGImages/000007.jpg"), "image_missing", 1),
+    ("voc-det-xml-missing", lambda r: _voc_det(r, lines=["000011"]), "image_missing", 1),
+    ("voc-det-duplicate", lambda r: _voc_det(r, lines=["000005"]), "duplicate", 1),
+    ("voc-det-path-outside-root", lambda r: _voc_det(r, lines=["../../VOC2012/Annotations/2008_000001"]), "path_outside_root", 1),
+    # YOLO: lines of a.txt, images of images/train
+    ("yolo-unknown-class", lambda r: _yolo(r, "3 0.5 0.5 0.1 0.1"), "unknown_category", 1),
+    ("yolo-negative-class", lambda r: _yolo(r, "-1 0.5 0.5 0.1 0.1"), "unknown_category", 1),
+    ("yolo-fractional-class", lambda r: _yolo(r, "1.5 0.5 0.5 0.1 0.1"), "wrong_type", 1),
+    ("yolo-box-outside-image", lambda r: _yolo(r, "0 1.2 0.5 0.2 0.2"), "box_outside_image", 1),
+    ("yolo-zero-size", lambda r: _yolo(r, "0 0.5 0.5 0 0.2"), "empty_box", 1),
+    ("yolo-negative-size", lambda r: _yolo(r, "0 0.5 0.5 0.2 -0.2"), "empty_box", 1),
+    ("yolo-nan", lambda r: _yolo(r, "0 nan 0.5 0.2 0.2"), "non_finite", 1),
+    ("yolo-four-fields", lambda r: _yolo(r, "0 0.5 0.5 0.2"), "missing_field", 1),
+    ("yolo-six-fields", lambda r: _yolo(r, "0 0.5 0.5 0.2 0.2 0.1"), "wrong_type", 1),
+    ("yolo-segment-outside-image", lambda r: _yolo(r, "0 0.1 0.1 1.5 0.1 0.5 0.5"), "box_outside_image", 1),
+    ("yolo-unreadable-image", lambda r: _yolo(r, image=("z.jpg", b"not a jpeg" * 10)), "image_missing", 1),
+    ("yolo-two-images-one-label", lambda r: _yolo(r, image=("a.png", None)), "duplicate", 1),
+    # keras-retinanet CSV (train: a.png with two objects, b.png, c.png; lines add to an image)
+    ("csv-det-box-outside-image", lambda r: _csv_det(r, ["images/a.png,10,1,40,10,cat"]), "box_outside_image", 1),
+    ("csv-det-zero-size", lambda r: _csv_det(r, ["images/c.png,10,1,10,10,cat"]), "empty_box", 1),
+    ("csv-det-negative-size", lambda r: _csv_det(r, ["images/d.png,10,10,20,5,cat"]), "empty_box", 1),
+    ("csv-det-nan", lambda r: _csv_det(r, ["images/d.png,nan,1,10,10,cat"]), "non_finite", 1),
+    ("csv-det-unknown-category", lambda r: _csv_det(r, ["images/a.png,1,1,10,10,star"]), "unknown_category", 1),
+    ("csv-det-missing-field", lambda r: _csv_det(r, ["images/d.png,1,1,10,10"]), "missing_field", 1),
+    ("csv-det-image-missing", lambda r: _csv_det(r, ["images/zz.png,1,1,10,10,cat"]), "image_missing", 1),
+    ("csv-det-path-outside-root", lambda r: _csv_det(r, ["../csv/images/d.png,1,1,10,10,cat"]), "path_outside_root", 1),
+    # DSB 2018 (the second id's folder changed)
+    ("dsb-empty-mask", lambda r: _dsb(r, lambda f: write_mask(f / "masks" / "mask09.png", block(0, 0, 0, 0))), "empty_box", 1),
+    ("dsb-mask-size", lambda r: _dsb(r, lambda f: write_mask(f / "masks" / "mask09.png", np.ones((5, 5), dtype=bool))), "size_mismatch", 1),
+    ("dsb-unreadable-mask", lambda r: _dsb(r, lambda f: (f / "masks" / "mask09.png").write_bytes(b"not a png")), "image_missing", 1),
+    ("dsb-image-missing", lambda r: _dsb(r, _remove_image), "image_missing", 1),
+    ("dsb-unreadable-image", lambda r: _dsb(r, lambda f: (f / "images" / f"{f.name}.png").write_bytes(b"not a png")), "image_missing", 1),
+    ("dsb-list-path-outside-root", lambda r: _dsb(r, lists=True, extra_line="../../outside"), "path_outside_root", 1),
+    ("dsb-list-duplicate", lambda r: _dsb(r, lists=True, extra_line=sorted(DSB_MASKS)[0]), "duplicate", 1),
 ]
 
 
@@ -298,6 +447,8 @@ def test_bad_record_is_an_error_or_a_counted_skip(tmp_path, name, build, kind, d
     ("voc", lambda r: _voc(r)), ("camvid", lambda r: _camvid(r)), ("camvid-list", lambda r: _camvid(r, [])),
     ("cityscapes", lambda r: (cityscapes_folder(r), lambda policy: Cityscapes(str(r), on_bad_record=policy))[1]),
     ("mask-folder", lambda r: _mask_folder(r)), ("coco-semantic", lambda r: _coco_semantic(r, lambda c: None)),
+    ("coco-detection", lambda r: _coco_det(r, lambda c: None)), ("voc-detection", lambda r: _voc_det(r)),
+    ("yolo", lambda r: _yolo(r)), ("csv-detection", lambda r: _csv_det(r, [])), ("dsb2018", lambda r: _dsb(r)),
 ])
 def test_skip_keeps_every_good_record(tmp_path, name, build):
     """One bad record less, nothing else: the same readers on their good fixtures read the same

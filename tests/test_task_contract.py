@@ -23,6 +23,7 @@ TASKS = {
     "pose": "tests/configs/pose_tiny.yaml",
     "localization": "tests/configs/localization_tiny.yaml",
     "segmentation": "tests/configs/segmentation_tiny.yaml",
+    "detection": "tests/configs/detection_tiny.yaml",
 }
 
 
@@ -49,10 +50,11 @@ def test_network_is_a_plain_module_with_parameters(task):
 
 def test_example_input_array_comes_from_the_data(task):
     _, model, data, _ = task
-    images, _ = _batch(data)
+    images, _ = _batch(data, "val")
     example = model.example_input_array
     assert isinstance(example, torch.Tensor), "the data's facts were not linked into the module"
-    assert example.shape[0] == 1 and example.shape[1:] == images.shape[1:]
+    # A batch is one stacked tensor or, where sizes vary (detection), a list of images.
+    assert example.shape[0] == 1 and example.shape[1:] == images[0].shape
     model.eval()
     with torch.no_grad():
         model.network(example)  # what bench and search measure FLOPs and latency on
@@ -78,7 +80,13 @@ def test_loss_is_what_training_minimises(task):
     loss = model.loss(batch)
     assert loss.dim() == 0 and loss.requires_grad and torch.isfinite(loss)
     configured = model.configure_optimizers()
-    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+    # Lightning's return forms: an optimiser, {"optimizer": ...}, or ([optimisers], [schedulers]).
+    if isinstance(configured, dict):
+        optimizer = configured["optimizer"]
+    elif isinstance(configured, (tuple, list)):
+        optimizer = configured[0][0] if isinstance(configured[0], (tuple, list)) else configured[0]
+    else:
+        optimizer = configured
     before = [p.detach().clone() for p in model.network.parameters()]
     # A few steps on one batch: the contract's loss must be what training lowers.
     start = float(loss.detach())
@@ -100,7 +108,9 @@ def test_prediction_records_are_json(task):
     records = model.prediction_records(batch, outputs)
     # One record per image (pose, localisation) or several (one per class or object): every image has some.
     assert all(isinstance(r, dict) for r in records) and len(records) >= len(batch[0])
-    assert sorted({r["index"] for r in records}) == sorted(int(i) for i in batch[1]["index"])
+    targets = batch[1]
+    indices = [int(t["index"]) for t in targets] if isinstance(targets, list) else [int(i) for i in targets["index"]]
+    assert sorted({r["index"] for r in records}) == sorted(indices)
     assert json.loads(json.dumps(records)) == records
     assert all("image_id" in r and "score" in r for r in records)
 

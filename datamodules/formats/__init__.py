@@ -20,16 +20,38 @@ Semantic segmentation, each a ``SegmentationSource`` whose labels load as traini
 * ``MaskFolder``: image and mask folders matched by name, with a class list and a value mapping.
 * ``COCOSemantic``: COCO instance polygons and RLE painted into label maps.
 
+Object detection and instance segmentation, each a ``DetectionSource`` (boxes XYXY in continuous
+pixels, labels ``1 .. C``, ``category_ids`` mapping them back to the dataset's ids):
+
+* ``COCODetection``: COCO instances JSON (non-contiguous category ids, crowds, polygon and RLE
+  masks, keypoints), with the split's file for the official evaluation.
+* ``VOCDetection``: PASCAL VOC XML (20 classes, ``difficult`` and ``truncated``, 1-based boxes
+  converted), 07+12 list combinations.
+* ``YOLOText``: Ultralytics ``images/`` + ``labels/`` txt (normalised boxes or segments) with
+  ``data.yaml`` names.
+* ``CSVDetection``: keras-retinanet CSV, several lines per image, with an optional class map.
+* ``DSB2018``: Kaggle DSB 2018 nuclei, one mask PNG per instance, boxes from the masks.
+
+``python -m datamodules convert`` converts between COCO, VOC and YOLO (``datamodules.convert``).
+
 The classification + localisation reader is ``datamodules.formats.csv_boxes.CSVBoxes``.
 """
 from datamodules.formats.camvid import CamVid
 from datamodules.formats.cityscapes import Cityscapes
+from datamodules.formats.coco_detection import COCODetection
 from datamodules.formats.coco_keypoints import COCOKeypoints
 from datamodules.formats.coco_semantic import COCOSemantic
+from datamodules.formats.csv_detection import CSVDetection
+from datamodules.formats.dsb2018 import DSB2018
 from datamodules.formats.flic import FLIC
 from datamodules.formats.lsp import LSP
 from datamodules.formats.mask_folder import MaskFolder
 from datamodules.formats.mpii import MPII, MPIIRelease
+from datamodules.formats.voc_detection import VOCDetection
 from datamodules.formats.voc_segmentation import VOCSegmentation
+from datamodules.formats.yolo_txt import YOLOText
 
-__all__ = ["MPII", "MPIIRelease", "LSP", "FLIC", "COCOKeypoints", "VOCSegmentation", "CamVid", "Cityscapes", "MaskFolder", "COCOSemantic"]
+__all__ = [
+    "MPII", "MPIIRelease", "LSP", "FLIC", "COCOKeypoints", "VOCSegmentation", "CamVid", "Cityscapes", "MaskFolder", "COCOSemantic",
+    "COCODetection", "VOCDetection", "YOLOText", "CSVDetection", "DSB2018",
+]

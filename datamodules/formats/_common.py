@@ -1,7 +1,9 @@
 """What the on-disk readers share: file loading that fails with the file's name (images, label
-images, JSON, ``.mat``, list files), the checks of one record's fields, base classes for sources whose
-images are files (``ImageFileSource`` for pose, ``MaskFileSource`` for segmentation), the pairing
-of image and label files by name, and the box-to-centre/scale rule of the pose readers.
+images, JSON, ``.mat``, list files, CSV rows, image sizes from the header), the checks of one
+record's fields, COCO segmentations (checked and decoded), base classes for sources whose images
+are files (``ImageFileSource`` for pose, ``MaskFileSource`` for segmentation,
+``DetectionFileSource`` for detection), the pairing of image and label files by name, and the
+box-to-centre/scale rule of the pose readers.
 
 Every reader resolves its paths against its ``root`` (an absolute path is taken as is), lists them
 in ``required_paths()`` and checks them first thing in ``__init__``
@@ -26,20 +28,23 @@ once the pixels are read, so it cannot be skipped at parse time).
 """
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import math
 import reprlib
 from collections.abc import Callable, Mapping
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from core.errors import AnnotationFormatError, BadRecordError, DataNotFoundError, ImageReadError
+from core.errors import AnnotationFormatError, BadRecordError, ConfigError, DataNotFoundError, ImageReadError
 from core.records import RecordChecker, RecordProblem, RequiredPath, finite_array, inside_root
+from datamodules.detection import DetectionRecord, DetectionSource
 from datamodules.pose import PoseRecord, PoseSource
 from datamodules.segmentation import SegmentationRecord, SegmentationSource, check_label_values, check_same_size
 
@@ -47,6 +52,7 @@ __all__ = [
     "ParsedSplits",
     "ImageFileSource",
     "MaskFileSource",
+    "DetectionFileSource",
     "IMAGE_SUFFIXES",
     "resolve",
     "load_json",
@@ -56,6 +62,7 @@ __all__ = [
     "COCO_SPLITS",
     "coco_required_paths",
     "read_list",
+    "read_csv_rows",
     "value_table",
     "map_label_values",
     "files_by_key",
@@ -67,6 +74,14 @@ __all__ = [
     "record_field",
     "joint_array",
     "image_file",
+    "image_size",
+    "text_number",
+    "known",
+    "positive_int",
+    "problem_at",
+    "coco_segmentation",
+    "decode_coco_segmentation",
+    "clip_box",
 ]
 
 
@@ -163,9 +178,10 @@ COCO_SPLITS = ("train", "val")
 
 def coco_required_paths(root: Path, annotation_files: Mapping[str, Path], image_dirs: Mapping[str, Path]) -> list[RequiredPath]:
     """The paths of COCO's 2017 layout (root, then each split's annotation file and image folder),
-    named by the readers' common arguments ``{split}_annotations`` and ``{split}_images``."""
+    named by the readers' common arguments ``{split}_annotations`` and ``{split}_images``: the
+    splits of ``annotation_files`` (``train``, ``val``, and ``test`` where a reader has one)."""
     paths = [RequiredPath("COCO root", root, "root", "folder")]
-    for split in COCO_SPLITS:
+    for split in annotation_files:
         paths.append(RequiredPath(f"COCO {split} annotation file", annotation_files[split], f"{split}_annotations"))
         paths.append(RequiredPath(f"COCO {split} image folder", image_dirs[split], f"{split}_images", "folder"))
     return paths
@@ -179,6 +195,23 @@ def read_list(path: Path) -> list[tuple[int, list[str]]]:
     except UnicodeDecodeError as error:
         raise AnnotationFormatError(path, f"not a text list file ({error})") from None
     return [(n, line.split()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """The non-blank rows of a CSV file with their line numbers, a header line left out (a first
+    row whose second cell is not a number: ``path,x1,...`` rather than a first object)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [(reader.line_num, row) for reader in [csv.reader(handle)] for row in reader]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise AnnotationFormatError(path, f"not a readable CSV file ({type(error).__name__}: {error})") from None
+    rows = [(n, row) for n, row in rows if any(cell.strip() for cell in row)]
+    if rows and len(rows[0][1]) >= 2 and rows[0][1][1].strip():
+        try:
+            float(rows[0][1][1])
+        except ValueError:
+            rows = rows[1:]
+    return rows
 
 
 def value_table(mapping: Mapping[int, int], size: int = 256) -> np.ndarray:
@@ -283,6 +316,122 @@ def image_file(image_dir: Path, name: Any, field: str, what: str = "image file")
     return path
 
 
+def image_size(path: Path, what: str = "image file") -> tuple[int, int]:
+    """``(height, width)`` of an image from its header (PIL reads no pixels), for formats whose
+    annotations do not give it (YOLO's normalised boxes need it). A file that cannot be read is an
+    ``image_missing`` problem: it could never be trained on. The size is the stored one, without
+    EXIF rotation, as ``load_rgb`` decodes the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except OSError as error:  # a missing file, PIL's UnidentifiedImageError, a truncated header
+        detail = " ".join(str(error).split()) or type(error).__name__
+        raise RecordProblem("image_missing", f"{what} {path} cannot be read ({detail})") from None
+    return height, width
+
+
+def text_number(text: str, field: str) -> float:
+    """One finite number written as text (a CSV cell, an XML element, a YOLO field): ``wrong_type``
+    when it is not a number, ``non_finite`` for NaN or inf."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise RecordProblem("wrong_type", f"field {field!r} must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise RecordProblem("non_finite", f"field {field!r} holds a non-finite number")
+    return value
+
+
+def known(table: Mapping | set, key: Any) -> bool:
+    """``key in table``, False for an unhashable key (a list where an id should be)."""
+    try:
+        return key in table
+    except TypeError:
+        return False
+
+
+def positive_int(value: Any, field: str) -> int:
+    """A positive integer (an image's ``width``), else ``wrong_type``."""
+    size = number(value, field)
+    if size < 1 or size != int(size):
+        raise RecordProblem("wrong_type", f"field {field!r} must be a positive integer, got {size:g}")
+    return int(size)
+
+
+@contextlib.contextmanager
+def problem_at(where: str) -> Iterator[None]:
+    """Prefix the reason of a ``RecordProblem`` raised in this block with ``where`` (``object 2``,
+    ``line 7``), so that the one-line error names the part of the record that is wrong."""
+    try:
+        yield
+    except RecordProblem as problem:
+        raise RecordProblem(problem.kind, f"{where}: {problem.reason}") from None
+
+
+def clip_box(box: tuple[float, float, float, float], width: float, height: float, field: str) -> tuple[float, float, float, float]:
+    """``box`` clipped to the ``width x height`` image (a box ``check_box`` let through with its
+    pixel of slack), as torchvision's detection reference clamps COCO boxes; a box left without
+    area is an ``empty_box`` problem."""
+    x1, y1, x2, y2 = box
+    clipped = (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
+    if not (clipped[2] > clipped[0] and clipped[3] > clipped[1]):
+        raise RecordProblem("empty_box", f"field {field!r} = {[round(v, 2) for v in box]} is empty once clipped to the {width:g}x{height:g} image")
+    return clipped
+
+
+def coco_segmentation(value: Any, height: int, width: int) -> Any:
+    """A COCO annotation's ``segmentation`` checked against its ``height x width`` image: polygons
+    (a list of ``[x1, y1, x2, y2, ...]`` lists, several for an object in parts) as lists of floats,
+    or the RLE dict (``counts`` a compressed string or a list of run lengths) as it is.
+
+    Problems: a polygon that is not x, y pairs (``wrong_type``), holds NaN or inf (``non_finite``)
+    or has fewer than 3 points (``polygon_points``: pycocotools would read 2 points as a box); an
+    RLE of another size (``size_mismatch``) or whose run lengths do not cover the image
+    (``wrong_type``)."""
+    if isinstance(value, list):
+        if not value:
+            raise RecordProblem("polygon_points", "'segmentation' holds no polygon")
+        polygons = []
+        for k, polygon in enumerate(value):
+            field = f"segmentation[{k}]"
+            if not isinstance(polygon, list):
+                raise RecordProblem("wrong_type", f"{field!r} must be a list of x, y numbers")
+            coordinates = finite_array(polygon, field)
+            if coordinates.ndim != 1 or len(coordinates) % 2:
+                raise RecordProblem("wrong_type", f"{field!r} must be x, y pairs, got {coordinates.size} number(s)")
+            if len(coordinates) < 6:
+                raise RecordProblem("polygon_points", f"{field!r} has {len(coordinates) // 2} point(s), a polygon needs 3")
+            polygons.append(coordinates.tolist())
+        return polygons
+    if isinstance(value, dict):
+        size, counts = record_field(value, "size"), record_field(value, "counts")
+        if size != [height, width]:
+            raise RecordProblem("size_mismatch", f"the RLE's size {size!r} is not the image's [height, width] [{height}, {width}]")
+        if isinstance(counts, list):
+            if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
+                raise RecordProblem("wrong_type", f"the RLE's counts must be run lengths >= 0 adding up to {height} x {width}")
+        elif not isinstance(counts, str):
+            raise RecordProblem("wrong_type", "the RLE's counts must be a list of run lengths or a compressed string")
+        return value
+    raise RecordProblem("wrong_type", f"'segmentation' must be polygons or an RLE, got {type(value).__name__}")
+
+
+def decode_coco_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """``(H, W)`` bool pixels of one ``coco_segmentation`` (polygons, compressed or uncompressed
+    RLE) through ``pycocotools.mask``, as ``COCO.annToMask``: the polygons of one object merged."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation["counts"], list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return mask_utils.decode(rle).astype(bool)
+
+
 class ParsedSplits:
     """``records(split)`` of a reader that parses every split up front into ``self.splits``."""
 
@@ -375,6 +524,33 @@ class MaskFileSource(ParsedSplits, SegmentationSource):
         labels = torch.from_numpy(np.ascontiguousarray(self.label_map(record)).astype(np.int64))
         check_same_size(image, labels, record.image, self.label_file(record))
         return image, labels
+
+    def data_report(self) -> dict[str, Any]:
+        return self.checker.report()
+
+
+# ---------------------------------------------------------------------------------- detection
+class DetectionFileSource(ParsedSplits, DetectionSource):
+    """A detection source whose records are parsed up front into ``self.splits``, whose
+    ``record.image`` is an image file path, and whose bad records go through ``self.checker``."""
+
+    splits: dict[str, list[DetectionRecord]]
+    checker: RecordChecker
+
+    def records(self, split: str) -> list[DetectionRecord]:
+        if split not in self.splits:
+            raise ConfigError(f"{type(self).__name__} has splits {sorted(self.splits)}, not {split!r}")
+        return list(self.splits[split])
+
+    def load_image(self, record: DetectionRecord) -> Tensor:
+        return load_rgb(record.image)
+
+    def check_mask_size(self, record: DetectionRecord, height: int, width: int, file: Any) -> None:
+        """The image has the size its annotation gave (``record.size``), the size its masks are
+        decoded at; else ``BadRecordError`` (``size_mismatch``) naming ``file``."""
+        if record.size is not None and tuple(record.size) != (height, width):
+            raise BadRecordError(file, f"image {record.image} is {width}x{height} but the annotation gives "
+                                 f"{record.size[1]}x{record.size[0]}", kind="size_mismatch")
 
     def data_report(self) -> dict[str, Any]:
         return self.checker.report()

@@ -55,8 +55,21 @@ import numpy as np
 from core.coco import load_coco
 from core.errors import AnnotationFormatError, ConfigError
 from core.label_sets import IGNORE_INDEX
-from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_required, finite_array
-from datamodules.formats._common import COCO_SPLITS, MaskFileSource, coco_required_paths, image_file, number, record_field, resolve
+from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_required
+from datamodules.formats._common import (
+    COCO_SPLITS,
+    MaskFileSource,
+    coco_required_paths,
+    coco_segmentation,
+    decode_coco_segmentation,
+    image_file,
+    known,
+    number,
+    positive_int,
+    problem_at,
+    record_field,
+    resolve,
+)
 from datamodules.segmentation import SegmentationRecord
 
 __all__ = ["COCOSemantic"]
@@ -133,7 +146,7 @@ class COCOSemantic(MaskFileSource):
         by_image: dict[Any, list[tuple[int, dict]]] = {}
         for index, annotation in enumerate(content["annotations"]):
             image_id = annotation.get("image_id")
-            if _known(image_ids, image_id):
+            if known(image_ids, image_id):
                 by_image.setdefault(image_id, []).append((index, annotation))
                 continue
             with self.checker.record(path, f"annotation {annotation.get('id', index)!r}"):
@@ -146,7 +159,7 @@ class COCOSemantic(MaskFileSource):
             name = info.get("file_name") if isinstance(info, dict) else None
             where = f"images[{index}]" if image_id is None else f"image {image_id!r}" + (f" ({name!r})" if isinstance(name, str) else "")
             with self.checker.record(path, where):
-                objects = by_image.get(image_id, []) if _known(image_ids, image_id) else []
+                objects = by_image.get(image_id, []) if known(image_ids, image_id) else []
                 record = self._record(path, info, images, objects, labels, seen_images, seen_annotations, keep_empty)
                 if record is not None:
                     records.append(record)
@@ -158,7 +171,7 @@ class COCOSemantic(MaskFileSource):
         if image_id in seen_images:
             raise RecordProblem("duplicate", f"image id {image_id!r} appears more than once in 'images'")
         seen_images.add(image_id)
-        width, height = (_size(record_field(info, key), key) for key in ("width", "height"))
+        width, height = (positive_int(record_field(info, key), key) for key in ("width", "height"))
         file = image_file(images, record_field(info, "file_name"), "file_name")
         objects = []
         for index, annotation in annotations:
@@ -168,12 +181,13 @@ class COCOSemantic(MaskFileSource):
                 raise RecordProblem("duplicate", f"{where}: annotation id {annotation_id!r} appears more than once in the file")
             seen_annotations.add(annotation_id)
             category = record_field(annotation, "category_id")
-            if not _known(labels, category):
+            if not known(labels, category):
                 raise RecordProblem("unknown_category", f"{where}: category_id {category!r} is not one of the file's categories")
             iscrowd = number(annotation.get("iscrowd", 0), "iscrowd")
             if iscrowd not in (0.0, 1.0):
                 raise RecordProblem("wrong_type", f"{where}: field 'iscrowd' must be 0 or 1, got {iscrowd:g}")
-            segmentation = _segmentation(record_field(annotation, "segmentation"), height, width, where)
+            with problem_at(where):
+                segmentation = coco_segmentation(record_field(annotation, "segmentation"), height, width)
             if labels[category] is None:
                 self.checker.filtered("other_category", path)
                 continue
@@ -197,7 +211,7 @@ class COCOSemantic(MaskFileSource):
         ambiguous = np.zeros((height, width), dtype=bool)
         crowd = np.zeros((height, width), dtype=bool)
         for label, is_crowd, segmentation in record.mask:
-            pixels = _decode(segmentation, height, width)
+            pixels = decode_coco_segmentation(segmentation, height, width)
             if is_crowd and self.crowd == "ignore":
                 crowd |= pixels
                 continue
@@ -228,60 +242,3 @@ def _category_names(path: Path, content: dict[str, Any]) -> list[str]:
         raise AnnotationFormatError(path, f"a category name appears twice in 'categories': {names}")
     return names
 
-
-def _known(table: dict | set, key: Any) -> bool:
-    """``key in table``, False for an unhashable key (a list where an id should be)."""
-    try:
-        return key in table
-    except TypeError:
-        return False
-
-
-def _size(value: Any, field: str) -> int:
-    size = number(value, field)
-    if size < 1 or size != int(size):
-        raise RecordProblem("wrong_type", f"field {field!r} must be a positive integer, got {size:g}")
-    return int(size)
-
-
-def _segmentation(value: Any, height: int, width: int, where: str) -> Any:
-    """An annotation's ``segmentation`` checked: polygons as lists of floats, or the RLE dict."""
-    if isinstance(value, list):
-        if not value:
-            raise RecordProblem("polygon_points", f"{where}: 'segmentation' holds no polygon")
-        polygons = []
-        for k, polygon in enumerate(value):
-            field = f"segmentation[{k}]"
-            if not isinstance(polygon, list):
-                raise RecordProblem("wrong_type", f"{where}: {field!r} must be a list of x, y numbers")
-            coordinates = finite_array(polygon, field)
-            if coordinates.ndim != 1 or len(coordinates) % 2:
-                raise RecordProblem("wrong_type", f"{where}: {field!r} must be x, y pairs, got {coordinates.size} number(s)")
-            if len(coordinates) < 6:
-                raise RecordProblem("polygon_points", f"{where}: {field!r} has {len(coordinates) // 2} point(s), a polygon needs 3")
-            polygons.append(coordinates.tolist())
-        return polygons
-    if isinstance(value, dict):
-        size, counts = record_field(value, "size"), record_field(value, "counts")
-        if size != [height, width]:
-            raise RecordProblem("size_mismatch", f"{where}: the RLE's size {size!r} is not the image's [height, width] [{height}, {width}]")
-        if isinstance(counts, list):
-            if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
-                raise RecordProblem("wrong_type", f"{where}: the RLE's counts must be run lengths >= 0 adding up to {height} x {width}")
-        elif not isinstance(counts, str):
-            raise RecordProblem("wrong_type", f"{where}: the RLE's counts must be a list of run lengths or a compressed string")
-        return value
-    raise RecordProblem("wrong_type", f"{where}: 'segmentation' must be polygons or an RLE, got {type(value).__name__}")
-
-
-def _decode(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """``(H, W)`` bool pixels of one annotation's polygons or RLE (pycocotools, as ``COCO.annToMask``)."""
-    from pycocotools import mask as mask_utils
-
-    if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation["counts"], list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = segmentation
-    return mask_utils.decode(rle).astype(bool)

@@ -20,16 +20,14 @@ object per image; the detection readers take several).
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any, Sequence
 
-from PIL import Image
 from torch import Tensor
 
 from core.errors import AnnotationFormatError, ConfigError
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_box, check_required
-from datamodules.formats._common import image_file, load_rgb, number, resolve
+from datamodules.formats._common import image_file, image_size, load_rgb, read_csv_rows, resolve, text_number
 from datamodules.localization import LocalizationRecord, LocalizationSource
 
 __all__ = ["CSVBoxes"]
@@ -70,7 +68,7 @@ class CSVBoxes(LocalizationSource):
         if test_file is not None:
             self.files["test"] = resolve(self.root, test_file)
         check_required(self.required_paths(), root=self.root, owner=self)
-        lines = {split: _read_lines(path) for split, path in self.files.items()}
+        lines = {split: read_csv_rows(path) for split, path in self.files.items()}
         if class_names is None:
             class_names = sorted({row[5].strip() for _, row in lines["train"] if len(row) == 6 and row[5].strip()})
             if not class_names:
@@ -112,12 +110,8 @@ class CSVBoxes(LocalizationSource):
         if not any(v.strip() for v in row[1:]):
             raise RecordProblem("no_object", "no box and no label (an image without objects)")
         image = image_file(self.image_dir, name, "path")
-        box = tuple(number(_float(row[i], FIELDS[i]), FIELDS[i]) for i in range(1, 5))
-        try:
-            with Image.open(image) as handle:
-                width, height = handle.size
-        except OSError as error:
-            raise RecordProblem("image_missing", f"image file {image} cannot be read ({type(error).__name__})") from None
+        box = tuple(text_number(row[i], FIELDS[i]) for i in range(1, 5))
+        height, width = image_size(image)
         check_box(box, width, height, "x1,y1,x2,y2")
         label = row[5].strip()
         if label not in self._labels:
@@ -135,25 +129,3 @@ class CSVBoxes(LocalizationSource):
     def data_report(self) -> dict[str, Any]:
         return self.checker.report()
 
-
-def _float(text: str, field: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise RecordProblem("wrong_type", f"field {field!r} must be a number, got {text!r}") from None
-
-
-def _read_lines(path: Path) -> list[tuple[int, list[str]]]:
-    """The non-blank rows of a CSV file with their line numbers, a header line left out."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = [(reader.line_num, row) for reader in [csv.reader(handle)] for row in reader]
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise AnnotationFormatError(path, f"not a readable CSV file ({type(error).__name__}: {error})") from None
-    rows = [(n, row) for n, row in rows if any(cell.strip() for cell in row)]
-    if rows and len(rows[0][1]) >= 2 and rows[0][1][1].strip():
-        try:
-            float(rows[0][1][1])
-        except ValueError:  # "path,x1,..." rather than a first object
-            rows = rows[1:]
-    return rows
