@@ -154,7 +154,7 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
         net(example)
     flops = counter.get_total_flops()
     # The training blocks below copy the module: they must train as training does (batch-norm
-    # statistics of the batch, dropout on; a detector returns its losses only in train mode).
+    # statistics of the batch, dropout on; a network may return its losses only in train mode).
     net.train()
 
     # ---- inference latency

@@ -248,11 +248,10 @@ class DetectionModule(pl.LightningModule):
 
     def _write_per_class(self, split: str, tables: dict[str, dict[str, float]]) -> None:
         """``per_class_ap_<split>.md``: one row per class, one column per protocol (rank 0)."""
-        if not tables or self._trainer is None or not self.trainer.is_global_zero or self.trainer.sanity_checking:
+        # Only a run that logs has a run directory (a bare Trainer would write into the cwd).
+        if not tables or self._trainer is None or not self.trainer.loggers or not self.trainer.is_global_zero or self.trainer.sanity_checking:
             return
-        directory = self.trainer.log_dir or self.trainer.default_root_dir
-        if directory is None:
-            return
+        directory = self.trainer.log_dir
         columns = sorted(tables)
         lines = [f"# Per-class AP ({split}, epoch {self.current_epoch})", "", "| class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
         for name in self.class_names:
