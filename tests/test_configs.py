@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from experiments.compose import get_dotted, override_tree
 from tests.test_task_contract import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +31,19 @@ def print_config(*args: str) -> dict:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return yaml.safe_load(result.stdout)
+
+
+def weights_files(tree: dict, prefix: str) -> dict[str, str]:
+    """``{dotted key: path}`` of every pretrained-weights file (an argument named ``*weights``
+    holding a path) under ``tree``."""
+    found = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}.{key}"
+        if isinstance(value, dict):
+            found.update(weights_files(value, dotted))
+        elif str(key).endswith("weights") and isinstance(value, str) and value.endswith((".pth", ".pt")):
+            found[dotted] = value
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +68,11 @@ def test_config_parses_and_builds(config, composer):
         model, data = composer.instantiate(parsed)
     except Exception as error:
         assert error_in_chain(error, DataNotFoundError) is not None, f"{config.name}: {error}"
-        model, data = composer.instantiate_model_alone(parsed), None
+        # Pretrained weights the config names (data/weights/..., provided by the user) are left
+        # out when they are not on disk, as the data is: the network still builds.
+        missing = {key: None for key, path in weights_files(resolved["model"], "model").items() if not (REPO / path).exists()}
+        alone = composer.parse([str(config.relative_to(REPO))], override_tree(missing)) if missing else parsed
+        model, data = composer.instantiate_model_alone(alone), None
     assert sum(p.numel() for p in model.network.parameters()) > 0
     if data is not None:
         assert model.example_input_array is not None
@@ -74,6 +92,42 @@ def test_mpii_config_is_the_paper_recipe():
     aug = data["augmentation"]["init_args"]
     assert aug["rotation"] == 30.0 and list(aug["scale_range"]) == [0.75, 1.25] and aug["flip_prob"] == 0.5
     assert resolved["model"]["init_args"]["flip_test"] is True
+
+
+# torchvision's parameter counts of the models whose recipes the configs follow (their COCO
+# checkpoints: 91 class slots, 2 for person keypoints; shared/reference/PAPER_NUMBERS.md 2a).
+TORCHVISION_PARAMS = {
+    "faster_rcnn_resnet50_fpn_coco.yaml": 41_755_286,
+    "faster_rcnn_resnet50_fpn_v2_coco.yaml": 43_712_278,
+    "faster_rcnn_mobilenet_v3_large_fpn_coco.yaml": 19_386_354,
+    "faster_rcnn_mobilenet_v3_large_320_fpn_coco.yaml": 19_386_354,
+    "retinanet_resnet50_fpn_coco.yaml": 34_014_999,
+    "fcos_resnet50_fpn_coco.yaml": 32_269_600,
+    "ssd300_vgg16_coco.yaml": 35_641_826,
+    "ssdlite320_mobilenet_v3_large_coco.yaml": 3_440_060,
+    "mask_rcnn_resnet50_fpn_coco.yaml": 44_401_393,
+    "keypoint_rcnn_resnet50_fpn_coco.yaml": 59_137_258,
+}
+
+
+@pytest.mark.parametrize(("name", "params"), sorted(TORCHVISION_PARAMS.items()))
+def test_detection_recipe_configs_build_torchvisions_models(name, params, composer):
+    """Each COCO detection config composes exactly torchvision's model: with torchvision's 91 class
+    slots (the configs use 81 contiguous labels) its parameter count is torchvision's. The
+    ImageNet weights file is left out (it is not shipped); the batch norm it would freeze stays
+    frozen, so the count is the pretrained model's."""
+    config = f"experiments/configs/detection/{name}"
+    resolved = composer.to_dict(composer.parse([config]))
+    overrides: dict = {}
+    for key in weights_files(resolved["model"], "model"):
+        overrides[key] = None
+        parent = key.rpartition(".")[0]
+        if key.endswith(".init_args.weights") and get_dotted(resolved, f"{parent}.frozen_batch_norm", "absent") is None:
+            overrides[f"{parent}.frozen_batch_norm"] = True
+    if resolved["model"]["init_args"]["network"]["init_args"]["num_classes"] != 2:  # person keypoints: torchvision's 2
+        overrides["model.init_args.network.init_args.num_classes"] = 91
+    model = composer.instantiate_model_alone(composer.parse([config], override_tree(overrides)))
+    assert sum(p.numel() for p in model.network.parameters()) == params
 
 
 @pytest.mark.parametrize("config", sorted(TASKS.values()))

@@ -128,6 +128,15 @@ def test_box_conversions_round_trip():
 
 
 # ---------------------------------------------------------------------- networks
+# torchvision 0.29's weight metadata (PAPER_NUMBERS.md 2a): COCO's 91 classes, 2 for keypoints.
+TORCHVISION_PARAMS = {
+    "fasterrcnn_r50_fpn": 41_755_286, "fasterrcnn_r50_fpn_v2": 43_712_278, "fasterrcnn_mobilenet_v3_fpn": 19_386_354,
+    "maskrcnn_r50_fpn": 44_401_393, "keypointrcnn_r50_fpn": 59_137_258, "retinanet_r50_fpn": 34_014_999,
+    "retinanet_r50_fpn_v2": 38_198_935, "fcos_r50_fpn": 32_269_600, "ssd300_vgg16": 35_641_826, "ssdlite320": 3_440_060,
+}
+ZOO_FROZEN_NORMS = {"fasterrcnn_r50_fpn", "fasterrcnn_mobilenet_v3_fpn", "maskrcnn_r50_fpn", "keypointrcnn_r50_fpn", "retinanet_r50_fpn", "fcos_r50_fpn"}
+
+
 @pytest.mark.parametrize("ours, builder", [
     (lambda: FasterRCNN(ResNetFPN(50), num_classes=91), lambda: tvd.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)),
     (lambda: FasterRCNN(ResNetFPN(50, fpn_norm=True), num_classes=91, rpn_conv_depth=2, box_head_convs=[256] * 4, box_head_fcs=[1024], box_head_norm=True),
@@ -143,9 +152,14 @@ def test_box_conversions_round_trip():
     (lambda: SSDLite320(num_classes=91), lambda: tvd.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)),
 ], ids=["fasterrcnn_r50_fpn", "fasterrcnn_r50_fpn_v2", "fasterrcnn_mobilenet_v3_fpn", "maskrcnn_r50_fpn", "keypointrcnn_r50_fpn",
         "retinanet_r50_fpn", "retinanet_r50_fpn_v2", "fcos_r50_fpn", "ssd300_vgg16", "ssdlite320"])
-def test_networks_equal_torchvision_builders_in_parameters_and_names(ours, builder):
+def test_networks_equal_torchvision_builders_in_parameters_and_names(ours, builder, request):
     network, reference = ours(), builder()
     assert params(network) == params(reference)
+    name = request.node.callspec.id
+    # The zoo's builders freeze the backbone's batch norms when they load ImageNet weights
+    # (FrozenBatchNorm2d: buffers, not parameters); these were built from scratch.
+    body_norms = sum(params(m) for m in network.detector.backbone.body.modules() if isinstance(m, torch.nn.BatchNorm2d)) if name in ZOO_FROZEN_NORMS else 0
+    assert params(network) - body_norms == TORCHVISION_PARAMS[name]
     # The very parameter names of torchvision's models: their COCO checkpoints load as they are.
     assert network.detector.state_dict().keys() == reference.state_dict().keys()
 

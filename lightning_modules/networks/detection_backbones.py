@@ -150,6 +150,12 @@ class MobileNetV3FPN(BackboneWithFPN):
         trainable_layers: stages that train, counted from the top (0-6); ``None``: 3 with
             ``weights``, all without.
         frozen_batch_norm: ``FrozenBatchNorm2d`` in the MobileNet; ``None``: frozen with ``weights``.
+        fpn_channels: the FPN's width (256 in torchvision; the RPN and RoI heads read it, so a
+            narrower pyramid makes the whole detector cheaper on a CPU).
+        returned_layers: the MobileNet stages the FPN reads, counted from the stem (0) to the last
+            (5); torchvision's detector reads ``[4, 5]``: both end at stride 32, so its finest
+            level is stride 32 (10x10 at 320). ``[3, 4, 5]`` adds the stride-16 stage for small
+            objects.
     """
 
     def __init__(
@@ -158,10 +164,17 @@ class MobileNetV3FPN(BackboneWithFPN):
         width_mult: float = 1.0,
         trainable_layers: int | None = None,
         frozen_batch_norm: bool | None = None,
+        fpn_channels: int = 256,
+        returned_layers: list[int] | None = None,
     ) -> None:
         frozen = bool(weights) if frozen_batch_norm is None else frozen_batch_norm
         mobilenet = models.mobilenet_v3_large(weights=None, width_mult=width_mult, norm_layer=FrozenBatchNorm2d if frozen else nn.BatchNorm2d)
         if weights:
             mobilenet.classifier = nn.Identity()
             load_weights_file(mobilenet, weights, "MobileNetV3FPN.weights", drop_prefixes=("classifier.",))
-        _adopt(self, _mobilenet_extractor(mobilenet, True, _trainable(weights, trainable_layers, 6)))
+        built = _mobilenet_extractor(mobilenet, True, _trainable(weights, trainable_layers, 6), returned_layers=returned_layers)
+        if fpn_channels != built.out_channels:
+            # torchvision's extractor fixes 256 channels: the same pyramid at another width.
+            in_channels = [block[0].in_channels for block in built.fpn.inner_blocks]
+            built = BackboneWithFPN(mobilenet.features, dict(built.body.return_layers), in_channels, fpn_channels)
+        _adopt(self, built)
