@@ -162,7 +162,9 @@ class DetectionAugmentation:
 
     Args:
         scale_range: the image is resized by a factor drawn uniformly from this range (``(1, 1)``:
-            no resize; the detector's own transform still resizes to its ``min_size``).
+            no resize). torchvision's detectors resize every image to their own ``min_size`` (SSD:
+            a fixed size) inside, which undoes this rescale: it matters only for a network that
+            takes images at their size; for those detectors keep ``(1, 1)``.
         flip_prob: probability of a horizontal flip; keypoints named as a left/right pair by the
             source's ``flip_pairs`` swap with it.
         brightness: ``v2.ColorJitter`` brightness, contrast and saturation strength (0: none).
@@ -177,7 +179,7 @@ class DetectionAugmentation:
 
     def __init__(
         self,
-        scale_range: tuple[float, float] = (0.8, 1.25),
+        scale_range: tuple[float, float] = (1.0, 1.0),
         flip_prob: float = 0.5,
         brightness: float = 0.2,
         hue: float = 0.02,

@@ -69,3 +69,4 @@ def test_mask_rcnn_on_a_coco_folder_reports_pycocotools_own_ap(tmp_path):
         assert ours == pytest.approx(official, abs=1e-6), iou_type
         assert any(v > 0 for v in official), f"{iou_type}: a test of all-zero scores could not tell the two apart"
     assert reported["test/map"] == pytest.approx(reported["test/bbox/AP"], abs=1e-9)
+
