@@ -13,8 +13,8 @@ import torch
 from torchvision.models import detection as tvd
 from torchvision.ops import box_convert, sigmoid_focal_loss
 
-from core.errors import CheckpointError, ConfigError, DataNotFoundError
-from datamodules.detection import DetectionAugmentation, DetectionDataModule, DetectionDataset, list_collate
+from core.errors import CheckpointError, DataNotFoundError
+from datamodules.detection import DetectionAugmentation, DetectionDataset, list_collate
 from datamodules.synthetic.detection import CLASS_NAMES, KEYPOINT_NAMES, SyntheticDetection
 from experiments.cli import load_components, run_cli
 from lightning_modules.networks.detection_backbones import MobileNetV3FPN, ResNetFPN

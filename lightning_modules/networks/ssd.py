@@ -55,7 +55,8 @@ class SSD300(TorchvisionDetector):
     ) -> None:
         super().__init__(num_classes, weights)
         self.backbone_weights = backbone_weights
-        self.trainable_layers = 4 if backbone_weights and trainable_layers is None else _trainable(backbone_weights, trainable_layers, 5)
+        # torchvision trains 4 of VGG's 5 stages from ImageNet weights (3 for its other detectors).
+        self.trainable_layers = _trainable(backbone_weights, 4 if backbone_weights and trainable_layers is None else trainable_layers, 5)
         self.kwargs = {
             "score_thresh": score_thresh, "nms_thresh": nms_thresh, "detections_per_img": detections_per_img,
             "iou_thresh": iou_thresh, "topk_candidates": topk_candidates, "positive_fraction": positive_fraction,
