@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.models.detection import keypoint_rcnn
 
 from core.errors import ConfigError
-from lightning_modules.networks.faster_rcnn import FasterRCNN, rcnn_kwargs
+from lightning_modules.networks.faster_rcnn import FasterRCNN, rcnn_kwargs, roi_align
 
 __all__ = ["KeypointRCNN"]
 
@@ -50,5 +50,5 @@ class KeypointRCNN(FasterRCNN):
         layers = self._keypoint_layers
         head = keypoint_rcnn.KeypointRCNNHeads(self._backbone.out_channels, layers)
         predictor = keypoint_rcnn.KeypointRCNNPredictor(layers[-1], num_keypoints)
-        return keypoint_rcnn.KeypointRCNN(self._backbone, num_classes=None, keypoint_head=head, keypoint_predictor=predictor,
+        return keypoint_rcnn.KeypointRCNN(self._backbone, num_classes=None, keypoint_roi_pool=roi_align(14, self.options), keypoint_head=head, keypoint_predictor=predictor,
                                           **rcnn_kwargs(self._backbone, num_classes, self.options))

@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models.detection import mask_rcnn
 
-from lightning_modules.networks.faster_rcnn import FasterRCNN, rcnn_kwargs
+from lightning_modules.networks.faster_rcnn import FasterRCNN, rcnn_kwargs, roi_align
 
 __all__ = ["MaskRCNN"]
 
@@ -40,5 +40,5 @@ class MaskRCNN(FasterRCNN):
         norm = nn.BatchNorm2d if self._mask_options["norm"] else None
         head = mask_rcnn.MaskRCNNHeads(self._backbone.out_channels, layers, 1, norm_layer=norm)
         predictor = mask_rcnn.MaskRCNNPredictor(layers[-1], layers[-1], num_classes)
-        return mask_rcnn.MaskRCNN(self._backbone, num_classes=None, mask_head=head, mask_predictor=predictor,
+        return mask_rcnn.MaskRCNN(self._backbone, num_classes=None, mask_roi_pool=roi_align(14, self.options), mask_head=head, mask_predictor=predictor,
                                   **rcnn_kwargs(self._backbone, num_classes, self.options))
