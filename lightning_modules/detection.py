@@ -249,9 +249,13 @@ class DetectionModule(pl.LightningModule):
     def _write_per_class(self, split: str, tables: dict[str, dict[str, float]]) -> None:
         """``per_class_ap_<split>.md``: one row per class, one column per protocol (rank 0)."""
         # Only a run that logs has a run directory (a bare Trainer would write into the cwd).
-        if not tables or self._trainer is None or not self.trainer.loggers or not self.trainer.is_global_zero or self.trainer.sanity_checking:
+        if not tables or self._trainer is None or not self.trainer.loggers or self.trainer.sanity_checking:
             return
+        # Trainer.log_dir broadcasts rank 0's directory: every rank must ask, or the next
+        # collective pairs with this broadcast and DDP hangs.
         directory = self.trainer.log_dir
+        if not self.trainer.is_global_zero:
+            return
         columns = sorted(tables)
         lines = [f"# Per-class AP ({split}, epoch {self.current_epoch})", "", "| class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
         for name in self.class_names:

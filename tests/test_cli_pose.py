@@ -10,9 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "tests/configs/pose_tiny.yaml"
@@ -124,19 +122,3 @@ def test_bad_value_names_the_key(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "num_train" in lines[0], result.stderr
-
-
-@pytest.mark.slow
-def test_ddp_two_processes_on_cpu_make_one_run(tmp_path):
-    result = experiments(
-        "fit", "--config", TINY, "--run.name", "ddp", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-        root=tmp_path, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # both ranks wrote into one run
-    run = tmp_path / "ddp"
-    rows = read_metrics(run)
-    assert len(column(rows, "val/pckh")) == 2  # one set of metrics: rank 0 logs, once per epoch
-    assert len(wandb_runs(run)) == 1  # one W&B run
-    trainer = yaml.safe_load((run / "config.yaml").read_text())["trainer"]
-    assert str(trainer["devices"]) == "2" and trainer["strategy"] == "ddp"

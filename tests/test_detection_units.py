@@ -13,7 +13,7 @@ import torch
 from torchvision.models import detection as tvd
 from torchvision.ops import box_convert, sigmoid_focal_loss
 
-from core.errors import CheckpointError, DataNotFoundError
+from core.errors import CheckpointError, ConfigError, DataNotFoundError
 from datamodules.detection import DetectionAugmentation, DetectionDataset, list_collate
 from datamodules.synthetic.detection import CLASS_NAMES, KEYPOINT_NAMES, SyntheticDetection
 from experiments.cli import load_components, run_cli
@@ -162,6 +162,19 @@ def test_networks_equal_torchvision_builders_in_parameters_and_names(ours, build
     assert params(network) - body_norms == TORCHVISION_PARAMS[name]
     # The very parameter names of torchvision's models: their COCO checkpoints load as they are.
     assert network.detector.state_dict().keys() == reference.state_dict().keys()
+    for pool in ("box_roi_pool", "mask_roi_pool", "keypoint_roi_pool"):  # the R-CNNs' RoIAlign as torchvision's
+        if hasattr(reference, "roi_heads") and getattr(reference.roi_heads, pool) is not None:
+            mine, theirs = getattr(network.detector.roi_heads, pool), getattr(reference.roi_heads, pool)
+            assert (mine.featmap_names, mine.output_size, mine.sampling_ratio) == (theirs.featmap_names, theirs.output_size, theirs.sampling_ratio)
+
+
+def test_roi_sampling_ratio_reaches_every_roialign_and_a_bad_one_is_named():
+    network = MaskRCNN(MobileNetV3FPN(width_mult=0.25), num_classes=3, roi_sampling_ratio=1)
+    heads = network.detector.roi_heads
+    assert heads.box_roi_pool.sampling_ratio == heads.mask_roi_pool.sampling_ratio == 1
+    assert KeypointRCNN(MobileNetV3FPN(width_mult=0.25), num_classes=2, num_keypoints=4, roi_sampling_ratio=1).detector.roi_heads.keypoint_roi_pool.sampling_ratio == 1
+    with pytest.raises(ConfigError, match="roi_sampling_ratio"):
+        FasterRCNN(MobileNetV3FPN(width_mult=0.25), num_classes=3, roi_sampling_ratio=0)
 
 
 def test_focal_head_with_alpha_025_gamma_2_is_torchvisions_loss_and_gamma_0_is_balanced_cross_entropy():

@@ -15,6 +15,7 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from experiments.cli import load_components
@@ -122,3 +123,24 @@ def test_data_lists_its_paths_and_reports(task):
     report = data.data_report()
     assert json.loads(json.dumps(report)) == report
     assert all(source["skipped"] == 0 for source in report["sources"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_two_process_ddp_fit_makes_one_run(name, tmp_path):
+    """``fit`` with two DDP processes on the CPU: both ranks finish (a collective one rank skips
+    hangs, hence the timeout), write into one run, log one set of metrics and one W&B run."""
+    from tests.test_cli_pose import column, experiments, read_metrics, wandb_runs
+
+    model, _, _ = load_components(["--config", TASKS[name]])
+    result = experiments(
+        "fit", "--config", TASKS[name], "--run.name", "ddp", "--run.wandb", "offline", "--trainer.max_epochs", "2",
+        "--trainer.devices", "2", "--trainer.strategy", "ddp", root=tmp_path, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # both ranks wrote into one run
+    run = tmp_path / "ddp"
+    assert len(column(read_metrics(run), model.monitor)) == 2  # rank 0 logs, once per epoch
+    assert len(wandb_runs(run)) == 1
+    trainer = yaml.safe_load((run / "config.yaml").read_text())["trainer"]
+    assert str(trainer["devices"]) == "2" and trainer["strategy"] == "ddp"

@@ -65,7 +65,7 @@ class TorchvisionDetector(nn.Module):
         self.num_classes, self.num_keypoints = num_classes, num_keypoints
         self.detector = self.make(num_classes, num_keypoints)
         if self.weights:
-            self.skipped_weights = load_weights_file(self.detector, self.weights, f"model.init_args.network.init_args.weights", skip_mismatched=True)
+            self.skipped_weights = load_weights_file(self.detector, self.weights, "model.init_args.network.init_args.weights", skip_mismatched=True)
 
     def built(self, num_classes: int | None) -> None:
         """Subclasses call this at the end of ``__init__``: build now when the YAML gave the classes."""
