@@ -11,11 +11,13 @@ import io
 import json
 
 import pytest
+from optuna.trial import TrialState
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from experiments.cli import run_cli
 from tests.detection_fixtures import coco_detection_folder
+from tests.test_search_helpers import REPO, load_study, run_search
 
 TINY = "tests/configs/detection_tiny.yaml"
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -70,3 +72,20 @@ def test_mask_rcnn_on_a_coco_folder_reports_pycocotools_own_ap(tmp_path):
         assert any(v > 0 for v in official), f"{iou_type}: a test of all-zero scores could not tell the two apart"
     assert reported["test/map"] == pytest.approx(reported["test/bbox/AP"], abs=1e-9)
 
+
+
+@pytest.mark.slow
+def test_the_shipped_faster_rcnn_search_spec_runs(tmp_path):
+    """The detection search spec as it ships, shrunk only in data and epochs: two trials train the
+    quick Faster R-CNN with sampled anchors, RPN dicts and RoI sampling, and report COCO box AP."""
+    spec = REPO / "experiments" / "search" / "faster_rcnn_synthetic.yaml"
+    shrink = {"run.root": str(tmp_path / "runs"), "run.wandb": "disabled", "trainer.max_epochs": 1,
+              "model.init_args.scheduler.init_args.T_max": 1, "data.init_args.source.init_args.num_train": 8,
+              "data.init_args.source.init_args.num_val": 4, "data.init_args.num_workers": 0}
+    extra = [argument for key, value in shrink.items() for argument in ("--set", f"{key}={value}")]
+    result = run_search(spec, "--n-trials", "2", "--no-report", *extra, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    study = load_study(str(tmp_path / "runs" / "faster_rcnn_synthetic" / "journal.log"), "faster_rcnn_synthetic")
+    trials = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(trials) == 2 and all(0.0 <= t.value <= 1.0 for t in trials)
+    assert {"model.network.anchor_sizes", "model.network.rpn", "model.network.box_batch_size_per_image"} <= set(trials[0].params)

@@ -61,6 +61,9 @@ __all__ = [
     "load_label_map",
     "COCO_SPLITS",
     "coco_required_paths",
+    "coco_content",
+    "coco_annotations_by_image",
+    "coco_images",
     "read_list",
     "read_csv_rows",
     "value_table",
@@ -185,6 +188,46 @@ def coco_required_paths(root: Path, annotation_files: Mapping[str, Path], image_
         paths.append(RequiredPath(f"COCO {split} annotation file", annotation_files[split], f"{split}_annotations"))
         paths.append(RequiredPath(f"COCO {split} image folder", image_dirs[split], f"{split}_images", "folder"))
     return paths
+
+
+def coco_content(path: Path, task: str) -> dict[str, Any]:
+    """The COCO dictionary of ``path``: an object with ``images``, ``categories`` and
+    ``annotations`` lists, else ``AnnotationFormatError`` (``task`` says who needs the annotations)."""
+    content = load_json(path)
+    if not isinstance(content, dict) or not isinstance(content.get("images"), list) or not isinstance(content.get("categories"), list):
+        raise AnnotationFormatError(path, "not a COCO annotation file (it needs 'images' and 'categories' lists)")
+    if not isinstance(content.get("annotations"), list):
+        raise AnnotationFormatError(path, f"no 'annotations' list (an image-info file has none; {task} needs one)")
+    return content
+
+
+def coco_annotations_by_image(path: Path, content: dict[str, Any], checker: RecordChecker) -> tuple[set[Any], dict[Any, list[tuple[int, Any]]]]:
+    """The file's image ids, and its annotations grouped by image id, each with its index in the
+    file. An annotation that is not an object, or whose ``image_id`` is none of the images', is a
+    bad record (``checker``'s policy)."""
+    image_ids = {info["id"] for info in content["images"] if isinstance(info, dict) and isinstance(info.get("id"), (int, str))}
+    by_image: dict[Any, list[tuple[int, Any]]] = {}
+    for index, annotation in enumerate(content["annotations"]):
+        image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+        if known(image_ids, image_id):
+            by_image.setdefault(image_id, []).append((index, annotation))
+            continue
+        where = f"annotation {annotation['id']!r}" if isinstance(annotation, dict) and "id" in annotation else f"annotations[{index}]"
+        with checker.record(path, where):
+            if not isinstance(annotation, dict):
+                raise RecordProblem("wrong_type", f"expected an object, got {type(annotation).__name__}")
+            raise RecordProblem("unknown_image", f"image_id {image_id!r} is not one of the file's images")
+    return image_ids, by_image
+
+
+def coco_images(content: dict[str, Any], image_ids: set[Any], by_image: Mapping[Any, list[tuple[int, Any]]]) -> Iterator[tuple[Any, str, list[tuple[int, Any]]]]:
+    """Per entry of ``images``: the entry, where it is (``image 7 ('a.jpg')`` or ``images[3]``, for
+    the one-line error) and its annotations (``coco_annotations_by_image``)."""
+    for index, info in enumerate(content["images"]):
+        image_id = info.get("id") if isinstance(info, dict) else None
+        name = info.get("file_name") if isinstance(info, dict) else None
+        where = f"images[{index}]" if image_id is None else f"image {image_id!r}" + (f" ({name!r})" if isinstance(name, str) else "")
+        yield info, where, (by_image.get(image_id, []) if known(image_ids, image_id) else [])
 
 
 def read_list(path: Path) -> list[tuple[int, list[str]]]:

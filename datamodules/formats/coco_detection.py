@@ -77,12 +77,14 @@ from datamodules.detection import DetectionRecord
 from datamodules.formats._common import (
     DetectionFileSource,
     clip_box,
+    coco_annotations_by_image,
+    coco_content,
+    coco_images,
     coco_required_paths,
     coco_segmentation,
     decode_coco_segmentation,
     image_file,
     known,
-    load_json,
     number,
     positive_int,
     problem_at,
@@ -146,7 +148,7 @@ class COCODetection(DetectionFileSource):
         contents: dict[Path, dict[str, Any]] = {}
         for path in self.annotation_files.values():
             if path not in contents:
-                contents[path] = _content(path)
+                contents[path] = coco_content(path, "detection")
         first = next(iter(self.annotation_files.values()))
         categories = _categories(first, contents[first])
         names = {cat_id: c["name"] for cat_id, c in categories.items()}
@@ -232,30 +234,12 @@ class COCODetection(DetectionFileSource):
                                 if name.startswith("left_") and "right_" + name[5:] in index)
 
     def _read(self, path: Path, content: dict[str, Any], images: Path, drop_empty: bool) -> list[DetectionRecord]:
-        image_ids: set[Any] = set()
-        for info in content["images"]:
-            if isinstance(info, dict) and isinstance(info.get("id"), (int, str)):
-                image_ids.add(info["id"])
-        by_image: dict[Any, list[tuple[int, Any]]] = {}
-        for index, annotation in enumerate(content["annotations"]):
-            image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
-            if known(image_ids, image_id):
-                by_image.setdefault(image_id, []).append((index, annotation))
-                continue
-            where = f"annotation {annotation['id']!r}" if isinstance(annotation, dict) and "id" in annotation else f"annotations[{index}]"
-            with self.checker.record(path, where):
-                if not isinstance(annotation, dict):
-                    raise RecordProblem("wrong_type", f"expected an object, got {type(annotation).__name__}")
-                raise RecordProblem("unknown_image", f"image_id {image_id!r} is not one of the file's images")
+        image_ids, by_image = coco_annotations_by_image(path, content, self.checker)
         seen_images: set[Any] = set()
         seen_annotations: set[Any] = set()
         records = []
-        for index, info in enumerate(content["images"]):
-            image_id = info.get("id") if isinstance(info, dict) else None
-            name = info.get("file_name") if isinstance(info, dict) else None
-            where = f"images[{index}]" if image_id is None else f"image {image_id!r}" + (f" ({name!r})" if isinstance(name, str) else "")
+        for info, where, objects in coco_images(content, image_ids, by_image):
             with self.checker.record(path, where):
-                objects = by_image.get(image_id, []) if known(image_ids, image_id) else []
                 record = self._record(path, info, images, objects, seen_images, seen_annotations)
                 if drop_empty and not (~record.iscrowd).any():
                     self.checker.filtered("no_annotation", path)
@@ -344,16 +328,6 @@ def _flag(annotation: dict[str, Any], field: str) -> bool:
     if value not in (0.0, 1.0):
         raise RecordProblem("wrong_type", f"field {field!r} must be 0 or 1, got {value:g}")
     return bool(value)
-
-
-def _content(path: Path) -> dict[str, Any]:
-    """The file's COCO dictionary, with the lists this reader needs."""
-    content = load_json(path)
-    if not isinstance(content, dict) or not isinstance(content.get("images"), list) or not isinstance(content.get("categories"), list):
-        raise AnnotationFormatError(path, "not a COCO annotation file (it needs 'images' and 'categories' lists)")
-    if not isinstance(content.get("annotations"), list):
-        raise AnnotationFormatError(path, "no 'annotations' list (an image-info file has none; detection needs one)")
-    return content
 
 
 def _categories(path: Path, content: dict[str, Any]) -> dict[int, dict[str, Any]]:

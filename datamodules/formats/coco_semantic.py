@@ -52,13 +52,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.coco import load_coco
 from core.errors import AnnotationFormatError, ConfigError
 from core.label_sets import IGNORE_INDEX
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_required
 from datamodules.formats._common import (
     COCO_SPLITS,
     MaskFileSource,
+    coco_annotations_by_image,
+    coco_content,
+    coco_images,
     coco_required_paths,
     coco_segmentation,
     decode_coco_segmentation,
@@ -116,7 +118,7 @@ class COCOSemantic(MaskFileSource):
         check_required(self.required_paths(), root=self.root, owner=self)
         self.crowd = crowd
         self.keep_empty_train_images = keep_empty_train_images
-        contents = {split: _content(path) for split, path in self.annotation_files.items()}
+        contents = {split: coco_content(path, "segmentation") for split, path in self.annotation_files.items()}
         names = _category_names(self.annotation_files["train"], contents["train"])
         _category_names(self.annotation_files["val"], contents["val"])
         if categories is None:
@@ -142,24 +144,12 @@ class COCOSemantic(MaskFileSource):
     def _read(self, path: Path, content: dict[str, Any], images: Path, keep_empty: bool) -> list[SegmentationRecord]:
         categories = {c["id"]: c for c in content["categories"] if isinstance(c, dict) and "id" in c}
         labels = {cat_id: self._labels.get(c.get("name")) for cat_id, c in categories.items()}
-        image_ids = {info.get("id") for info in content["images"] if isinstance(info, dict)}
-        by_image: dict[Any, list[tuple[int, dict]]] = {}
-        for index, annotation in enumerate(content["annotations"]):
-            image_id = annotation.get("image_id")
-            if known(image_ids, image_id):
-                by_image.setdefault(image_id, []).append((index, annotation))
-                continue
-            with self.checker.record(path, f"annotation {annotation.get('id', index)!r}"):
-                raise RecordProblem("unknown_image", f"image_id {image_id!r} is not one of the file's images")
+        image_ids, by_image = coco_annotations_by_image(path, content, self.checker)
         seen_images: set[Any] = set()
         seen_annotations: set[Any] = set()
         records = []
-        for index, info in enumerate(content["images"]):
-            image_id = info.get("id") if isinstance(info, dict) else None
-            name = info.get("file_name") if isinstance(info, dict) else None
-            where = f"images[{index}]" if image_id is None else f"image {image_id!r}" + (f" ({name!r})" if isinstance(name, str) else "")
+        for info, where, objects in coco_images(content, image_ids, by_image):
             with self.checker.record(path, where):
-                objects = by_image.get(image_id, []) if known(image_ids, image_id) else []
                 record = self._record(path, info, images, objects, labels, seen_images, seen_annotations, keep_empty)
                 if record is not None:
                     records.append(record)
@@ -220,16 +210,6 @@ class COCOSemantic(MaskFileSource):
         labels[crowd & (labels == 0)] = IGNORE_INDEX
         labels[ambiguous] = IGNORE_INDEX
         return labels
-
-
-def _content(path: Path) -> dict[str, Any]:
-    """The file's COCO dictionary, with the lists this reader needs."""
-    content = load_coco(path).dataset
-    if not isinstance(content, dict) or not isinstance(content.get("images"), list) or not isinstance(content.get("categories"), list):
-        raise AnnotationFormatError(path, "not a COCO annotation file (it needs 'images' and 'categories' lists)")
-    if not isinstance(content.get("annotations"), list):
-        raise AnnotationFormatError(path, "no 'annotations' list (an image-info file has none; segmentation needs one)")
-    return content
 
 
 def _category_names(path: Path, content: dict[str, Any]) -> list[str]:
