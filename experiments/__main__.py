@@ -11,6 +11,7 @@ Measure, tune, reproduce:
   search     an Optuna study over a search spec (experiments/search/*.yaml); --help lists the specs
   reproduce  a paper table's rows x seeds, then its report (experiments/tables/*.yaml); --help lists the tables
   report     rebuild a table's report from its finished runs, without training
+  dashboard  optuna-dashboard on a study: dashboard --study runs/<study> (pip install -r requirements-dashboard.txt)
 
 Runs, studies and tables write under runs/ (README.md, "The command line").
 """
@@ -50,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.reproduce.cli import main_report
 
         return main_report(argv[1:])
+    if command == "dashboard":
+        from search.dashboard import main as dashboard_main
+
+        return dashboard_main(argv[1:])
     known = command in ("", "-h", "--help", "help")
     if not known:
         print(f"python -m experiments: unknown command {command!r}\n", file=sys.stderr)

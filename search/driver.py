@@ -32,6 +32,7 @@ import yaml
 
 from core.io import write_atomic
 from core.processes import SlotPool, experiments_command
+from core.progress import best_so_far, eta_seconds, progress_line
 from experiments.compose import ConfigComposer, get_dotted, measure_network, override_tree
 from search.space import params_to_values, suggest_params
 from search.spec import Objective, SearchSpec, SpecError, build_pruner, build_sampler, grid_size
@@ -296,7 +297,7 @@ class SearchDriver:
             trial.set_user_attr("rejected", violation)
             self.rejections += 1
             self.study.tell(trial, state=TrialState.PRUNED)
-            say(f"trial {number} rejected before launch: {violation}  {params}")
+            self._say_finished(f"trial {number} rejected before launch: {violation}  {params}")
             return
 
         # -- the attempt: override file, status directory, run directory
@@ -396,7 +397,7 @@ class SearchDriver:
         if payload["status"] == "pruned":
             trial.set_user_attr("pruned_at", payload.get("pruned_at"))
             self.study.tell(trial, state=TrialState.PRUNED)
-            say(f"trial {number} PRUNED at epoch {payload.get('pruned_at')} ({result.seconds:.0f} s)")
+            self._say_finished(f"trial {number} PRUNED at epoch {payload.get('pruned_at')} ({result.seconds:.0f} s)")
             return
         objective_values = []
         for objective, value in zip(spec.objectives, payload["values"]):
@@ -414,7 +415,7 @@ class SearchDriver:
             return
         self.study.tell(trial, objective_values if spec.multi_objective else objective_values[0])
         shown = ", ".join(f"{o.metric}={_fmt(v)}" for o, v in zip(spec.objectives, objective_values))
-        say(f"trial {number} COMPLETE {shown} ({result.seconds:.0f} s)")
+        self._say_finished(f"trial {number} COMPLETE {shown} ({result.seconds:.0f} s)")
 
     def _measure(self, config: Any) -> dict[str, float]:
         """Parameters and forward GFLOPs of a trial's network (``experiments.compose``), on the
@@ -450,8 +451,6 @@ class SearchDriver:
         except Exception:
             pass
         self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        first_line = detail.strip().splitlines()[0] if detail.strip() else ""
-        say(f"trial {trial.number} FAIL ({reason}): {first_line[:200]}")
         if retry:
             frozen = self.study._storage.get_trial(trial._trial_id)
             count = int(frozen.user_attrs.get("retry_count", 0))
@@ -460,6 +459,36 @@ class SearchDriver:
                     frozen.params, user_attrs={"retry_of": trial.number, "retry_count": count + 1, "retry_reason": reason},
                     skip_if_exists=False,
                 )
+        first_line = detail.strip().splitlines()[0] if detail.strip() else ""
+        self._say_finished(f"trial {trial.number} FAIL ({reason}): {first_line[:200]}")
+
+    def _say_finished(self, message: str) -> None:
+        """The one line of a finished trial (``core.progress``): ``[done/budget] <message> · best
+        <value> (trial n)`` or ``· k trials on the Pareto front`` ``· ~T left``. The study's
+        trials (every driver's) count; a failed trial that was retried counts as its retry does.
+        The time left is the mean duration of the finished trials times the trials left, over this
+        driver's slots."""
+        try:
+            message = self._progress(message)
+        except Exception as error:  # the line itself matters more than its decoration
+            message += f" (progress unavailable: {type(error).__name__})"
+        say(message)
+
+    def _progress(self, message: str) -> str:
+        from optuna.trial import TrialState
+
+        finished_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        superseded = budget_state(self.study)["superseded"]
+        trials = [t for t in self.study.get_trials(deepcopy=False) if t.number not in superseded]
+        finished = [t for t in trials if t.state in finished_states]
+        done, total = len(finished), self.n_trials
+        durations = [float(t.user_attrs["seconds"]) for t in finished if t.user_attrs.get("seconds") is not None]
+        deadline = getattr(self, "deadline", None)
+        eta = eta_seconds(durations, max(0, total - done) if total is not None else None, self.slots,
+                          deadline - time.monotonic() if deadline is not None else None)
+        directions = [d.name.lower() for d in self.study.directions]
+        best = best_so_far([(t.number, t.values) for t in trials if t.state == TrialState.COMPLETE], directions)
+        return progress_line(done, total, message, best=best, eta=eta)
 
 
 def _violation(constraints: dict[str, float], measured: dict[str, float]) -> str | None:

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import struct
@@ -404,6 +405,10 @@ def test_killed_reproduce_resumes_without_rerunning_finished_runs(reproduced):
     # the interrupted run continued from its last.ckpt, in the same directory.
     assert reproduced["left_after_kill"] == []
     assert "resume   tables/table_tiny/quick/two/seed0 from last.ckpt" in second.stdout
+    # Progress: the reused runs count as done; the time left until the last run, on one slot.
+    finished = r"^convlab reproduce: \[{}/4\] finished tables/table_tiny/quick/\S+ in \d+s \(2 epochs validated\)"
+    assert re.search(finished.format("[23]") + r" · ~\d+ (s|min) left$", second.stdout, re.M), second.stdout
+    assert re.search(finished.format("4") + "$", second.stdout, re.M), second.stdout
     state = json.loads((base / "two/seed0" / STATE_FILE).read_text())
     assert [a["returncode"] for a in state["attempts"]] == ["interrupted", 0] and state["attempts"][1]["resumed"] is True
     assert sorted(read_validation(base / "two/seed0/metrics.csv")) == [0, 1]

@@ -3,6 +3,7 @@ ranks, injected faults, constraints, multi-objective studies and W&B runs. CPU, 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,9 @@ def test_multi_objective_pareto_front_constraints_wandb_and_retrain(tmp_path: Pa
         assert attempts == [f"trial-{t.number:04d}" for t in launched]  # nothing launched for a rejected one
         front = study.best_trials
         assert front and {t.number for t in front} <= {t.number for t in launched}
+        # The progress lines count the Pareto front instead of a best value.
+        pareto_line = r"^convlab search: \[[1-4]/4\] trial \d COMPLETE .* · \d+ trials? on the Pareto front"
+        assert re.search(pareto_line, result.stdout, re.M), result.stdout
         study_dir = tmp_path / "runs" / "study"
         assert (study_dir / "plots" / "pareto_front.png").stat().st_size > 0
         assert len(list((study_dir / "pareto").glob("*.yaml"))) == len(front)
@@ -168,6 +172,9 @@ def test_fixed_run_overrides_reach_the_trials(tmp_path: Path) -> None:
         (trial,) = study.trials
         assert trial.state == TrialState.COMPLETE, trial.user_attrs
         assert Path(trial.user_attrs["run_dir"]) == elsewhere / "study" / "trial-0000"
+        # The progress line: done/budget, the trial's values and duration, the best so far.
+        assert re.search(rf"^convlab search: \[1/1\] trial 0 COMPLETE val/pckh=\S+ \(\d+ s\) · best {trial.value:.4g} \(trial 0\)$",
+                         result.stdout, re.M), result.stdout
         assert (elsewhere / "study" / "trial-0000" / "metrics.csv").exists()
         assert not (tmp_path / "runs").exists()
     finally:

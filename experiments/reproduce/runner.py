@@ -22,6 +22,7 @@ import yaml
 
 from core.io import read_json, write_atomic, write_json_atomic
 from core.processes import SlotPool, experiments_command
+from core.progress import eta_seconds, progress_line
 from experiments.reproduce.collect import read_validation
 from experiments.reproduce.plan import LOG_FILE, RESULT_FILE, STATE_FILE, Plan, PlannedRun
 from experiments.reproduce.spec import TableSpecError
@@ -60,6 +61,8 @@ class Reproducer:
         self.timeout = timeout
         self.failures: list[tuple[PlannedRun, str]] = []
         self.trained = 0
+        self.durations: list[float] = []  # seconds of the runs this execution finished
+        self._todo = 0
         self._lock = threading.Lock()
 
     def execute(self) -> bool:
@@ -71,6 +74,7 @@ class Reproducer:
                 say(f"reused   {run.name} (finished)")
         if not todo:
             return True
+        self._todo = len(todo)
         say(f"{len(todo)} run(s) to train, {self.pool.describe(len(todo))}")
         self.pool.map(todo, self._train)
         return not self.failures
@@ -115,12 +119,25 @@ class Reproducer:
             run.status = "finished"
             with self._lock:
                 self.trained += 1
-            say(f"finished {run.name} in {result.seconds:.0f}s ({max(epochs) + 1} epochs validated)")
+                self.durations.append(result.seconds)
+                epochs_done = max(epochs) + 1
+                line = self._progress(f"finished {run.name} in {result.seconds:.0f}s ({epochs_done} epochs validated)")
+            say(line)
             return
         reason = "timed out" if result.timed_out else f"exit status {result.returncode}" if result.returncode else "no validation in metrics.csv"
         with self._lock:
             self.failures.append((run, reason))
-        say(f"FAILED   {run.name}: {reason}; log {directory / LOG_FILE}\n{_tail(directory / LOG_FILE)}", sys.stderr)
+            line = self._progress(f"FAILED   {run.name}: {reason}; log {directory / LOG_FILE}")
+        say(f"{line}\n{_tail(directory / LOG_FILE)}", sys.stderr)
+
+    def _progress(self, message: str) -> str:
+        """``[done/runs] <message> · ~T left`` (``core.progress``): the plan's runs, the reused ones
+        counted done; the time left is the mean duration of the runs finished so far times the runs
+        left, over the slots. Call under ``self._lock``."""
+        ended = self.trained + len(self.failures)
+        total = len(self.plan.runs)
+        done = total - self._todo + ended
+        return progress_line(done, total, message, eta=eta_seconds(self.durations, self._todo - ended, self.pool.slots))
 
 
 def _tail(path: Path, lines: int = 12) -> str:

@@ -1,0 +1,143 @@
+"""The progress line of ``search`` and ``reproduce`` (``core.progress``): time left and best so far,
+checked by hand, then the lines the driver and the runner build from a real study / plan state."""
+from __future__ import annotations
+
+import random
+import re
+import time
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from core.progress import best_so_far, eta_seconds, format_duration, pareto_front, progress_line
+
+
+# ------------------------------------------------------------------------------ pure functions
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0 s"), (41.4, "41 s"), (89.4, "89 s"), (90, "2 min"), (149, "2 min"), (151, "3 min"),
+    (89 * 60, "89 min"), (90 * 60, "1 h 30 min"), (2 * 3600 + 5 * 60 + 10, "2 h 05 min"), (-3, "0 s"),
+])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
+
+
+def test_eta_is_the_mean_duration_times_the_runs_left_over_the_slots():
+    # mean 40 s; 9 left on 1 slot: 360 s; on 3 slots: 3 waves of 40 s = 120 s.
+    assert eta_seconds([30, 50, 40], remaining=9, slots=1) == pytest.approx(360)
+    assert eta_seconds([30, 50, 40], remaining=9, slots=3) == pytest.approx(120)
+    # Fewer left than slots: they run side by side, one mean duration.
+    assert eta_seconds([30, 50, 40], remaining=2, slots=4) == pytest.approx(40)
+    # 5 left on 2 slots: 40 * 5 / 2 = 100 s.
+    assert eta_seconds([40], remaining=5, slots=2) == pytest.approx(100)
+
+
+def test_eta_edge_cases():
+    assert eta_seconds([], remaining=3, slots=1) is None  # no finished run yet
+    assert eta_seconds([10], remaining=None) is None  # no budget, no deadline
+    assert eta_seconds([10], remaining=0) == 0.0
+    assert eta_seconds([10, float("nan"), None], remaining=2) == pytest.approx(20)  # unusable durations ignored
+    # A driver's --timeout caps the estimate, and is the estimate without a trial budget.
+    assert eta_seconds([100], remaining=10, slots=1, deadline_left=300) == pytest.approx(300)
+    assert eta_seconds([100], remaining=2, slots=1, deadline_left=300) == pytest.approx(200)
+    assert eta_seconds([], remaining=None, deadline_left=120) == pytest.approx(120)
+    assert eta_seconds([10], remaining=None, deadline_left=-5) == 0.0
+
+
+def test_best_so_far_follows_the_direction():
+    points = [(0, [0.41]), (1, [0.455]), (2, [0.30]), (3, [0.455])]
+    assert best_so_far(points, ["maximize"]) == "best 0.455 (trial 1)"  # a tie: the first to reach it
+    assert best_so_far(points, ["minimize"]) == "best 0.3 (trial 2)"
+    assert best_so_far([], ["maximize"]) is None
+    assert best_so_far([(7, [1.23456789])], ["minimize"]) == "best 1.235 (trial 7)"
+    with pytest.raises(ValueError, match="direction"):
+        best_so_far(points, ["up"])
+
+
+def test_pareto_front_by_hand():
+    # maximize accuracy, minimize parameters.
+    points = [(0, [0.50, 100]), (1, [0.60, 200]), (2, [0.40, 150]), (3, [0.60, 200]), (4, [0.70, 400]), (5, [0.55, 100])]
+    # 0 is dominated by 5 (same size, more accurate); 2 by 0 and 5; 1 and 3 are equal: both kept.
+    assert pareto_front(points, ["maximize", "minimize"]) == [1, 3, 4, 5]
+    assert best_so_far(points, ["maximize", "minimize"]) == "4 trials on the Pareto front"
+    assert best_so_far([(0, [1.0, 2.0])], ["minimize", "minimize"]) == "1 trial on the Pareto front"
+    # Both minimised: (0.5, 100) dominates every point but (0.4, 150), which is better in the first.
+    assert pareto_front(points, ["minimize", "minimize"]) == [0, 2]
+
+
+def test_pareto_front_agrees_with_optuna():
+    rng = random.Random(0)
+    directions = ["maximize", "minimize", "minimize"]
+    study = optuna.create_study(directions=directions)
+    for _ in range(60):
+        study.add_trial(optuna.trial.create_trial(
+            values=[rng.choice([0.1, 0.2, 0.3, 0.4]), rng.choice([1, 2, 3]), rng.random()], state=TrialState.COMPLETE))
+    ours = pareto_front([(t.number, t.values) for t in study.trials], directions)
+    assert ours == sorted(t.number for t in study.best_trials) and len(ours) > 1
+
+
+def test_progress_line():
+    line = progress_line(3, 12, "trial 2 COMPLETE val/pckh=0.412 (41 s)", best="best 0.455 (trial 1)", eta=240)
+    assert line == "[3/12] trial 2 COMPLETE val/pckh=0.412 (41 s) · best 0.455 (trial 1) · ~4 min left"
+    assert progress_line(12, 12, "trial 11 PRUNED", best="best 0.5 (trial 4)", eta=0) == "[12/12] trial 11 PRUNED · best 0.5 (trial 4)"
+    assert progress_line(12, 12, "x", eta=50) == "[12/12] x"  # nothing left: no time left shown
+    assert progress_line(3, None, "x", eta=65) == "[3] x · ~65 s left"
+    assert progress_line(1, 4, "x") == "[1/4] x"
+
+
+# ------------------------------------------------------------------- the lines the commands print
+def _driver(study, n_trials, slots):
+    from search.driver import SearchDriver
+
+    driver = SearchDriver.__new__(SearchDriver)  # no spec, no pool: only what the progress line reads
+    driver.study, driver.n_trials, driver.slots, driver.deadline = study, n_trials, slots, None
+    return driver
+
+
+def _add(study, state, value=None, seconds=None, **attrs):
+    if seconds is not None:
+        attrs["seconds"] = seconds
+    study.add_trial(optuna.trial.create_trial(state=state, value=value, user_attrs=attrs))
+
+
+def test_search_driver_progress_line_from_a_study():
+    study = optuna.create_study(direction="maximize")
+    _add(study, TrialState.COMPLETE, 0.41, seconds=40)
+    _add(study, TrialState.COMPLETE, 0.455, seconds=50)
+    _add(study, TrialState.PRUNED, seconds=15)
+    _add(study, TrialState.FAIL, seconds=5)  # interrupted, retried by trial 4: counts as its retry does
+    _add(study, TrialState.COMPLETE, 0.40, seconds=40, retry_of=3)
+    _add(study, TrialState.PRUNED, rejected="params 3.1M > max_params 2.0M")  # rejected before launch: no duration
+    line = _driver(study, n_trials=12, slots=2)._progress("trial 5 rejected before launch")
+    # 5 of 12 done (trial 3 superseded); mean of 40, 50, 15, 40 = 36.25 s; 7 left on 2 slots: 126.9 s.
+    assert line == "[5/12] trial 5 rejected before launch · best 0.455 (trial 1) · ~2 min left"
+    study.tell(study.ask(), state=TrialState.FAIL)  # a trial that failed while sampling: done, no duration
+    assert _driver(study, n_trials=None, slots=2)._progress("x") == "[6] x · best 0.455 (trial 1)"
+
+    minimize = optuna.create_study(directions=["maximize", "minimize"])
+    for values, seconds in (([0.5, 100], 10), ([0.6, 200], 20), ([0.4, 150], 30)):
+        minimize.add_trial(optuna.trial.create_trial(values=values, state=TrialState.COMPLETE, user_attrs={"seconds": seconds}))
+    assert _driver(minimize, n_trials=4, slots=1)._progress("trial 2 COMPLETE") == \
+        "[3/4] trial 2 COMPLETE · 2 trials on the Pareto front · ~20 s left"
+
+
+def test_search_driver_progress_line_with_a_deadline():
+    study = optuna.create_study(direction="minimize")
+    _add(study, TrialState.COMPLETE, 1.5, seconds=100)
+    driver = _driver(study, n_trials=None, slots=1)
+    driver.deadline = time.monotonic() + 600
+    assert re.fullmatch(r"\[1\] x · best 1\.5 \(trial 0\) · ~(9|10) min left", driver._progress("x"))
+
+
+def test_reproduce_runner_progress_line():
+    from experiments.reproduce.runner import Reproducer
+
+    runner = Reproducer.__new__(Reproducer)  # no pool, no plan files: only what the progress line reads
+    runner.plan = SimpleNamespace(runs=[object()] * 8)
+    runner.pool = SimpleNamespace(slots=2)
+    runner._todo, runner.trained, runner.failures, runner.durations = 6, 2, [("run", "exit status 1")], [30.0, 50.0]
+    # 2 reused + 3 ended = 5 of 8; mean 40 s, 3 left on 2 slots: 60 s.
+    assert runner._progress("finished x in 50s") == "[5/8] finished x in 50s · ~60 s left"
+    runner.trained = 5
+    assert runner._progress("finished y in 50s") == "[8/8] finished y in 50s"
