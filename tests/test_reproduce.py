@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.stats import verdict, welch
+
 from experiments.compose import ConfigComposer
 from experiments.reproduce import (
     RESULT_FILE,
@@ -247,15 +249,22 @@ def test_report_from_finished_runs(tmp_path, capsys):
     assert cells[("two", "halfway")]["mean"] == pytest.approx(15.0) and cells[("two", "halfway")]["delta"] == pytest.approx(10.0)
     # The quick profile of the fixture compares (compare defaults to true): tolerance 50 / 0.001.
     assert final_one["within_tolerance"] is True and final_two["within_tolerance"] is False
-    checks = {c["name"]: c["status"] for c in summary["checks"]}
-    assert checks == {"two stacks beat one": "holds", "first stack below final": "holds"}
+    # Welch on 2 seeds a side: one.final [10, 14] against two.final [20, 24] is t = 10 / sqrt(8) with
+    # 2 degrees of freedom, two-sided p = 1 - t / sqrt(2 + t^2) = 0.0715: not significant at 0.05.
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert {name: c["status"] for name, c in checks.items()} == {"two stacks beat one": "not resolved", "first stack below final": "not resolved"}
+    t = 10 / math.sqrt(8)
+    (beat,) = checks["two stacks beat one"]["comparisons"]
+    assert beat["difference"] == pytest.approx(-10.0) and beat["df"] == pytest.approx(2.0)
+    assert beat["p"] == pytest.approx(1 - t / math.sqrt(2 + t * t))
     report = (out / "report.md").read_text()
     assert report == (out / "quick" / "report.md").read_text().replace("](plots/", "](quick/plots/")
     assert "| 1 stack | Final | 10.00 | 12.00 ± 2.83 (n=2) | +2.00 | yes (±50) | fixture |" in report
     assert "| 2 stacks | Final | 20.00 | 22.00 ± 2.83 (n=2) | +2.00 | no (±0.001) | fixture |" in report
     assert "| 2 stacks | Halfway | 5.00 | 15.00 ± 4.24 (n=2) | +10.00 | yes (±50) | fixture |" in report
     assert "last** validation epoch" in report
-    assert "two stacks beat one**: ✅ holds" in report
+    assert "two stacks beat one**: ➖ not resolved at this budget (the claimed order in 2/2 same-seed pairs)" in report
+    assert "not resolved: one.final 12.00 < two.final 22.00; difference -10.00 (95% interval [" in report
     for name in ("per_output", "bars", "curves"):
         assert (out / "quick" / "plots" / f"{name}.png").stat().st_size > 1000
         assert f"](quick/plots/{name}.png)" in report
@@ -268,6 +277,26 @@ def test_report_from_finished_runs(tmp_path, capsys):
     cells = {(c["row"], c["column"]): c for c in summary["cells"]}
     assert cells[("two", "final")]["n"] == 1 and cells[("two", "final")]["mean"] == pytest.approx(20.0)
     assert "| `tables/table_tiny/quick/two/seed1` | two | 1 | partial |" in (out / "report.md").read_text()
+
+
+def test_claims_hold_or_are_contradicted_only_beyond_the_seed_noise(tmp_path):
+    # Three seeds a side, spread 1: the stacks differ by 10 (p < 1e-3, holds) and the first stack is
+    # 4 points *above* the final one (contradicted); a one-seed cell is never judged.
+    _fabricate(tmp_path, {
+        **{("one", s): [_epoch(0.10 + 0.01 * s)] for s in range(3)},
+        **{("two", s): [_epoch(0.24 + 0.01 * s, 0.20 + 0.01 * s)] for s in range(3)},
+    })
+    assert main_report([TINY, "--root", str(tmp_path), "--wandb", "disabled", "--seeds", "3"]) == 0
+    summary = json.loads((tmp_path / "tables/table_tiny/quick/summary.json").read_text())
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert checks["two stacks beat one"]["status"] == "holds"
+    assert checks["two stacks beat one"]["comparisons"][0]["p"] < 1e-3
+    assert checks["first stack below final"]["status"] == "contradicted"
+    (below,) = checks["first stack below final"]["comparisons"]
+    assert below["difference"] == pytest.approx(4.0) and below["low"] > 0
+    report = (tmp_path / "tables/table_tiny/report.md").read_text()
+    assert "first stack below final**: ❌ contradicted" in report
+    assert "Of 2 claims: 1 hold, 1 contradicted, 0 not resolved at this budget." in report
 
 
 def test_report_at_the_best_epoch(tmp_path):
@@ -439,7 +468,16 @@ def test_end_to_end_report_has_the_rows_means_and_deltas(reproduced):
         assert line in report
     assert [(c["row"], c["column"]) for c in summary["cells"]] == [("one", "final"), ("one", "first"), ("two", "final"), ("two", "first"), ("two", "halfway")]
     assert {c["name"] for c in summary["checks"]} == {"two stacks beat one", "first stack below final"}
-    assert all(c["status"] in ("holds", "fails") for c in summary["checks"])
+    # Every comparison is judged by the stated rule, Welch's t-test on the two cells' seed values.
+    assert "Welch" in summary["rule"] and f"How to read a verdict: {summary['rule']}" in report
+    for check in summary["checks"]:
+        assert check["status"] in ("holds", "contradicted", "not resolved")
+        for comparison in check["comparisons"]:
+            left, op, right = comparison["comparison"].split(" ")
+            a, b = (cells[tuple(ref.split("."))]["values"] for ref in (left, right))
+            test = welch(a, b)
+            assert comparison["verdict"] == verdict(test, op)
+            assert (comparison["difference"], comparison["p"], comparison["low"]) == pytest.approx((test.difference, test.p, test.low))
     for name in ("per_output", "bars", "curves"):
         assert (base / "plots" / f"{name}.png").exists()
 

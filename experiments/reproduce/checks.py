@@ -1,26 +1,48 @@
-"""The table's checks: orderings the paper reports, evaluated on our means over seeds.
+"""The table's checks: claims of the paper about orderings (``hg2x4.final < hg4x2.final``), judged
+on our per-seed values by one stated rule (``core.stats``: Welch's t-test at p < 0.05).
 
-A check is a list of comparisons between cells (``hg2x4.final < hg4x2.final``); each comparison is
-evaluated on the cells' means, and also seed by seed where both cells have the same seeds (how many
-seeds agree), with the seed-to-seed spread of the difference beside it.
+Each comparison of a check gets both means, their difference, the 95% interval of the difference,
+the p-value and a verdict: **holds**, **contradicted** or **not resolved** (at this budget). A check
+holds when all its comparisons hold, is contradicted when any one is, and is not resolved otherwise.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from core.stats import CONTRADICTED, HOLDS, NOT_RESOLVED, RULE, verdict, welch
 from experiments.reproduce.collect import Collected
 
-__all__ = ["CheckResult", "evaluate_checks"]
+__all__ = ["ALPHA", "LEVEL", "CheckResult", "evaluate_checks", "rule_text"]
+
+ALPHA = 0.05
+LEVEL = 95.0
+NOT_EVALUATED = "not evaluated"
+
+
+def rule_text() -> str:
+    """The rule every verdict of a report is made by, in words."""
+    return RULE.format(alpha=ALPHA, level=LEVEL)
 
 
 @dataclass
 class CheckResult:
     name: str
-    status: str  # holds | fails | not evaluated
+    status: str  # holds | contradicted | not resolved | not evaluated
     details: list[str]
     paper: str
     seeds_holding: tuple[int, int] = (0, 0)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _combine(verdicts: list[str]) -> str:
+    if not verdicts or all(v == NOT_EVALUATED for v in verdicts):
+        return NOT_EVALUATED
+    if CONTRADICTED in verdicts:
+        return CONTRADICTED
+    if all(v == HOLDS for v in verdicts):
+        return HOLDS
+    return NOT_RESOLVED
 
 
 def evaluate_checks(collected: Collected) -> list[CheckResult]:
@@ -29,35 +51,37 @@ def evaluate_checks(collected: Collected) -> list[CheckResult]:
     for check in collected.spec.checks:
         if not check.applies(profile):
             continue
-        details, holds_all, missing = [], True, False
+        details, verdicts, rows = [], [], []
         seed_ok, seed_total = 0, 0
         for comparison in check.comparisons:
             left = collected.cells.get((comparison.left.row, comparison.left.column))
             right = collected.cells.get((comparison.right.row, comparison.right.column))
-            if left is None or right is None or left.mean is None or right.mean is None:
-                missing = True
+            if left is None or right is None or not left.values or not right.values:
+                verdicts.append(NOT_EVALUATED)
                 details.append(f"{comparison}: not evaluated (no finished runs for a cell)")
+                rows.append({"comparison": str(comparison), "verdict": NOT_EVALUATED})
                 continue
-            holds = comparison.holds(left.mean, right.mean)
-            holds_all &= holds
             digits = collected.spec.columns[comparison.left.column].digits
+            test = welch(left.values, right.values, level=LEVEL / 100.0)
+            outcome = verdict(test, comparison.op, ALPHA)
+            verdicts.append(outcome)
             paired = [(a, b) for a, s in zip(left.values, left.seeds) for b, t in zip(right.values, right.seeds) if s == t]
             per_seed = sum(comparison.holds(a, b) for a, b in paired)
             seed_ok += per_seed
             seed_total += len(paired)
-            diffs = [a - b for a, b in paired]
-            noise = ""
-            if len(diffs) >= 2:
-                mean_d = sum(diffs) / len(diffs)
-                sd = math.sqrt(sum((d - mean_d) ** 2 for d in diffs) / (len(diffs) - 1))
-                noise = f", seed-to-seed std of the difference {sd:.{digits}f}"
+            if test.p is None:
+                stats = f"no test: n = {test.n[0]} and {test.n[1]} seeds, at least 2 a side are needed"
+            else:
+                stats = (f"{LEVEL:g}% interval [{test.low:+.{digits}f}, {test.high:+.{digits}f}], "
+                         f"p = {test.p:.3g}, n = {test.n[0]} and {test.n[1]}")
             details.append(
-                f"{'holds' if holds else 'does not hold'}: {comparison.left} {left.mean:.{digits}f} {comparison.op} "
-                f"{comparison.right} {right.mean:.{digits}f} (difference {left.mean - right.mean:+.{digits}f}; "
-                f"holds in {per_seed}/{len(paired)} seed(s){noise})"
+                f"{outcome}: {comparison.left} {left.mean:.{digits}f} {comparison.op} {comparison.right} {right.mean:.{digits}f}; "
+                f"difference {test.difference:+.{digits}f} ({stats}; the claimed order in {per_seed}/{len(paired)} seed(s))"
             )
-        status = "not evaluated" if missing and not any(d.startswith(("holds", "does not hold")) for d in details) else (
-            "holds" if holds_all and not missing else "fails" if not holds_all else "partly evaluated")
-        results.append(CheckResult(name=check.name, status=status, details=details, paper=check.paper, seeds_holding=(seed_ok, seed_total)))
+            rows.append({"comparison": str(comparison), "verdict": outcome, "left": left.mean, "right": right.mean,
+                         "difference": test.difference, "low": test.low, "high": test.high, "p": test.p,
+                         "df": test.df, "n": list(test.n)})
+        status = _combine(verdicts)
+        results.append(CheckResult(name=check.name, status=status, details=details, paper=check.paper,
+                                   seeds_holding=(seed_ok, seed_total), comparisons=rows))
     return results
-

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core.io import read_json, write_atomic, write_json_atomic
-from experiments.reproduce.checks import CheckResult, evaluate_checks
+from experiments.reproduce.checks import CheckResult, evaluate_checks, rule_text
 from experiments.reproduce.collect import Cell, Collected
 from experiments.reproduce.plan import table_dir
 from experiments.reproduce.plots import make_plots
@@ -117,8 +117,8 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
         out.append("")
         if checks:
             data = "synthetic data" if not profile.compare else "this profile's data"
-            verdicts = "; ".join(f"{c.name}: **{'holds' if c.status == 'holds' else 'does not hold' if c.status == 'fails' else c.status}**" for c in checks)
-            out.append(f"**Orderings on {data}** (means over {len(seeds)} seed(s); details under Trend checks): {verdicts}.")
+            verdicts = "; ".join(f"{c.name}: **{c.status}**" for c in checks)
+            out.append(f"**The paper's claims on {data}** ({len(seeds)} seed(s) a cell; rule and details under Claims): {verdicts}.")
             out.append("")
         for message in collected.missing_metrics:
             out.append(f"> missing metric: {message}")
@@ -188,19 +188,22 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
 
         # -- checks
         if checks:
-            out.append(f"## Trend checks ({profile.name} profile)")
+            out.append(f"## Claims ({profile.name} profile)")
+            out.append("")
+            out.append(f"How to read a verdict: {rule_text()}")
             out.append("")
             for result in checks:
-                mark = {"holds": "✅ holds", "fails": "❌ does not hold"}.get(result.status, f"⚠️ {result.status}")
+                mark = {"holds": "✅ holds", "contradicted": "❌ contradicted", "not resolved": "➖ not resolved at this budget"}.get(
+                    result.status, f"⚠️ {result.status}")
                 paper = f" Paper: {result.paper}." if result.paper else ""
-                seeds_text = f" (per seed: {result.seeds_holding[0]}/{result.seeds_holding[1]} comparisons hold)" if result.seeds_holding[1] else ""
-                out.append(f"- **{result.name}**: {mark} on our means{seeds_text}.{paper}")
+                seeds_text = f" (the claimed order in {result.seeds_holding[0]}/{result.seeds_holding[1]} same-seed pairs)" if result.seeds_holding[1] else ""
+                out.append(f"- **{result.name}**: {mark}{seeds_text}.{paper}")
                 for detail in result.details:
                     out.append(f"  - {detail}")
             out.append("")
-            held = sum(r.status == "holds" for r in checks)
-            out.append(f"{held} of {len(checks)} checked orderings hold in this profile's means. A difference smaller than its "
-                       "seed-to-seed spread is not resolved by this many seeds.")
+            counts = {status: sum(r.status == status for r in checks) for status in ("holds", "contradicted", "not resolved")}
+            out.append(f"Of {len(checks)} claims: {counts['holds']} hold, {counts['contradicted']} contradicted, "
+                       f"{counts['not resolved']} not resolved at this budget.")
             out.append("")
 
         # -- plots
@@ -245,7 +248,9 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
             for cell in collected.cells.values() if cell.metric is not None and cell.row in {r.name for r in rows}
         ],
         "params": collected.params,
-        "checks": [{"name": c.name, "status": c.status, "details": c.details, "paper": c.paper} for c in checks],
+        "rule": rule_text() if checks else None,
+        "checks": [{"name": c.name, "status": c.status, "details": c.details, "paper": c.paper, "comparisons": c.comparisons}
+                   for c in checks],
         "runs": [
             {"name": run.name, "rows": run.rows, "seed": run.seed, "status": run.status, "directory": str(run.directory),
              "config_hash": run.config_hash, "wandb_id": run.wandb_id}
