@@ -109,7 +109,8 @@ class PoseEstimationModule(pl.LightningModule):
                 raise ConfigError(
                     f"model.init_args.network.init_args.num_joints is {joints} but the {self.skeleton.name} data has {self.skeleton.num_joints} joints"
                 )
-            stacks = getattr(network, "num_stacks", 1)
+            # One metric per output of the network (a stack's, or an internal prediction's).
+            stacks = getattr(network, "num_outputs", getattr(network, "num_stacks", 1))
             self.metrics = nn.ModuleDict(
                 {f"{split}_stack{k}": PCK(self.skeleton, self.protocol.threshold) for split in ("val", "test") for k in range(1, stacks + 1)}
             )

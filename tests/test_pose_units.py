@@ -44,6 +44,35 @@ def test_hourglass_outputs_one_heatmap_per_stack():
     assert all(o.shape == (2, 5, 16, 12) for o in out)
 
 
+def test_hg_int_predicts_at_two_lower_resolutions_without_merging_them_back():
+    # The paper's HG-Int: one hourglass of 8 modules, supervised "after upsampling at the next two
+    # highest resolutions before the final output resolution". Its extra parameters are the two
+    # 1x1 heads only (256 * 16 + 16 each), and the final prediction is HG's: nothing is merged back.
+    hg = StackedHourglass(num_stacks=1, num_blocks=8, num_features=256, num_joints=16)
+    hg_int = StackedHourglass(num_stacks=1, num_blocks=8, num_features=256, num_joints=16, internal_supervision=2)
+    assert n_params(hg_int) - n_params(hg) == 2 * (256 * 16 + 16)
+    small = dict(num_stacks=1, num_blocks=1, num_features=16, num_joints=5, depth=3)
+    torch.manual_seed(0)
+    plain = StackedHourglass(**small).eval()
+    torch.manual_seed(0)
+    internal = StackedHourglass(**small, internal_supervision=2).eval()
+    internal.load_state_dict(plain.state_dict(), strict=False)
+    images = torch.randn(2, 3, 64, 64)
+    out = internal(images)
+    assert internal.num_outputs == len(out) == 3 and all(o.shape == (2, 5, 16, 16) for o in out)
+    assert torch.equal(out[-1], plain(images)[-1])
+    # The first output is the coarsest: a 1x1 head on the 4x4 level, upsampled to the output size.
+    levels = internal.hourglasses[0].forward_levels(internal.stem(images))
+    assert [tuple(t.shape[-2:]) for t in levels] == [(16, 16), (8, 8), (4, 4)]
+    expected = torch.nn.functional.interpolate(internal.internal_scores[0][1](levels[2]), size=(16, 16), mode="bilinear", align_corners=False)
+    assert torch.allclose(out[0], expected)
+    # Stacked and internal together: per stack its internal predictions, then its own.
+    both = StackedHourglass(num_stacks=2, num_blocks=1, num_features=16, num_joints=5, depth=3, internal_supervision=1)
+    assert both.num_outputs == len(both(images)) == 4
+    with pytest.raises(ValueError, match="internal_supervision"):
+        StackedHourglass(depth=2, internal_supervision=2)
+
+
 def test_hourglass_rejects_bad_sizes():
     with pytest.raises(ValueError, match="num_stacks"):
         StackedHourglass(num_stacks=0)

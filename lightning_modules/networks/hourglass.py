@@ -68,9 +68,16 @@ class Hourglass(nn.Module):
         self.up = _residuals(channels, num_blocks)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.forward_levels(x)[0]
+
+    def forward_levels(self, x: Tensor) -> list[Tensor]:
+        """The output at this level's resolution first, then the outputs of the inner hourglasses
+        (the upsampling path at 1/2, 1/4, ... of the resolution), ``depth`` tensors in all."""
         lower = self.down(F.max_pool2d(x, 2))
-        lower = self.up(self.inner(lower))
-        return self.upper(x) + F.interpolate(lower, scale_factor=2, mode="nearest")
+        inner = self.inner.forward_levels(lower) if isinstance(self.inner, Hourglass) else [self.inner(lower)]
+        lower = self.up(inner[0])
+        levels = [self.upper(x) + F.interpolate(lower, scale_factor=2, mode="nearest")]
+        return levels + (inner if isinstance(self.inner, Hourglass) else [])
 
 
 class StackedHourglass(nn.Module):
@@ -86,11 +93,17 @@ class StackedHourglass(nn.Module):
         in_channels: image channels.
         stem_channels: width of the stem's middle residuals; ``None`` means ``min(128, num_features)``
             (128 in the paper's F = 256 network).
+        internal_supervision: lower resolutions of each hourglass's upsampling path that also predict
+            heatmaps (a 1x1 conv each, upsampled bilinearly to the output size): the paper's HG-Int
+            (Sec. 4.2, Fig. 8) is one hourglass of 8 modules with 2, "after upsampling at the next two
+            highest resolutions before the final output resolution". Those predictions are not merged
+            back into the network. 0 (default): none.
 
     Input: ``(N, in_channels, H, W)`` float images, ``H`` and ``W`` divisible by ``4 * 2**depth``.
-    Output: a list of ``num_stacks`` tensors ``(N, num_joints, H/4, W/4)``, the first stack's
-    prediction first and the final prediction last; the same in train and eval mode (intermediate
-    supervision applies the loss to every entry, inference usually keeps the last).
+    Output: a list of ``num_outputs`` tensors ``(N, num_joints, H/4, W/4)``: per stack, its internal
+    predictions from the coarsest up, then the stack's own; the final prediction last. The same in
+    train and eval mode (intermediate supervision applies the loss to every entry, inference usually
+    keeps the last).
     """
 
     def __init__(
@@ -102,13 +115,17 @@ class StackedHourglass(nn.Module):
         depth: int = 4,
         in_channels: int = 3,
         stem_channels: int | None = None,
+        internal_supervision: int = 0,
     ) -> None:
         super().__init__()
         if num_stacks < 1 or num_blocks < 1 or depth < 1:
             raise ValueError(f"num_stacks, num_blocks and depth must be >= 1, got {num_stacks}, {num_blocks}, {depth}")
+        if not 0 <= internal_supervision < depth:
+            raise ValueError(f"internal_supervision must be in [0, depth - 1] = [0, {depth - 1}], got {internal_supervision}")
         if num_features % 2:
             raise ValueError(f"num_features must be even (the bottleneck halves it), got {num_features}")
         self.num_stacks = num_stacks
+        self.internal_supervision = internal_supervision
         self.num_joints = num_joints
         self.depth = depth
         stem_mid = stem_channels or min(128, num_features)
@@ -135,6 +152,14 @@ class StackedHourglass(nn.Module):
         # The merge back into the next stack exists only between stacks, not after the last one.
         self.merge_features = nn.ModuleList(nn.Conv2d(num_features, num_features, 1) for _ in range(num_stacks - 1))
         self.merge_scores = nn.ModuleList(nn.Conv2d(num_joints, num_features, 1) for _ in range(num_stacks - 1))
+        self.internal_scores = nn.ModuleList(
+            nn.ModuleList(nn.Conv2d(num_features, num_joints, 1) for _ in range(internal_supervision)) for _ in range(num_stacks)
+        )
+
+    @property
+    def num_outputs(self) -> int:
+        """Length of the output list: every stack's prediction and its internal ones."""
+        return self.num_stacks * (1 + self.internal_supervision)
 
     @property
     def stride(self) -> int:
@@ -145,7 +170,10 @@ class StackedHourglass(nn.Module):
         x = self.stem(images)
         outputs = []
         for i in range(self.num_stacks):
-            features = self.features[i](self.hourglasses[i](x))
+            levels = self.hourglasses[i].forward_levels(x)
+            for head, level in reversed(list(zip(self.internal_scores[i], levels[1:]))):
+                outputs.append(F.interpolate(head(level), size=x.shape[-2:], mode="bilinear", align_corners=False))
+            features = self.features[i](levels[0])
             score = self.scores[i](features)
             outputs.append(score)
             if i < self.num_stacks - 1:
