@@ -65,7 +65,9 @@ def test_shipped_tables_load():
     plan = compose_plan(stacking, stacking.profile("quick"), [0], plan_runs(stacking, "quick", [0], "/tmp/unused"), ConfigComposer())
     assert plan.spec.rows["hg8x1"].vars == {"stacks": 8, "half": 4} and plan.spec.rows["s1x1"].vars == {"stacks": 1}
     assert plan.spec.columns["halfway"].metric_for(plan.spec.rows["hg8x1"]) == "val/pckh_limbs_stack4"
-    assert plan.spec.columns["final"].metric_for(plan.spec.rows["hg4x2"]) == "val/pckh_limbs_stack4"
+    # "final" is the network's last output, whatever comes before it (HG-Int's internal heads).
+    assert plan.spec.columns["final"].metric_for(plan.spec.rows["hg_int"]) == "val/pckh_limbs"
+    assert plan.spec.columns["halfway"].metric_for(plan.spec.rows["hg_int"]) is None
     mpii = load_table("hourglass_mpii")
     assert mpii.rows["mpii_test_paper"].paper["total"].value == 90.9
     assert mpii.rows["flic"].paper["elbow"].value == 99.0 and mpii.rows["flic"].paper["wrist"].value == 97.0
@@ -344,6 +346,16 @@ def test_paper_dry_run_lists_runs_and_names_missing_files(tmp_path, capsys):
     assert code == 2
     assert f"missing folder {data / 'flic'}" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_value_the_network_refuses_is_one_line_naming_the_row(tmp_path, capsys):
+    raw = _tiny_raw()
+    raw["rows"]["one"]["override"]["model.init_args.network.init_args.internal_supervision"] = 5
+    spec_path = tmp_path / "table_tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    assert main_reproduce([str(spec_path), "--dry-run", "--root", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["convlab reproduce: error: rows.one (profile quick): internal_supervision must be in [0, depth - 1] = [0, 1], got 5"]
 
 
 def test_stale_runs_are_refused_and_moved_aside_only_when_asked(tmp_path, capsys):

@@ -254,7 +254,10 @@ def compose_plan(spec: TableSpec, profile: Profile, seeds: list[int], runs: list
             raise TableSpecError(f"rows.{run.key} (profile {run.profile}): {describe_config_error(error, with_key=False)}") from None
         plan.composed[run.config_hash] = composer.to_dict(config)
         if measure:
-            plan.measured[run.config_hash] = composer.measure(config)
+            try:
+                plan.measured[run.config_hash] = composer.measure(config)
+            except Exception as error:  # a value the parser accepts but the network refuses
+                raise TableSpecError(f"rows.{run.key} (profile {run.profile}): {describe_config_error(error, with_key=False)}") from None
         for row in run.rows:
             resolved[row] = _row_vars(spec, spec.rows[row], profile, plan.composed[run.config_hash])
     rows = {name: dataclasses.replace(row, vars=resolved.get(name, row.vars)) for name, row in spec.rows.items()}
