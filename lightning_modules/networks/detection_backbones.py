@@ -6,26 +6,31 @@ weights in a local file (never downloaded), and the one way every detector loads
   RetinaNet and FCOS).
 * ``MobileNetV3FPN``: MobileNetV3-Large's last two stages under an FPN (torchvision's
   ``fasterrcnn_mobilenet_v3_large_fpn``), with a width multiplier for CPU-sized runs.
+* ``VGG16C5``: the single stride-16 map of VGG-16's conv5_3 (Faster R-CNN as in Ren et al. 2015),
+  with ``VGG16BoxHead``, VGG's fc6 and fc7 as the detector's box head.
 
-Both are torchvision's ``BackboneWithFPN`` with the very parameter names of torchvision's models,
-so a checkpoint of a whole torchvision detector loads into the detector that holds them.
+The first two are torchvision's ``BackboneWithFPN`` with the very parameter names of torchvision's
+models, so a checkpoint of a whole torchvision detector loads into the detector that holds them.
 
 Inputs ``(N, 3, H, W)`` normalised images; outputs an ``OrderedDict`` of feature maps
 ``"0", "1", ... , "pool"|"p6", "p7"`` with ``out_channels`` (256) channels, strides 4..64 (ResNet)
-or 16, 32, 64 (MobileNetV3), as the detector heads expect.
+or 16, 32, 64 (MobileNetV3), as the detector heads expect; ``VGG16C5`` one map ``"0"`` of 512
+channels at stride 16.
 
 Pretraining follows torchvision: with ``weights`` (a classification checkpoint of the backbone)
 batch norms are frozen (``FrozenBatchNorm2d``, the statistics of ImageNet) and only the last
 ``trainable_layers`` stages train (3 by default); from scratch every stage trains with ordinary
-batch norm.
+batch norm. VGG-16 has no batch norm: with ``weights`` its first two stages (conv1, conv2) are
+fixed, as in the Faster R-CNN paper ("conv3_1 and up" are fine-tuned).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Literal
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torchvision import models
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, _mobilenet_extractor, _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
@@ -33,7 +38,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 
 from core.errors import CheckpointError, DataNotFoundError
 
-__all__ = ["ResNetFPN", "MobileNetV3FPN", "load_weights_file"]
+__all__ = ["ResNetFPN", "MobileNetV3FPN", "VGG16C5", "VGG16BoxHead", "load_weights_file"]
 
 ExtraLevels = Literal["pool", "p6p7", "p6p7_from_c5"]
 
@@ -43,10 +48,11 @@ def load_weights_file(module: nn.Module, path: str | Path, what: str, skip_misma
     ImageNet checkpoint's classifier, ``fc.``) are left out.
 
     A missing file is ``DataNotFoundError`` naming ``what`` (the config key); a file that is not a
-    state dict, or whose tensors do not fit, ``CheckpointError``. With ``skip_mismatched`` the
-    entries whose shape differs from the module's are left out (a COCO detector's class heads
-    loaded into a detector of other classes, detectron2's rule) and their names returned. The file
-    is read with ``weights_only=True``: a checkpoint holding pickled code is refused.
+    state dict, or whose names or tensor shapes do not fit, ``CheckpointError``. With
+    ``skip_mismatched`` the entries whose shape differs from the module's are left out (a COCO
+    detector's class heads loaded into a detector of other classes, detectron2's rule) and their
+    names returned. The file is read with ``weights_only=True``: a checkpoint holding pickled code
+    is refused.
     """
     path = Path(path)
     if not path.is_file():
@@ -61,10 +67,17 @@ def load_weights_file(module: nn.Module, path: str | Path, what: str, skip_misma
         raise CheckpointError(f"the weights file {path} ({what}) does not hold a state dict of tensors")
     state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)} if drop_prefixes else state
     own = module.state_dict()
+    mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
     skipped = []
     if skip_mismatched:
-        skipped = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+        skipped = mismatched
         state = {k: v for k, v in state.items() if k not in skipped}
+    elif mismatched:
+        first = mismatched[0]
+        raise CheckpointError(
+            f"the weights file {path} ({what}) does not fit {type(module).__name__}: {len(mismatched)} tensors of another shape "
+            f"(e.g. {first}: {tuple(state[first].shape)} in the file, {tuple(own[first].shape)} here)"
+        )
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in skipped]
     if unexpected or missing:
@@ -178,3 +191,102 @@ class MobileNetV3FPN(BackboneWithFPN):
             in_channels = [block[0].in_channels for block in built.fpn.inner_blocks]
             built = BackboneWithFPN(mobilenet.features, dict(built.body.return_layers), in_channels, fpn_channels)
         _adopt(self, built)
+
+
+# --------------------------------------------------------------------------- VGG-16 (Faster R-CNN paper)
+VGG16_STAGE_WIDTHS = (64, 128, 256, 512, 512)
+VGG16_STAGE_CONVS = (2, 2, 3, 3, 3)
+
+
+def _vgg_init(module: nn.Module) -> None:
+    """torchvision's VGG initialisation: He normal (fan out) convolutions, N(0, 0.01) linear
+    layers, zero biases."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0, 0.01)
+            nn.init.zeros_(layer.bias)
+
+
+class VGG16C5(nn.Module):
+    """VGG-16's conv1_1 .. conv5_3, the shared convolutions of Faster R-CNN (Ren et al. 2015):
+    torchvision's ``vgg16().features`` without its last max-pool, so one map of stride 16.
+
+    Args:
+        weights: a local torchvision ``vgg16`` ImageNet state dict (``vgg16-397923af.pth``,
+            ``VGG16_Weights.IMAGENET1K_V1``): its ``features.*`` entries fill the 13 convolutions
+            (the ``classifier.*`` ones are ``VGG16BoxHead``'s); ``None``: random initialisation
+            (torchvision VGG's).
+        trainable_layers: VGG stages that train, counted from the top (0-5); ``None``: 3 with
+            ``weights`` (conv3_1 and up; conv1 and conv2 fixed, as in the paper), 5 without.
+        widths: the five stage widths (64, 128, 256, 512, 512); smaller in tests (the ImageNet
+            file needs the default).
+
+    Input ``(N, 3, H, W)`` normalised images; output ``OrderedDict(("0", (N, widths[4], H/16,
+    W/16)))`` (the 2x2 max-pools floor), ``out_channels`` = ``widths[4]``. Parameter names are
+    torchvision's (``features.0.weight`` .. ``features.28.bias``).
+    """
+
+    def __init__(self, weights: str | None = None, trainable_layers: int | None = None, widths: list[int] | None = None) -> None:
+        super().__init__()
+        widths = tuple(widths or VGG16_STAGE_WIDTHS)
+        if len(widths) != 5 or min(widths) < 1:
+            raise ValueError(f"VGG16C5.widths must give the 5 VGG-16 stage widths, got {widths}")
+        layers: list[nn.Module] = []
+        channels = 3
+        for stage, (width, convs) in enumerate(zip(widths, VGG16_STAGE_CONVS)):
+            if stage:
+                layers.append(nn.MaxPool2d(2, stride=2))
+            for _ in range(convs):
+                layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+                channels = width
+        self.features = nn.Sequential(*layers)  # the indices of torchvision's vgg16.features[:30]
+        self.out_channels = channels
+        _vgg_init(self)
+        if weights:
+            load_weights_file(self, weights, "VGG16C5.weights", drop_prefixes=("classifier.",))
+        trainable = _trainable(weights, trainable_layers, 5)
+        # Each stage starts after a max-pool: [0, 5, 10, 17, 24, 30].
+        starts = [0] + [i + 1 for i, layer in enumerate(self.features) if isinstance(layer, nn.MaxPool2d)] + [len(self.features)]
+        for parameter in self.features[: starts[5 - trainable]].parameters():
+            parameter.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        return OrderedDict([("0", self.features(x))])
+
+
+class VGG16BoxHead(nn.Module):
+    """VGG-16's fc6 and fc7 as the box head of Faster R-CNN on ``VGG16C5`` (Ren et al. 2015):
+    flatten the ``(R, in_channels, 7, 7)`` RoI features, then ``Linear(in_channels*49, width)``,
+    ReLU, dropout, ``Linear(width, width)``, ReLU, dropout: torchvision's ``vgg16().classifier[:6]``
+    with its parameter names (``classifier.0``, ``classifier.3``). Output ``(R, width)``,
+    ``out_channels`` = ``width``.
+
+    Args:
+        weights: a local torchvision ``vgg16`` ImageNet state dict: ``classifier.0`` and
+            ``classifier.3`` fill fc6 and fc7 (``features.*`` are ``VGG16C5``'s, the 1000-way
+            ``classifier.6`` is left out); ``None``: torchvision VGG's N(0, 0.01).
+        in_channels: channels of the RoI features (the backbone's ``out_channels``, 512).
+        width: fc6's and fc7's width (4096; the ImageNet file needs it).
+        dropout: dropout probability after fc6 and after fc7 (0.5, VGG's).
+    """
+
+    resolution = 7  # the RoI pool's output size that fc6 reads (VGG's pool5 on a 224 image)
+
+    def __init__(self, weights: str | None = None, in_channels: int = 512, width: int = 4096, dropout: float = 0.5) -> None:
+        super().__init__()
+        if not 0 <= dropout < 1:
+            raise ValueError(f"VGG16BoxHead.dropout must be in [0, 1), got {dropout}")
+        self.in_channels, self.out_channels = in_channels, width
+        self.classifier = nn.Sequential(
+            nn.Linear(in_channels * self.resolution**2, width), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(width, width), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        )
+        _vgg_init(self)
+        if weights:
+            load_weights_file(self, weights, "VGG16BoxHead.weights", drop_prefixes=("features.", "classifier.6."))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(x.flatten(start_dim=1))

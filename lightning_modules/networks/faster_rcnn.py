@@ -9,7 +9,10 @@ Variants by composition: ``fasterrcnn_resnet50_fpn`` is ``ResNetFPN(50)`` with t
 box head of four 3x3 convolutions with batch norm and one FC of 1,024 (``box_head_convs:
 [256, 256, 256, 256]``, ``box_head_fcs: [1024]``, ``box_head_norm: true``); the MobileNetV3
 detector is ``MobileNetV3FPN`` with anchors of five sizes at each of its three levels and, at 320,
-``min_size: 320, max_size: 640`` and 150 proposals (torchvision's ``..._320_fpn``).
+``min_size: 320, max_size: 640`` and 150 proposals (torchvision's ``..._320_fpn``). The paper's own
+VGG-16 detector is ``VGG16C5`` (conv5_3, one stride-16 map, no FPN) with ``anchor_sizes: [[128,
+256, 512]]`` (9 anchors at one level) and ``box_head: VGG16BoxHead`` (VGG's fc6 and fc7 with
+dropout, initialised from the same ImageNet file).
 
 Losses in train mode: ``loss_objectness``, ``loss_rpn_box_reg`` (RPN), ``loss_classifier``,
 ``loss_box_reg`` (box head). See ``lightning_modules.networks.detector`` for inputs and outputs.
@@ -34,10 +37,11 @@ RPN_DEFAULTS = {
 
 
 class FasterRCNN(TorchvisionDetector):
-    """Faster R-CNN with an FPN backbone.
+    """Faster R-CNN with an FPN backbone, or the paper's single-map VGG-16.
 
     Args:
-        backbone: a feature pyramid (``ResNetFPN``, ``MobileNetV3FPN``) with ``out_channels``.
+        backbone: a feature pyramid (``ResNetFPN``, ``MobileNetV3FPN``) or one map (``VGG16C5``)
+            with ``out_channels``.
         num_classes: classes with the background; ``None``: from the data.
         weights: a local checkpoint of the whole detector (see ``TorchvisionDetector``).
         min_size: the shorter image side after the detector's own resize (800 in the paper's
@@ -55,6 +59,9 @@ class FasterRCNN(TorchvisionDetector):
         box_head_fcs: widths of its fully connected layers ([1024, 1024]: torchvision's
             ``TwoMLPHead``, whose parameter names the COCO checkpoints use).
         box_head_norm: batch norm after the box head's convolutions (v2).
+        box_head: a box head module in place of the one ``box_head_convs`` / ``box_head_fcs``
+            describe (not with them): it maps the ``(R, out_channels, 7, 7)`` RoI features to
+            ``(R, box_head.out_channels)``; ``VGG16BoxHead``: VGG's fc6 and fc7.
         roi_sampling_ratio: RoIAlign's sampling points per bin side, for the box head and the
             mask and keypoint branches (2: four points per bin, as in the paper, which notes the
             results are not sensitive to how many points are sampled; 1 makes RoIAlign's backward,
@@ -80,6 +87,7 @@ class FasterRCNN(TorchvisionDetector):
         box_head_convs: list[int] | None = None,
         box_head_fcs: list[int] | None = None,
         box_head_norm: bool = False,
+        box_head: nn.Module | None = None,
         roi_sampling_ratio: int = 2,
         box_batch_size_per_image: int = 512,
         box_positive_fraction: float = 0.25,
@@ -89,6 +97,14 @@ class FasterRCNN(TorchvisionDetector):
     ) -> None:
         super().__init__(num_classes, weights)
         object.__setattr__(self, "_backbone", backbone)  # registered once, inside the detector
+        if box_head is not None:
+            key = "model.init_args.network.init_args.box_head"
+            if box_head_convs or box_head_fcs is not None or box_head_norm:
+                raise ConfigError(f"{key} replaces box_head_convs, box_head_fcs and box_head_norm: give one or the other")
+            if not isinstance(getattr(box_head, "out_channels", None), int):
+                raise ConfigError(f"{key} ({type(box_head).__name__}) needs an int out_channels (its output width)")
+            if getattr(box_head, "in_channels", backbone.out_channels) != backbone.out_channels:
+                raise ConfigError(f"{key} reads {box_head.in_channels} channels but the backbone gives {backbone.out_channels}")
         if roi_sampling_ratio < 1:
             raise ConfigError(f"model.init_args.network.init_args.roi_sampling_ratio must be >= 1, got {roi_sampling_ratio}")
         unknown = sorted(set(rpn or {}) - {k[len("rpn_"):] for k in RPN_DEFAULTS})
@@ -98,7 +114,7 @@ class FasterRCNN(TorchvisionDetector):
             "min_size": min_size, "max_size": max_size, "anchor_sizes": anchor_sizes, "aspect_ratios": aspect_ratios or [0.5, 1.0, 2.0],
             "rpn_conv_depth": rpn_conv_depth, "rpn": {f"rpn_{k}": v for k, v in (rpn or {}).items()},
             "box_head_convs": list(box_head_convs or []), "box_head_fcs": list(box_head_fcs or [1024, 1024]), "box_head_norm": box_head_norm,
-            "roi_sampling_ratio": roi_sampling_ratio,
+            "box_head": box_head, "roi_sampling_ratio": roi_sampling_ratio,
             "box": {
                 "box_batch_size_per_image": box_batch_size_per_image, "box_positive_fraction": box_positive_fraction,
                 "box_score_thresh": box_score_thresh, "box_nms_thresh": box_nms_thresh, "box_detections_per_img": box_detections_per_img,
@@ -124,7 +140,10 @@ def rcnn_kwargs(backbone: nn.Module, num_classes: int, options: dict) -> dict:
     anchors = anchor_generator(backbone, options["anchor_sizes"], options["aspect_ratios"], default=(32, 64, 128, 256, 512))
     rpn_head = RPNHead(channels, anchors.num_anchors_per_location()[0], conv_depth=options["rpn_conv_depth"])
     convs, fcs = options["box_head_convs"], options["box_head_fcs"]
-    if not convs and len(fcs) == 2 and fcs[0] == fcs[1]:
+    box_head = options.get("box_head")
+    if box_head is not None:
+        fcs = [box_head.out_channels]  # the predictor reads its output
+    elif not convs and len(fcs) == 2 and fcs[0] == fcs[1]:
         box_head = faster_rcnn.TwoMLPHead(channels * 7 * 7, fcs[0])  # torchvision's parameter names (fc6, fc7)
     else:
         norm = nn.BatchNorm2d if options["box_head_norm"] else None
