@@ -298,6 +298,8 @@ def test_claims_hold_or_are_contradicted_only_beyond_the_seed_noise(tmp_path):
     assert below["difference"] == pytest.approx(4.0) and below["low"] > 0
     report = (tmp_path / "tables/table_tiny/report.md").read_text()
     assert "first stack below final**: ❌ contradicted" in report
+    # Paths in the report are the project's, not this machine's.
+    assert "Table `table_tiny` (tests/configs/table_tiny.yaml)" in report and str(REPO) not in report
     assert "Of 2 claims: 1 hold, 1 contradicted, 0 not resolved at this budget." in report
 
 

@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import yaml
 
@@ -31,7 +32,7 @@ from core.processes import experiments_command
 from experiments.compose import ConfigComposer
 from experiments.reproduce.collect import collect
 from experiments.reproduce.plan import RESULT_FILE, Plan, PlannedRun, compose_plan, describe_missing, plan_runs, run_status, table_dir
-from experiments.reproduce.report import Report, build_report
+from experiments.reproduce.report import Report, build_report, shown_path
 from experiments.reproduce.runner import Reproducer, TableLock, UserError, iso_time, say
 from experiments.reproduce.spec import TABLES_DIR, Profile, TableSpec, TableSpecError, available_tables, load_table
 from experiments.reproduce.wandb_summary import write_wandb_summary
@@ -160,8 +161,9 @@ def main_report(argv: list[str]) -> int:
 
 
 def _report(plan: Plan, args: argparse.Namespace) -> Report:
-    command = " ".join(["python -m experiments report", args.table, f"--profile {plan.profile.name}"]
-                       + ([f"--root {args.root}"] if args.root != "runs" else []))
+    table = shown_path(args.table) if Path(args.table).suffix in (".yaml", ".yml") else args.table
+    command = " ".join(["python -m experiments report", table, f"--profile {plan.profile.name}"]
+                       + ([f"--root {shown_path(args.root)}"] if args.root != "runs" else []))
     collected = collect(plan)
     report = build_report(collected, args.root, command)
     for message in collected.missing_metrics:

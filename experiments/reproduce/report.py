@@ -15,7 +15,7 @@ from experiments.reproduce.checks import CheckResult, evaluate_checks, rule_text
 from experiments.reproduce.collect import Cell, Collected
 from experiments.reproduce.plan import table_dir
 from experiments.reproduce.plots import make_plots
-from experiments.reproduce.spec import Profile, Row
+from experiments.reproduce.spec import REPO_ROOT, Profile, Row
 
 __all__ = ["Report", "build_report"]
 
@@ -63,6 +63,18 @@ class Report:
     checks: list[CheckResult]
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` as a reader of the report can use it anywhere: relative to the project (or else to
+    the working directory) when it lies inside, as given otherwise."""
+    resolved = Path(path).resolve()
+    for base in (REPO_ROOT, Path.cwd().resolve()):
+        try:
+            return str(resolved.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
+
+
 def build_report(collected: Collected, root: str | Path, command: str) -> Report:
     """Write ``report.md``, ``summary.json``, ``runs.csv`` and the plots; return them."""
     spec, profile = collected.spec, collected.profile
@@ -83,7 +95,7 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
         out: list[str] = []
         out.append(f"# {spec.title}")
         out.append("")
-        out.append(f"Table `{spec.table}` ({spec.path}), profile **{profile.name}**. Rebuild: `{command}`.")
+        out.append(f"Table `{spec.table}` ({shown_path(spec.path)}), profile **{profile.name}**. Rebuild: `{command}`.")
         out.append("")
         if spec.description:
             out += [spec.description, ""]
@@ -113,7 +125,7 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
             out.append(f"- The {profile.name} profile does not train on the paper's data: the paper numbers are shown for reference and "
                        f"not judged against a tolerance; {tests}.")
         base_list = ", ".join(sorted({b for run in collected.runs for b in run.bases}))
-        out.append(f"- Base config(s): {base_list}; each run adds its override file (`{pdir / 'overrides'}`).")
+        out.append(f"- Base config(s): {base_list}; each run adds its override file (`{shown_path(pdir / 'overrides')}`).")
         out.append("")
         if checks:
             data = "synthetic data" if not profile.compare else "this profile's data"
@@ -252,7 +264,7 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
         "checks": [{"name": c.name, "status": c.status, "details": c.details, "paper": c.paper, "comparisons": c.comparisons}
                    for c in checks],
         "runs": [
-            {"name": run.name, "rows": run.rows, "seed": run.seed, "status": run.status, "directory": str(run.directory),
+            {"name": run.name, "rows": run.rows, "seed": run.seed, "status": run.status, "directory": shown_path(run.directory),
              "config_hash": run.config_hash, "wandb_id": run.wandb_id}
             for run in collected.runs
         ],
