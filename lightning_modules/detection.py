@@ -11,6 +11,7 @@ per-class AP table in the run directory, the pictures logged to W&B and the pred
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -69,7 +70,9 @@ class DetectionModule(pl.LightningModule):
     ``loss_mask``, ``loss_keypoint``, ``classification``, ``bbox_regression``, ``bbox_ctrness``);
     ``val/map`` (COCO box AP@[.5:.95]), ``val/map_best``, and every statistic as
     ``val/<iou type>/<stat>`` (``val/bbox/AP50``, ``val/segm/AP``, ``val/keypoints/AP``,
-    ``val/voc07/mAP``, ``val/voc12/mAP``); the same under ``test/`` without the best. The per-class
+    ``val/voc07/mAP``, ``val/voc12/mAP``), ``val/images_per_s`` (images through the eval-mode network
+    per second, decoding and NMS included, at the loader's batch size, evaluation excluded; under DDP
+    the mean of the ranks); the same under ``test/`` without the best. The per-class
     AP of the last validation and of the test are written to ``per_class_ap_<split>.md`` in the run
     directory.
     """
@@ -128,6 +131,7 @@ class DetectionModule(pl.LightningModule):
         self.best.persistent(True)  # so val/map_best survives a resume from last.ckpt
         self._image_batch: dict[str, Any] | None = None
         self._last_loss_terms: dict[str, Tensor] = {}
+        self._inference: dict[str, tuple[float, int]] = {}  # split -> (seconds in the network, images)
 
     def _make_evaluators(self, split: str) -> list[Any]:
         evaluators: list[Any] = []
@@ -212,10 +216,19 @@ class DetectionModule(pl.LightningModule):
 
     def _evaluate(self, split: str, batch: Batch) -> list[dict[str, Tensor]]:
         images, targets = batch
+        start = self._clock()
         outputs = self.network(images)
+        seconds, count = self._inference.get(split, (0.0, 0))
+        self._inference[split] = (seconds + self._clock() - start, count + len(images))
         for evaluator in self.evaluators[split]:
             evaluator.update(outputs, targets)
         return outputs
+
+    def _clock(self) -> float:
+        # A GPU runs asynchronously: wait for its work, or the time is that of the launches.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         outputs = self._evaluate("val", batch)
@@ -243,6 +256,10 @@ class DetectionModule(pl.LightningModule):
         value = float(stats.get("bbox/AP", stats.get("voc12/mAP", 0.0)))
         value = 0.0 if math.isnan(value) or value < 0 else value
         self.log(f"{split}/map", value, prog_bar=True)
+        seconds, count = self._inference.pop(split, (0.0, 0))
+        if seconds > 0:
+            # Mean over ranks: each rank times its own share of the images.
+            self.log(f"{split}/images_per_s", count / seconds, sync_dist=True)
         self._write_per_class(split, tables)
         return value
 

@@ -5,6 +5,7 @@ loss's α and γ, pretrained weights from local files only, the classes linked f
 ``fit`` through the CLI for every detector on tiny synthetic images."""
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -243,8 +244,12 @@ DETECTORS = {
     "ssdlite320": {"model.init_args.network": {"class_path": "lightning_modules.networks.ssdlite.SSDLite320", "init_args": {"width_mult": 0.25}}},
     "ssd300_vgg16": {"model.init_args.network": {"class_path": "lightning_modules.networks.ssd.SSD300"},
                      "data.init_args.source.init_args.num_train": 2, "data.init_args.source.init_args.num_val": 2},
+    # Regression to k boxes (lightning_modules/networks/box_regressor.py), run as a sliding window.
+    "box_regressor": {"model.init_args.network": {"class_path": "lightning_modules.networks.box_regressor.BoxRegressor", "init_args": {
+        "slots": 2, "window": "sliding", "widths": [8, 16, 32], "hidden": 16, "input_size": 64, "nms_thresh": 0.5}}},
 }
-EXPECTED = {"mask_rcnn": ("val/segm/AP", "train/loss_mask"), "keypoint_rcnn": ("val/keypoints/AP", "train/loss_keypoint")}
+EXPECTED = {"mask_rcnn": ("val/segm/AP", "train/loss_mask"), "keypoint_rcnn": ("val/keypoints/AP", "train/loss_keypoint"),
+            "box_regressor": ("train/loss_classifier", "train/loss_box_reg")}
 
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))
@@ -255,6 +260,8 @@ def test_every_detector_fits_through_the_cli(name, tmp_path):
     assert run_cli(args) == 0
     run_dir = tmp_path / name
     header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
-    for key in ("val/map", "val/bbox/AP50", "val/voc07/mAP", "train/loss_epoch", *EXPECTED.get(name, ())):
+    for key in ("val/map", "val/bbox/AP50", "val/voc07/mAP", "val/images_per_s", "train/loss_epoch", *EXPECTED.get(name, ())):
         assert key in header, (key, header)
+    rates = [float(row["val/images_per_s"]) for row in csv.DictReader((run_dir / "metrics.csv").open()) if row["val/images_per_s"]]
+    assert len(rates) == 1 and rates[0] > 0
     assert (run_dir / "per_class_ap_val.md").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
