@@ -142,13 +142,13 @@ def test_unknown_table_and_bad_yaml(tmp_path):
 def test_plan_shares_rows_with_identical_configs(tmp_path):
     spec = load_table("hourglass_stacking")
     runs = plan_runs(spec, "quick", [0, 1], str(tmp_path))
-    assert len(runs) == 14  # 7 distinct configs x 2 seeds, not 9 rows x 2
+    assert len(runs) == 18  # 9 distinct configs x 2 seeds, not 11 rows x 2
     by_key = {r.key: r.rows for r in runs if r.seed == 0}
     assert by_key["hg2x4"] == ["hg2x4", "sup_on"]  # sup_on restates the base's intermediate_supervision: true
     assert by_key["hg8x1"] == ["hg8x1", "s8x1"]
-    assert set(by_key) == {"hg2x4", "hg4x2", "hg8x1", "sup_off", "s1x1", "s2x1", "s4x1"}
+    assert set(by_key) == {"hg2x4", "hg4x2", "hg8x1", "hg", "hg_int", "sup_off", "s1x1", "s2x1", "s4x1"}
     assert all(r.status == "new" for r in runs)
-    assert len({r.wandb_id for r in runs}) == 14
+    assert len({r.wandb_id for r in runs}) == 18
     assert [r.wandb_id for r in runs] == [r.wandb_id for r in plan_runs(spec, "quick", [0, 1], str(tmp_path))]
     run = runs[0]
     override = run.override()
