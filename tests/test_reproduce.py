@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.stats import verdict, welch
+from core.stats import verdict as claim_verdict, welch
 
 from experiments.compose import ConfigComposer
 from experiments.reproduce import (
@@ -490,7 +490,7 @@ def test_end_to_end_report_has_the_rows_means_and_deltas(reproduced):
             left, op, right = comparison["comparison"].split(" ")
             a, b = (cells[tuple(ref.split("."))]["values"] for ref in (left, right))
             test = welch(a, b)
-            assert comparison["verdict"] == verdict(test, op)
+            assert comparison["verdict"] == claim_verdict(test, op)
             assert (comparison["difference"], comparison["p"], comparison["low"]) == pytest.approx((test.difference, test.p, test.low))
     for name in ("per_output", "bars", "curves"):
         assert (base / "plots" / f"{name}.png").exists()
