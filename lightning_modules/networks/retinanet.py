@@ -16,6 +16,7 @@ Losses in train mode: ``classification``, ``bbox_regression``.
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
@@ -26,22 +27,45 @@ from torchvision.ops import sigmoid_focal_loss
 from core.errors import ConfigError
 from lightning_modules.networks.detector import TorchvisionDetector, anchor_generator
 
-__all__ = ["RetinaNet", "FocalClassificationHead"]
+__all__ = ["RetinaNet", "FocalClassificationHead", "check_focal"]
 
 # Three scales per octave on P3-P7 (the paper's anchors; torchvision's default).
 PAPER_ANCHORS = [[x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))] for x in (32, 64, 128, 256, 512)]
 
 
-class FocalClassificationHead(retinanet.RetinaNetClassificationHead):
-    """torchvision's classification subnet with the focal loss's ``alpha`` (``None``: no
-    α-weighting) and ``gamma`` set by the caller instead of fixed at 0.25 and 2."""
+CONFIG_PREFIX = "model.init_args.network.init_args."
 
-    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, alpha: float | None, gamma: float, **kwargs) -> None:
+
+def check_focal(alpha: float | None, gamma: float, names: tuple[str, str] = (CONFIG_PREFIX + "focal_alpha", CONFIG_PREFIX + "focal_gamma")) -> float:
+    """``alpha`` as ``sigmoid_focal_loss`` takes it (``None`` and ``-1``: no α-weighting, -1.0),
+    or a ``ConfigError`` that names the argument (``names``: α's, γ's) whose value the loss cannot
+    use: a γ below 0 or not finite, an α outside [0, 1] other than -1."""
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma < 0:
+        raise ConfigError(f"{names[1]} must be a finite number >= 0 (0: the alpha-balanced cross-entropy), got {gamma!r}")
+    if alpha is None or (not isinstance(alpha, bool) and isinstance(alpha, (int, float)) and alpha == -1):
+        return -1.0
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ConfigError(f"{names[0]} must be in [0, 1], or null or -1 for no alpha-weighting, got {alpha!r}")
+    return float(alpha)
+
+
+class FocalClassificationHead(retinanet.RetinaNetClassificationHead):
+    """torchvision's classification subnet with the focal loss's ``alpha`` (``None`` or -1: no
+    α-weighting) and ``gamma`` set by the caller instead of fixed at 0.25 and 2.
+
+    Everything else is torchvision's: the subnet, its initialisation (the last convolution's bias
+    at the prior π = 0.01, whatever the loss), and the loss's targets, the anchors between the IoU
+    thresholds left out, the sum over anchors and classes divided by ``max(1, positives)`` per
+    image, then the mean over images. ``gamma = 0`` is the α-balanced cross-entropy."""
+
+    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, alpha: float | None = 0.25, gamma: float = 2.0, **kwargs) -> None:
         super().__init__(in_channels, num_anchors, num_classes, **kwargs)
-        self.alpha = -1.0 if alpha is None else alpha  # torchvision's "no weighting" value
-        self.gamma = gamma
+        self.alpha = check_focal(alpha, gamma, names=(f"{type(self).__name__}.alpha", f"{type(self).__name__}.gamma"))  # -1.0: no weighting
+        self.gamma = float(gamma)
 
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor], matched_idxs: list[Tensor]) -> Tensor:
+        # torchvision's RetinaNetClassificationHead.compute_loss line for line, with alpha and gamma
+        # passed to sigmoid_focal_loss instead of its defaults (0.25, 2).
         losses = []
         for target, logits, matched in zip(targets, head_outputs["cls_logits"], matched_idxs):
             foreground = matched >= 0
@@ -65,8 +89,10 @@ class RetinaNet(TorchvisionDetector):
         anchor_sizes: anchor sizes per level; ``None``: ``x, x 2^(1/3), x 2^(2/3)`` for x = 32 ..
             512 (the paper's three scales).
         aspect_ratios: anchor aspect ratios at every level (0.5, 1, 2).
-        focal_alpha: the focal loss's α for the positives (0.25; ``None``: no α-weighting).
-        focal_gamma: the focal loss's γ (2; 0 gives the α-balanced cross-entropy).
+        focal_alpha: the focal loss's α for the positives, 1 - α for the negatives (0.25; ``None``
+            or -1: no α-weighting, as in ``torchvision.ops.sigmoid_focal_loss``).
+        focal_gamma: the focal loss's γ (2; 0 gives the α-balanced cross-entropy of the paper's
+            Table 1a). Both losses start from the same prior (π = 0.01 in the last bias).
         head_norm: GroupNorm(32) in the subnets (v2).
         box_loss: ``l1`` (torchvision v1), ``smooth_l1`` (the paper) or ``giou`` (v2).
         fg_iou_thresh: IoU from which an anchor is a positive (0.5).
@@ -98,8 +124,7 @@ class RetinaNet(TorchvisionDetector):
         topk_candidates: int = 1000,
     ) -> None:
         super().__init__(num_classes, weights)
-        if focal_gamma < 0 or (focal_alpha is not None and not 0 <= focal_alpha <= 1):
-            raise ConfigError(f"model.init_args.network.init_args needs focal_gamma >= 0 and focal_alpha in [0, 1] or null, got {focal_gamma}, {focal_alpha}")
+        check_focal(focal_alpha, focal_gamma)
         if box_loss not in ("l1", "smooth_l1", "giou"):
             raise ConfigError(f"model.init_args.network.init_args.box_loss must be l1, smooth_l1 or giou, got {box_loss!r}")
         object.__setattr__(self, "_backbone", backbone)
