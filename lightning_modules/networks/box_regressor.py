@@ -81,7 +81,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image
 
 from core.errors import ConfigError
-from lightning_modules.networks.detector import TorchvisionDetector
+from lightning_modules.networks.detector import TorchvisionDetector, resize_batch
 from lightning_modules.networks.localizer import VGGBackbone
 
 __all__ = ["BoxRegressor", "SlotDetector", "assign", "slot_loss", "decode_slots", "MAX_SLOTS"]
@@ -310,10 +310,7 @@ class SlotDetector(nn.Module):
 
     def prepare(self, images: Sequence[Tensor]) -> Tensor:
         """``(3, H, W)`` images in ``[0, 1]`` -> one ``(N, 3, input_size, input_size)`` normalised batch."""
-        size = (self.input_size, self.input_size)
-        resized = [image[None] if image.shape[-2:] == size else F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
-                   for image in images]
-        return (torch.cat(resized) - self.image_mean) / self.image_std
+        return resize_batch(images, (self.input_size, self.input_size), self.image_mean, self.image_std)
 
     def forward(
         self, images: Sequence[Tensor] | Tensor, targets: Sequence[dict[str, Tensor]] | None = None

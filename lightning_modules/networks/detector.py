@@ -17,7 +17,7 @@ of ``boxes``, ``labels``, ``scores`` (and ``masks`` ``(N, 1, H, W)`` probabiliti
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -80,6 +80,15 @@ class TorchvisionDetector(nn.Module):
         if self.detector is None:
             raise RuntimeError(f"{type(self).__name__} is not built: call build(num_classes) or give num_classes")
         return self.detector(list(images), targets)
+
+
+def resize_batch(images: Sequence[Tensor], size: tuple[int, int], mean: Tensor, std: Tensor) -> Tensor:
+    """``(3, H, W)`` images in ``[0, 1]`` -> one ``(N, 3, *size)`` batch, resized bilinearly (as
+    torchvision's detectors resize) and normalised by ``mean`` and ``std`` (broadcastable), for the
+    detectors of a fixed input size (YOLO v1, the box regressor)."""
+    resized = [image[None] if tuple(image.shape[-2:]) == tuple(size) else
+               torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", align_corners=False) for image in images]
+    return (torch.cat(resized) - mean) / std
 
 
 def anchor_generator(backbone: nn.Module, sizes: list[list[int]] | None, ratios: list[float], default: tuple[int, ...] | list[list[int]]) -> AnchorGenerator:

@@ -67,7 +67,7 @@ from torchvision.ops import batched_nms, box_area, box_convert, clip_boxes_to_im
 
 from core.errors import ConfigError
 from lightning_modules.networks.detection_backbones import load_weights_file
-from lightning_modules.networks.detector import TorchvisionDetector
+from lightning_modules.networks.detector import TorchvisionDetector, resize_batch
 
 __all__ = ["YOLOv1", "YOLODetector", "YOLOHead", "yolo_loss", "decode", "LAYOUTS"]
 
@@ -328,11 +328,7 @@ class YOLODetector(nn.Module):
     def prepare(self, images: Sequence[Tensor]) -> Tensor:
         """``(3, H, W)`` images in ``[0, 1]`` → one ``(N, 3, input_size, input_size)`` normalised
         batch (bilinear resize, as torchvision's detectors resize)."""
-        size = (self.input_size, self.input_size)
-        resized = [image[None] if image.shape[-2:] == size else F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
-                   for image in images]
-        batch = torch.cat(resized)
-        return (batch - self.image_mean) / self.image_std
+        return resize_batch(images, (self.input_size, self.input_size), self.image_mean, self.image_std)
 
     def forward(
         self, images: Sequence[Tensor] | Tensor, targets: Sequence[dict[str, Tensor]] | None = None
