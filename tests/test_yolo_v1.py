@@ -186,6 +186,20 @@ def test_fast_yolo_count():
 
 
 @pytest.mark.parametrize("variant", ["full", "fast"])
+def test_the_output_depends_on_the_image_at_initialisation(variant):
+    """24 convolutions without batch norm at PyTorch's default initialisation pass next to nothing
+    of the image to the head (outputs 2.5e-7 apart, relative, for two random images), and the
+    network learns nothing; with He initialisation the signal reaches the head."""
+    torch.manual_seed(0)
+    detector = YOLOv1(num_classes=21, variant=variant, width=0.25, fc_width=256, input_size=224).detector.eval()
+    with torch.no_grad():
+        outputs = detector.predict(torch.randn(2, 3, 224, 224))
+    gap = (outputs[0] - outputs[1]).norm() / outputs.norm()
+    assert gap > 0.05
+    assert detector.backbone[0][0].bias.abs().sum() == 0
+
+
+@pytest.mark.parametrize("variant", ["full", "fast"])
 def test_narrow_network_trains_every_parameter_and_detects_in_each_images_pixels(variant):
     network = YOLOv1(num_classes=4, variant=variant, width=1 / 16, fc_width=16, input_size=64)
     images = [torch.rand(3, 48, 80), torch.rand(3, 64, 64)]

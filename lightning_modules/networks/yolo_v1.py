@@ -317,9 +317,24 @@ class YOLODetector(nn.Module):
         self.backbone, channels = conv_layers(layout.backbone, 3, width)
         self.extra, channels = conv_layers(layout.extra, channels, width)
         self.head = YOLOHead(channels * side * side, fc_width, grid, boxes_per_cell * 5 + num_classes, dropout, layout.bottleneck)
+        self.reset_parameters()
         # Not in the state dict: a checkpoint holds only learnt weights.
         self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def reset_parameters(self) -> None:
+        """He initialisation for the leaky-ReLU layers, zero biases.
+
+        Why not PyTorch's defaults: with them each of the 24 batch-norm-free convolutions shrinks
+        its input's variance about six-fold (weights of variance 1/(3 fan_in), then the leaky ReLU
+        halves it), so at the head the output no longer depends
+        on the image (two random images give outputs 2.5e-7 apart) and training from scratch
+        learns nothing. Darknet initialises the same way."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, a=0.1, mode="fan_in", nonlinearity="leaky_relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def predict(self, batch: Tensor) -> Tensor:
         """``(N, 3, input_size, input_size)`` normalised images → ``(N, S, S, B*5 + C)``."""
