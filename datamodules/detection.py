@@ -45,7 +45,7 @@ from datamodules.base import SourceDataModule, pair
 
 __all__ = [
     "DetectionRecord", "DetectionSource", "DetectionAugmentation", "DetectionDataset", "DetectionDataModule",
-    "list_collate",
+    "affine_objects", "list_collate",
 ]
 
 
@@ -158,7 +158,9 @@ class DetectionSource(ABC):
 class DetectionAugmentation:
     """The training preset of torchvision's detection references: random rescale (scale jitter),
     horizontal flip, photometric jitter; objects that leave the image or shrink below
-    ``min_box_size`` are dropped (``v2.SanitizeBoundingBoxes``).
+    ``min_box_size`` are dropped (``v2.SanitizeBoundingBoxes``). Optionally YOLO's random scaling and
+    translation inside a canvas of the image's own size (Redmon et al. 2016: "random scaling and
+    translations of up to 20% of the original image size").
 
     Args:
         scale_range: the image is resized by a factor drawn uniformly from this range (``(1, 1)``:
@@ -167,14 +169,29 @@ class DetectionAugmentation:
             takes images at their size; for those detectors keep ``(1, 1)``.
         flip_prob: probability of a horizontal flip; keypoints named as a left/right pair by the
             source's ``flip_pairs`` swap with it.
-        brightness: ``v2.ColorJitter`` brightness, contrast and saturation strength (0: none).
-        hue: ``v2.ColorJitter`` hue strength.
+        brightness: ``v2.ColorJitter`` brightness strength (a factor in ``[max(0, 1 - b), 1 + b]``:
+            the exposure, HSV's value, up to clipping); also the contrast and saturation strength
+            when those are ``None`` (0: none).
+        hue: ``v2.ColorJitter`` hue strength, in ``[0, 0.5]``.
         min_box_size: boxes smaller than this (pixels, either side) after the transforms are dropped.
+        contrast: ``v2.ColorJitter`` contrast strength; ``None``: ``brightness``'s (0: none).
+        saturation: ``v2.ColorJitter`` saturation strength; ``None``: ``brightness``'s (0: none).
+        translate: the image content is shifted by up to this fraction of the image's width and
+            height, each drawn uniformly in ``[-translate, translate]`` (0: none; YOLO: 0.2).
+        affine_scale: the content is scaled about the image centre by a factor drawn uniformly from
+            this range (``(1, 1)``: none; YOLO: ``(0.8, 1.2)``). Unlike ``scale_range`` the image
+            keeps its size: what leaves the canvas is cut off, what it uncovers is filled with grey
+            (114, as Ultralytics' affine), so a network that resizes every image to a fixed input
+            does not undo it. Boxes, masks and keypoints (``v2.functional.affine``) move with the
+            pixels; labelled keypoints pushed outside the image become unlabelled (``x = y = v =
+            0``, COCO's convention).
 
-    ``__call__(image, target, flip_pairs)``: ``(3, H, W)`` uint8 and a target dict with ``boxes``
-    ``(K, 4)``, ``labels``, optional ``masks`` ``(K, H, W)`` and ``keypoints`` ``(K, J, 3)`` ->
-    the same, transformed. Randomness comes from torch's global generator (seeded per DataLoader
-    worker by PyTorch).
+    The transforms run in this order: rescale, scale and translation, flip, photometric jitter,
+    sanitize. ``__call__(image, target, flip_pairs)``: ``(3, H, W)`` uint8 and a target dict with
+    ``boxes`` ``(K, 4)``, ``labels``, optional ``masks`` ``(K, H, W)`` and ``keypoints``
+    ``(K, J, 3)`` -> the same, transformed. Randomness comes from torch's global generator, which
+    ``EpochSeededDataset`` seeds from ``(seed, epoch, index)`` for each sample; ``sample_affine`` draws the scale and translation, which
+    ``affine_objects`` applies.
     """
 
     def __init__(
@@ -184,6 +201,10 @@ class DetectionAugmentation:
         brightness: float = 0.2,
         hue: float = 0.02,
         min_box_size: float = 2.0,
+        contrast: float | None = None,
+        saturation: float | None = None,
+        translate: float = 0.0,
+        affine_scale: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         low, high = float(scale_range[0]), float(scale_range[1])
         if not 0 < low <= high:
@@ -192,11 +213,39 @@ class DetectionAugmentation:
             raise ConfigError(f"DetectionAugmentation.flip_prob must be in [0, 1], got {flip_prob}")
         if min_box_size < 1:
             raise ConfigError(f"DetectionAugmentation.min_box_size must be >= 1 pixel, got {min_box_size}")
+        contrast = brightness if contrast is None else contrast
+        saturation = brightness if saturation is None else saturation
+        for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+            if not value >= 0:
+                raise ConfigError(f"DetectionAugmentation.{name} must be >= 0 (a factor in [max(0, 1 - {name}), 1 + {name}]), got {value}")
+        if not 0 <= hue <= 0.5:
+            raise ConfigError(f"DetectionAugmentation.hue must be in [0, 0.5], got {hue}")
+        if not 0 <= translate < 1:
+            raise ConfigError(f"DetectionAugmentation.translate must be in [0, 1) (a fraction of the image size), got {translate}")
+        if len(affine_scale) != 2 or not 0 < float(affine_scale[0]) <= float(affine_scale[1]):
+            raise ConfigError(f"DetectionAugmentation.affine_scale must be 0 < low <= high, got {list(affine_scale)}")
         self.scale_range = (low, high)
         self.flip_prob = flip_prob
-        self.jitter = v2.ColorJitter(brightness=brightness, contrast=brightness, saturation=brightness, hue=hue) if brightness > 0 or hue > 0 else None
+        self.translate = float(translate)
+        self.affine_scale = (float(affine_scale[0]), float(affine_scale[1]))
+        self.jitter = (v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
+                       if max(brightness, contrast, saturation, hue) > 0 else None)
         # Keypoints and the per-object flags follow the boxes that survive.
         self.sanitize = v2.SanitizeBoundingBoxes(min_size=min_box_size, labels_getter=_per_object_fields)
+
+    @property
+    def affine(self) -> bool:
+        """Whether the scale and translation run (they draw from the generator only then, so the
+        other transforms' draws are those of a preset without them)."""
+        return self.translate > 0 or self.affine_scale != (1.0, 1.0)
+
+    def sample_affine(self, height: int, width: int, generator: torch.Generator | None = None) -> tuple[float, float, float]:
+        """A random ``(tx, ty, scale)``: the shift in pixels, uniform in ``[-translate * width,
+        translate * width]`` and ``[-translate * height, translate * height]``, and the factor,
+        uniform in ``affine_scale``."""
+        u = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
+        low, high = self.affine_scale
+        return (2 * u[0] - 1) * self.translate * width, (2 * u[1] - 1) * self.translate * height, low + (high - low) * u[2]
 
     def __call__(self, image: Tensor, target: dict[str, Any], flip_pairs: Sequence[tuple[int, int]] = ()) -> tuple[Tensor, dict[str, Any]]:
         height, width = image.shape[-2:]
@@ -216,6 +265,9 @@ class DetectionAugmentation:
                 factor = torch.tensor([size[1] / width, size[0] / height, 1.0], dtype=keypoints.dtype)
                 keypoints = keypoints * factor
             height, width = size
+        if self.affine:
+            tx, ty, scale = self.sample_affine(height, width)
+            image, boxes, masks, keypoints = affine_objects(image, boxes, masks, keypoints, (tx, ty), scale)
         if self.flip_prob > 0 and float(torch.rand(())) < self.flip_prob:
             image, boxes = TF.horizontal_flip(image), TF.horizontal_flip(boxes)
             if masks is not None:
@@ -234,6 +286,42 @@ class DetectionAugmentation:
         if "masks" in out:
             out["masks"] = out["masks"].as_subclass(Tensor)
         return image, out
+
+
+# The grey that the scale and translation uncover (Ultralytics' border value).
+AFFINE_FILL = 114
+
+
+def affine_objects(
+    image: Tensor,
+    boxes: tv_tensors.BoundingBoxes,
+    masks: tv_tensors.Mask | None,
+    keypoints: Tensor | None,
+    translate: tuple[float, float],
+    scale: float,
+) -> tuple[Tensor, tv_tensors.BoundingBoxes, tv_tensors.Mask | None, Tensor | None]:
+    """Scale the content of an image about its centre by ``scale``, then shift it by ``translate``
+    ``(tx, ty)`` pixels, on a canvas of the same size: a point ``(x, y)`` in continuous pixel
+    coordinates goes to ``(W/2 + scale (x - W/2) + tx, H/2 + scale (y - H/2) + ty)``.
+
+    The image is resampled bilinearly (grey where nothing maps), the masks by nearest neighbour;
+    the boxes are the transformed boxes clipped to the image (``SanitizeBoundingBoxes`` drops those
+    left empty); labelled keypoints (``v > 0``) move like the boxes' corners and those that land
+    outside ``[0, W) x [0, H)`` become ``(0, 0, 0)``; unlabelled ones stay as they are.
+    """
+    height, width = image.shape[-2:]
+    args = {"angle": 0.0, "translate": [float(translate[0]), float(translate[1])], "scale": float(scale), "shear": [0.0, 0.0]}
+    image = TF.affine(image, **args, interpolation=v2.InterpolationMode.BILINEAR, fill=AFFINE_FILL)
+    boxes = TF.affine(boxes, **args)
+    if masks is not None:
+        masks = TF.affine(masks, **args)  # nearest neighbour, 0 where nothing maps
+    if keypoints is not None and keypoints.numel():
+        moved, _ = TF.affine_keypoints(keypoints[..., :2], canvas_size=(height, width), **args)
+        labelled = keypoints[..., 2] > 0
+        inside = (moved[..., 0] >= 0) & (moved[..., 0] < width) & (moved[..., 1] >= 0) & (moved[..., 1] < height)
+        keypoints = torch.where(labelled[..., None], torch.cat([moved, keypoints[..., 2:]], -1), keypoints)
+        keypoints = torch.where((labelled & ~inside)[..., None], torch.zeros_like(keypoints), keypoints)
+    return image, boxes, masks, keypoints
 
 
 def _per_object_fields(inputs: Any) -> tuple[Tensor, ...]:

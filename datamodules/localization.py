@@ -101,7 +101,7 @@ class LocalizationAugmentation:
 
     ``__call__(image, box)``: ``tv_tensors.Image`` ``(3, H, W)`` uint8 and ``tv_tensors.BoundingBoxes``
     ``(1, 4)`` XYXY -> the same types, transformed together. Randomness comes from torch's global
-    generator (seeded per DataLoader worker by PyTorch).
+    generator, which ``EpochSeededDataset`` seeds from ``(seed, epoch, index)`` for each sample.
     """
 
     def __init__(

@@ -127,7 +127,7 @@ class SegmentationAugmentation:
     ``__call__(image, mask, ignore_index)``: ``tv_tensors.Image`` ``(3, H, W)`` uint8 and
     ``tv_tensors.Mask`` ``(H, W)`` -> the same types of ``crop_size``. Images are resized bilinearly,
     labels by nearest neighbour (no label is invented at a boundary). Randomness comes from torch's
-    global generator (seeded per DataLoader worker by PyTorch).
+    global generator, which ``EpochSeededDataset`` seeds from ``(seed, epoch, index)`` for each sample.
     """
 
     def __init__(
