@@ -6,7 +6,8 @@ with a face (front-facing) or hair (back-facing), two-segment arms and legs of r
 clothing colours, a random posture (lean, head tilt, arm and leg angles and bends), a random
 in-plane rotation, scale and position, and is drawn over a cluttered background with random
 occluders. Left and right are anatomical, as in MPII: on a front-facing figure the person's right
-side is on the image's left, so only the face tells the two apart, and a mirrored figure is again a
+side is on the image's left, so only the facing tells the two apart (the face, and the placket down a front-facing
+shirt), and a mirrored figure is again a
 valid figure (the flip augmentation stays consistent).
 
 Joints that fall outside the image are unannotated (``visible`` False); occluded joints stay
@@ -215,6 +216,12 @@ def _draw(rng: np.random.Generator, figure: dict, size: int, clutter: int, occlu
         r = leg_w * 0.6
         draw.ellipse([kp[ank][0] - r, kp[ank][1] - r, kp[ank][0] + r, kp[ank][1] + r], fill=shoe)
     draw.polygon([kp[R_SHO], kp[L_SHO], kp[L_HIP], kp[R_HIP]], fill=shirt)
+    if figure["front"]:
+        # The shirt's front (a placket from neck to waist) shows the facing from afar. The face
+        # alone is a few pixels at small image sizes, and without the facing left and right
+        # joints are a coin toss. It is mirror-symmetric, so a flipped figure stays valid.
+        placket = (235, 235, 235) if sum(shirt) < 384 else (20, 20, 20)
+        draw.line([kp[THORAX], kp[PELVIS]], fill=placket, width=max(2, int(round(figure["limb_width"] * 0.6))))
     segment(THORAX, NECK, skin, max(2, width))
     for sho, elb, wri in ((R_SHO, R_ELB, R_WRI), (L_SHO, L_ELB, L_WRI)):
         segment(sho, elb, sleeve, width)
