@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="journal file or SQLAlchemy URL (default: runs/<study>/journal.log)")
     p.add_argument("--n-trials", type=int, help="trial budget of the whole study (default: the spec's)")
     p.add_argument("--timeout", type=float, help="seconds after which this driver starts no new trial")
+    p.add_argument("--pruner", help="replace the spec's pruner by name, with its defaults (none: the same study "
+                   "without pruning, to measure what pruning buys; give it its own --study-name)")
     p.add_argument("--slots", type=int, help="trials run at once by this driver, each on its own devices")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra fixed override (YAML value), e.g. --set trainer.precision=bf16-mixed")
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 raise SpecError(f"--set {item}: expected KEY=VALUE")
             extra[key.strip()] = yaml.safe_load(value)
-        spec = load_spec(args.config, extra, study=args.study_name)
+        spec = load_spec(args.config, extra, study=args.study_name, pruner=args.pruner)
         if args.n_trials is not None and args.n_trials < 1:
             raise SpecError("--n-trials: must be >= 1")
         if args.slots is not None and args.slots < 1:

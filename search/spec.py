@@ -226,9 +226,11 @@ def _check_kwargs(section: str, cls: Any, kwargs: dict[str, Any], reserved: tupl
             raise SpecError(f"{section}.{key}: not an argument of optuna.{cls.__name__}")
 
 
-def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, study: str | None = None) -> SearchSpec:
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, study: str | None = None,
+              pruner: str | None = None) -> SearchSpec:
     """Read and check a spec. ``overrides`` are extra fixed dotted keys (the CLI's ``--set``),
-    ``study`` replaces the spec's study name."""
+    ``study`` replaces the spec's study name, ``pruner`` its pruner (by name, with the pruner's
+    defaults: ``none`` runs the same study without pruning)."""
     path = Path(path)
     if not path.exists():
         raise SpecError(f"{path}: no such search spec")
@@ -242,6 +244,8 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, study: 
     if unknown:
         raise SpecError(f"{unknown[0]}: unknown spec entry (known: {', '.join(sorted(TOP_LEVEL))})")
 
+    if pruner is not None:
+        raw["pruner"] = {"name": pruner}
     study = str(study or raw.get("study") or path.stem)
     if not re.match(r"^[A-Za-z0-9_.-]+$", study):
         raise SpecError(f"study: {study!r} may only hold letters, digits, '_', '-' and '.'")

@@ -36,6 +36,14 @@ def test_shipped_spec_checks_against_its_config(composer: ConfigComposer) -> Non
     validate_space(spec, composer)
 
 
+def test_the_pruner_can_be_replaced_by_name_for_the_pruning_comparison() -> None:
+    assert load_spec(SHIPPED, pruner="none").pruning is False
+    assert load_spec(SHIPPED, pruner="none").pruner == {"name": "none"}
+    assert load_spec(SHIPPED, pruner="hyperband").pruner == {"name": "hyperband"}
+    with pytest.raises(SpecError, match="pruner.name: unknown pruner 'sometimes'"):
+        load_spec(SHIPPED, pruner="sometimes")
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
