@@ -8,7 +8,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_atomic", "write_json_atomic", "read_json"]
+__all__ = ["write_atomic", "write_json_atomic", "read_json", "shown_path", "PROJECT_ROOT"]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_atomic(path: str | Path, content: str | bytes) -> Path:
@@ -38,3 +40,15 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as a reader of a report or a log can use it anywhere: relative to the project (or
+    else to the working directory) when it lies inside, as given otherwise."""
+    resolved = Path(path).resolve()
+    for base in (PROJECT_ROOT, Path.cwd().resolve()):
+        try:
+            return str(resolved.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from core.io import write_atomic
+from core.io import shown_path, write_atomic
 from core.processes import SlotPool, experiments_command
 from core.progress import best_so_far, eta_seconds, progress_line
 from experiments.compose import ConfigComposer, get_dotted, measure_network, override_tree
@@ -41,6 +41,7 @@ from search.storage import (
     DriverIdentity,
     HeartbeatThread,
     StudyLock,
+    absolute_url,
     budget_state,
     is_rdb,
     make_stale_callback,
@@ -129,7 +130,12 @@ class SearchDriver:
         self.composer = ConfigComposer()
         config = validate_space(spec, self.composer)
         self.base_dict = self.composer.to_dict(config)
-        self.runs_root = Path(get_dotted(self.base_dict, "run.root") or "runs")
+        # Absolute from here on: the slots' threads parse configs, and jsonargparse changes the
+        # process's working directory to a config's folder while it reads it, so a relative path
+        # used by another thread at that moment (the journal's lock, a trial's folder, a child's
+        # start directory) would point into experiments/configs/.
+        self.cwd = Path.cwd()
+        self.runs_root = (self.cwd / (get_dotted(self.base_dict, "run.root") or "runs")).resolve()
         self.study_dir = self.runs_root / spec.study
         if not spec.objectives:  # the spec names none: optimise what the module monitors
             try:
@@ -141,7 +147,7 @@ class SearchDriver:
         if spec.sampler["name"] == "grid":
             size = grid_size(spec.entries)
             self.n_trials = min(self.n_trials or size, size)
-        self.url = self.storage_arg or spec.storage.get("url") or str(self.study_dir / "journal.log")
+        self.url = absolute_url(self.storage_arg or spec.storage.get("url") or str(self.study_dir / "journal.log"), self.cwd)
         self.heartbeat_interval = int(spec.storage.get("heartbeat_interval", 20))
         self.grace_period = float(spec.storage.get("grace_period", max(60, 4 * self.heartbeat_interval)))
         self.max_retry = int(spec.storage.get("max_retry", 3))
@@ -200,7 +206,8 @@ class SearchDriver:
         budget = f"{self.n_trials} trials" if self.n_trials else "no trial count"
         if self.timeout:
             budget += f", {self.timeout:.0f} s"
-        say(f"study {self.spec.study} ({budget}, {self.pool.describe()}) in {self.study_dir}; storage {self.url}")
+        storage = self.url if is_rdb(self.url) else shown_path(self.url)
+        say(f"study {self.spec.study} ({budget}, {self.pool.describe()}) in {shown_path(self.study_dir)}; storage {storage}")
         self.deadline = time.monotonic() + self.timeout if self.timeout else None
         interval = self.heartbeat_interval if is_rdb(self.url) else max(1, self.heartbeat_interval // 2)
         self.heartbeat = HeartbeatThread(self.storage, interval)
@@ -228,7 +235,7 @@ class SearchDriver:
             retrain = retrain_top_k(self, study, self.retrain_top_k, self.retrain_seeds)
         outputs = write_outputs(study, self.spec, self.composer, self.study_dir, retrain=retrain, storage_url=self.url)
         for label, path in outputs.items():
-            say(f"{label:<11} {path}")
+            say(f"{label:<11} {shown_path(path)}")
         write_wandb_summary(study, self.spec, self.base_dict, self.study_dir, self.uuid)
 
     def _out_of_time(self) -> bool:
@@ -374,6 +381,7 @@ class SearchDriver:
         log_path = attempt / "worker.log"
         result = self.pool.launch(
             slot, command, log_path=log_path, timeout=spec.trial_timeout, extra_env={"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"},
+            cwd=self.cwd,
         )
         trial.set_user_attr("returncode", result.returncode)
         trial.set_user_attr("seconds", round(result.seconds, 2))

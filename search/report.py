@@ -382,7 +382,7 @@ def retrain_top_k(driver: Any, study: Any, k: int, seeds: list[int]) -> dict[str
         write_atomic(path, yaml.safe_dump(override, sort_keys=False))
         args = ["fit", *sum((["--config", b] for b in spec.base), []), "--config", str(path)]
         print(f"convlab search: retraining trial {t.number} with seed {seed}", flush=True)
-        result = driver.pool.launch(slot, experiments_command(*args, torchrun_nproc=spec.torchrun), log_path=status / "worker.log",
+        result = driver.pool.launch(slot, experiments_command(*args, torchrun_nproc=spec.torchrun), log_path=status / "worker.log", cwd=driver.cwd,
                                     timeout=spec.trial_timeout, extra_env={"WANDB_SILENT": "true"})
         value = None
         result_file = status / "result.json"

@@ -43,6 +43,19 @@ def is_rdb(url: str) -> bool:
     return "://" in url
 
 
+def absolute_url(url: str, cwd: str | Path) -> str:
+    """``url`` with a relative journal path or SQLite file made absolute against ``cwd``, so that
+    a change of the process's working directory (jsonargparse makes one while it reads a config)
+    cannot move the storage under a running study; server URLs are returned as they are."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        database, sep, query = url.removeprefix("sqlite:///").partition("?")
+        return "sqlite:///" + str((Path(cwd) / database).resolve()) + sep + query
+    if is_rdb(url):
+        return url
+    prefix = "journal:" if url.startswith("journal:") else ""
+    return prefix + str((Path(cwd) / url.removeprefix("journal:")).resolve())
+
+
 def open_storage(
     url: str,
     *,

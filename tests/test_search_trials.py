@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from tests.test_search_helpers import kill_all, load_study, run_search, tiny_base, wait_no_processes, write_spec
@@ -157,6 +159,44 @@ def test_parallel_slots_get_disjoint_devices(tmp_path: Path) -> None:
     driver.prepare()
     assert driver.pool.slot_gpus == [["0", "1"], ["2", "3"]]
     assert not (tmp_path / "runs").exists()  # checking a spec creates nothing
+
+
+def test_the_study_stays_put_while_a_parser_changes_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """jsonargparse changes the process's working directory while it reads a config, and the
+    driver's slot threads read configs while other threads write to the journal and start
+    children. With a relative run root (the default ``runs``) the journal's lock was then created
+    under experiments/configs/... and failed with FileNotFoundError, killing a slot. Everything the
+    driver touches is absolute from the start."""
+    import optuna
+
+    from core.processes import launch
+    from search.driver import SearchDriver
+    from search.spec import load_spec
+    from search.storage import absolute_url
+
+    base = tiny_base(tmp_path)
+    config = yaml.safe_load(base.read_text())
+    config["run"]["root"] = "runs"
+    base.write_text(yaml.safe_dump(config))
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    driver = SearchDriver(load_spec(write_spec(tmp_path, base)))
+    driver.prepare()
+    monkeypatch.chdir(project / "configs")  # what a parse in another thread does for a moment
+    study = driver.open_study()
+    study.enqueue_trial({"model.init_args.optimizer.init_args.lr": 1e-3})
+    assert driver.url == str(project / "runs" / "study" / "journal.log")
+    assert len(optuna.load_study(study_name="study", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(driver.url))).trials) == 1
+    assert not (project / "configs" / "runs").exists()
+    out = tmp_path / "cwd.txt"
+    launch([sys.executable, "-c", f"import os; open({str(out)!r}, 'w').write(os.getcwd())"], cwd=driver.cwd)
+    assert out.read_text() == str(project)
+    assert absolute_url("sqlite:///a/b.db?timeout=5", project) == f"sqlite:///{project}/a/b.db?timeout=5"
+    assert absolute_url("sqlite:////abs.db", project) == "sqlite:////abs.db"
+    assert absolute_url("postgresql://u@127.0.0.1/db", project) == "postgresql://u@127.0.0.1/db"
+    assert absolute_url("journal:j.log", project) == f"journal:{project}/j.log"
 
 
 def test_fixed_run_overrides_reach_the_trials(tmp_path: Path) -> None:

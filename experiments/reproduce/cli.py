@@ -32,7 +32,8 @@ from core.processes import experiments_command
 from experiments.compose import ConfigComposer
 from experiments.reproduce.collect import collect
 from experiments.reproduce.plan import RESULT_FILE, Plan, PlannedRun, compose_plan, describe_missing, plan_runs, run_status, table_dir
-from experiments.reproduce.report import Report, build_report, shown_path
+from core.io import shown_path
+from experiments.reproduce.report import Report, build_report
 from experiments.reproduce.runner import Reproducer, TableLock, UserError, iso_time, say
 from experiments.reproduce.spec import TABLES_DIR, Profile, TableSpec, TableSpecError, available_tables, load_table
 from experiments.reproduce.wandb_summary import write_wandb_summary

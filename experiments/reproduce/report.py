@@ -10,12 +10,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.io import read_json, write_atomic, write_json_atomic
+from core.io import read_json, shown_path, write_atomic, write_json_atomic
 from experiments.reproduce.checks import CheckResult, evaluate_checks, rule_text
 from experiments.reproduce.collect import Cell, Collected
 from experiments.reproduce.plan import table_dir
 from experiments.reproduce.plots import make_plots
-from experiments.reproduce.spec import REPO_ROOT, Profile, Row
+from experiments.reproduce.spec import Profile, Row
 
 __all__ = ["Report", "build_report"]
 
@@ -61,18 +61,6 @@ class Report:
     summary: dict[str, Any]
     plots: list[Path]
     checks: list[CheckResult]
-
-
-def shown_path(path: str | Path) -> str:
-    """``path`` as a reader of the report can use it anywhere: relative to the project (or else to
-    the working directory) when it lies inside, as given otherwise."""
-    resolved = Path(path).resolve()
-    for base in (REPO_ROOT, Path.cwd().resolve()):
-        try:
-            return str(resolved.relative_to(base))
-        except ValueError:
-            continue
-    return str(path)
 
 
 def build_report(collected: Collected, root: str | Path, command: str) -> Report:
