@@ -241,6 +241,14 @@ def write_outputs(
         lines.append("")
 
     lines += ["## Pruning", ""]
+    launched = [t for t in trials if not t.user_attrs.get("rejected") and t.state != TrialState.RUNNING]
+    if launched:
+        # What a study spent, to compare the same spec with and without pruning (--pruner none).
+        lines.append(
+            f"Trial-epochs spent: {sum(len(t.intermediate_values) for t in launched)} over {len(launched)} launched trial(s) "
+            f"({sum(t.user_attrs.get('seconds', 0) for t in launched):.0f} s of trial time)"
+            + (f"; best {names[0]} {_fmt(best[0].values[0])}." if best and not spec.multi_objective else ".")
+        )
     if pruned:
         at = Counter(t.user_attrs.get("pruned_at") for t in pruned)
         seconds_pruned = sum(t.user_attrs.get("seconds", 0) for t in pruned)

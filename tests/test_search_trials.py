@@ -44,6 +44,9 @@ def test_ddp_trial_lightning_launcher_same_params_and_pruned_together(tmp_path: 
         assert ranks[0]["optimizer_lrs"] == ranks[1]["optimizer_lrs"] == [pytest.approx(trial.params["model.optimizer.lr"])]
         # ... and all ranks stopped together, at the epoch the pruner decided.
         assert ranks[0]["ended_epoch"] == ranks[1]["ended_epoch"] == 2
+        # The report counts what the study spent: 2 validated epochs of the 4 a trial would run.
+        report = (tmp_path / "runs" / "study" / "report.md").read_text()
+        assert "Trial-epochs spent: 2 over 1 launched trial(s)" in report and "1 trial(s) pruned, by epoch: epoch 1: 1." in report
         assert ranks[0]["global_step"] == ranks[1]["global_step"]
         # One W&B run per trial, from rank 0 only, in the study's group.
         runs = _offline_runs(Path(trial.user_attrs["run_dir"]))
