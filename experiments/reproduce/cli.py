@@ -27,12 +27,11 @@ from pathlib import Path
 
 import yaml
 
-from core.io import write_json_atomic
+from core.io import shown_path, write_json_atomic
 from core.processes import experiments_command
 from experiments.compose import ConfigComposer
 from experiments.reproduce.collect import collect
 from experiments.reproduce.plan import RESULT_FILE, Plan, PlannedRun, compose_plan, describe_missing, plan_runs, run_status, table_dir
-from core.io import shown_path
 from experiments.reproduce.report import Report, build_report
 from experiments.reproduce.runner import Reproducer, TableLock, UserError, iso_time, say
 from experiments.reproduce.spec import TABLES_DIR, Profile, TableSpec, TableSpecError, available_tables, load_table

@@ -64,13 +64,15 @@ from typing import Any
 
 import yaml
 
+from core.io import PROJECT_ROOT
+
 __all__ = [
     "TableSpecError", "TableSpec", "Source", "Column", "PaperCell", "Row", "RowProfile", "Profile", "DataSpec",
     "Check", "Comparison", "CellRef", "Plot", "load_table", "table_path", "available_tables", "TABLES_DIR",
     "REPO_ROOT", "template_fields", "resolve_config_path",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = PROJECT_ROOT  # one project root for the whole suite (core.io)
 TABLES_DIR = REPO_ROOT / "experiments" / "tables"
 
 TOP_LEVEL = {

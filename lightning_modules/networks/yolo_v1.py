@@ -327,9 +327,9 @@ class YOLODetector(nn.Module):
 
         Why not PyTorch's defaults: with them each of the 24 batch-norm-free convolutions shrinks
         its input's variance about six-fold (weights of variance 1/(3 fan_in), then the leaky ReLU
-        halves it), so at the head the output no longer depends
-        on the image (two random images give outputs 2.5e-7 apart) and training from scratch
-        learns nothing. Darknet initialises the same way."""
+        halves it), so at the head the output no longer depends on the image (two random images
+        give outputs 2.5e-7 apart) and training from scratch learns nothing. Darknet initialises
+        the same way."""
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(module.weight, a=0.1, mode="fan_in", nonlinearity="leaky_relu")
