@@ -62,7 +62,7 @@ def test_shipped_tables_load():
     assert all(cell.source.split.startswith("MPII validation") for r in stacking.rows.values() for cell in r.paper.values())
     assert stacking.columns["halfway"].metric_for(stacking.rows["s1x1"]) is None  # a 1-stack net has no halfway
     # The number of stacks is derived from each row's composed config, not written in the row.
-    plan = compose_plan(stacking, stacking.profile("quick"), [0], plan_runs(stacking, "quick", [0], "/tmp/unused"), ConfigComposer())
+    plan = compose_plan(stacking, stacking.profile("quick_full"), [0], plan_runs(stacking, "quick_full", [0], "/tmp/unused"), ConfigComposer())
     assert plan.spec.rows["hg8x1"].vars == {"stacks": 8, "half": 4} and plan.spec.rows["s1x1"].vars == {"stacks": 1}
     assert plan.spec.columns["halfway"].metric_for(plan.spec.rows["hg8x1"]) == "val/pckh_limbs_stack4"
     # "final" is the network's last output, whatever comes before it (HG-Int's internal heads).
@@ -141,7 +141,7 @@ def test_unknown_table_and_bad_yaml(tmp_path):
 # =================================================================================== planning
 def test_plan_shares_rows_with_identical_configs(tmp_path):
     spec = load_table("hourglass_stacking")
-    runs = plan_runs(spec, "quick", [0, 1], str(tmp_path))
+    runs = plan_runs(spec, "quick_full", [0, 1], str(tmp_path))
     assert len(runs) == 18  # 9 distinct configs x 2 seeds, not 11 rows x 2
     by_key = {r.key: r.rows for r in runs if r.seed == 0}
     assert by_key["hg2x4"] == ["hg2x4", "sup_on"]  # sup_on restates the base's intermediate_supervision: true
@@ -149,7 +149,15 @@ def test_plan_shares_rows_with_identical_configs(tmp_path):
     assert set(by_key) == {"hg2x4", "hg4x2", "hg8x1", "hg", "hg_int", "sup_off", "s1x1", "s2x1", "s4x1"}
     assert all(r.status == "new" for r in runs)
     assert len({r.wandb_id for r in runs}) == 18
-    assert [r.wandb_id for r in runs] == [r.wandb_id for r in plan_runs(spec, "quick", [0, 1], str(tmp_path))]
+    assert [r.wandb_id for r in runs] == [r.wandb_id for r in plan_runs(spec, "quick_full", [0, 1], str(tmp_path))]
+    # The quick profile (make quick) trains the rows that test a claim of the paper, nothing else.
+    quick = {r.key: r.rows for r in plan_runs(spec, "quick", [0], str(tmp_path))}
+    assert quick == {"hg2x4": ["hg2x4", "sup_on"], "hg4x2": ["hg4x2"], "hg8x1": ["hg8x1"], "hg": ["hg"],
+                     "hg_int": ["hg_int"], "sup_off": ["sup_off"]}
+    claimed = {ref.row for check in spec.checks if check.profiles is None for c in check.comparisons
+               for ref in (c.left, c.right)}
+    assert claimed == {row for rows in quick.values() for row in rows}
+    runs = plan_runs(spec, "quick", [0, 1], str(tmp_path))
     run = runs[0]
     override = run.override()
     assert override["seed_everything"] == 0
