@@ -311,6 +311,39 @@ def test_claims_hold_or_are_contradicted_only_beyond_the_seed_noise(tmp_path):
     assert "Of 2 claims: 1 hold, 1 contradicted, 0 not resolved at this budget." in report
 
 
+def test_a_row_under_the_trained_floor_resolves_no_claim(tmp_path):
+    # The data of the test above: one.final about 11, two.final about 21, two.first about 25. With a
+    # floor of 15 on the final column, "one" is under-trained: its significant difference is not
+    # judged, while the check on "two" alone stays contradicted.
+    raw = _tiny_raw()
+    raw["profiles"]["quick"]["trained"] = {"column": "final", "min": 15}
+    spec_path = tmp_path / "table_tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    _fabricate(tmp_path, {
+        **{("one", s): [_epoch(0.10 + 0.01 * s)] for s in range(3)},
+        **{("two", s): [_epoch(0.24 + 0.01 * s, 0.20 + 0.01 * s)] for s in range(3)},
+    })
+    assert main_report([str(spec_path), "--root", str(tmp_path), "--wandb", "disabled", "--seeds", "3"]) == 0
+    summary = json.loads((tmp_path / "tables/table_tiny/quick/summary.json").read_text())
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert checks["two stacks beat one"]["status"] == "not resolved"
+    assert checks["two stacks beat one"]["comparisons"][0]["p"] < 1e-3  # the test itself is unchanged
+    assert checks["first stack below final"]["status"] == "contradicted"
+    assert summary["trained_floor"] == {"column": "final", "min": 15.0,
+                                        "under": {"one": "one is under-trained (final 11.00 < 15, the profile's trained floor)"}}
+    report = (tmp_path / "tables/table_tiny/report.md").read_text()
+    assert "Trained floor of this profile: a row whose Final is under 15 is under-trained" in report
+    assert "Under it: one is under-trained (final 11.00 < 15, the profile's trained floor)." in report
+    assert "; one is under-trained (final 11.00 < 15, the profile's trained floor)" in checks["two stacks beat one"]["details"][0]
+    for bad, message in (({"column": "finall", "min": 1}, "profiles.quick.trained.column: 'finall' is not a column"),
+                         ({"column": "final", "min": "x"}, "profiles.quick.trained.min: expected a number"),
+                         ({"column": "final", "min": 1, "max": 2}, "profiles.quick.trained")):
+        raw["profiles"]["quick"]["trained"] = bad
+        spec_path.write_text(yaml.safe_dump(raw))
+        with pytest.raises(TableSpecError, match=re.escape(message)):
+            load_table(spec_path)
+
+
 def test_report_at_the_best_epoch(tmp_path):
     raw = _tiny_raw()
     raw["epoch"] = "best"  # by the runs' monitor, val/pckh

@@ -4,6 +4,9 @@ on our per-seed values by one stated rule (``core.stats``: Welch's t-test at p <
 Each comparison of a check gets both means, their difference, the 95% interval of the difference,
 the p-value and a verdict: **holds**, **contradicted** or **not resolved** (at this budget). A check
 holds when all its comparisons hold, is contradicted when any one is, and is not resolved otherwise.
+A profile may set a trained floor (``trained: {column: final, min: 60}``): a comparison with a cell
+of a row under it is not resolved whatever the test says, because an under-trained network tells
+how fast it learns, not what it reaches.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 from core.stats import CONTRADICTED, HOLDS, NOT_RESOLVED, RULE, verdict, welch
 from experiments.reproduce.collect import Collected
 
-__all__ = ["ALPHA", "LEVEL", "CheckResult", "evaluate_checks", "rule_text"]
+__all__ = ["ALPHA", "LEVEL", "CheckResult", "evaluate_checks", "rule_text", "under_trained_rows"]
 
 ALPHA = 0.05
 LEVEL = 95.0
@@ -45,6 +48,24 @@ def _combine(verdicts: list[str]) -> str:
     return NOT_RESOLVED
 
 
+def _under_trained(collected: Collected, row: str) -> str | None:
+    """Why ``row`` is too little trained to be judged under the profile's floor, or None."""
+    floor = collected.profile.trained
+    if floor is None:
+        return None
+    cell = collected.cells.get((row, floor.column))
+    if cell is None or cell.mean is None or cell.mean >= floor.min:
+        return None
+    digits = collected.spec.columns[floor.column].digits
+    return f"{row} is under-trained ({floor.column} {cell.mean:.{digits}f} < {floor.min:g}, the profile's trained floor)"
+
+
+def under_trained_rows(collected: Collected) -> dict[str, str]:
+    """Every row of the profile under its trained floor, with the reason."""
+    found = {row.name: _under_trained(collected, row.name) for row in collected.spec.rows_in(collected.profile.name)}
+    return {row: text for row, text in found.items() if text}
+
+
 def evaluate_checks(collected: Collected) -> list[CheckResult]:
     results = []
     profile = collected.profile.name
@@ -64,6 +85,9 @@ def evaluate_checks(collected: Collected) -> list[CheckResult]:
             digits = collected.spec.columns[comparison.left.column].digits
             test = welch(left.values, right.values, level=LEVEL / 100.0)
             outcome = verdict(test, comparison.op, ALPHA)
+            under = [text for text in (_under_trained(collected, comparison.left.row), _under_trained(collected, comparison.right.row)) if text]
+            if under:
+                outcome = NOT_RESOLVED  # an under-trained cell says "we did not train", not "the claim fails"
             verdicts.append(outcome)
             paired = [(a, b) for a, s in zip(left.values, left.seeds) for b, t in zip(right.values, right.seeds) if s == t]
             per_seed = sum(comparison.holds(a, b) for a, b in paired)
@@ -77,6 +101,7 @@ def evaluate_checks(collected: Collected) -> list[CheckResult]:
             details.append(
                 f"{outcome}: {comparison.left} {left.mean:.{digits}f} {comparison.op} {comparison.right} {right.mean:.{digits}f}; "
                 f"difference {test.difference:+.{digits}f} ({stats}; the claimed order in {per_seed}/{len(paired)} seed(s))"
+                + "".join(f"; {text}" for text in dict.fromkeys(under))
             )
             rows.append({"comparison": str(comparison), "verdict": outcome, "left": left.mean, "right": right.mean,
                          "difference": test.difference, "low": test.low, "high": test.high, "p": test.p,

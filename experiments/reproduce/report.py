@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core.io import read_json, shown_path, write_atomic, write_json_atomic
-from experiments.reproduce.checks import CheckResult, evaluate_checks, rule_text
+from experiments.reproduce.checks import CheckResult, evaluate_checks, rule_text, under_trained_rows
 from experiments.reproduce.collect import Cell, Collected
 from experiments.reproduce.plan import table_dir
 from experiments.reproduce.plots import make_plots
@@ -192,6 +192,14 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
             out.append("")
             out.append(f"How to read a verdict: {rule_text()}")
             out.append("")
+            if profile.trained is not None:
+                floor = profile.trained
+                label = spec.columns[floor.column].label
+                under = under_trained_rows(collected)
+                out.append(f"Trained floor of this profile: a row whose {label} is under {floor.min:g} is under-trained, and "
+                           "every comparison with it is not resolved, whatever the test says. "
+                           + ("Under it: " + "; ".join(under.values()) + "." if under else "Every row is above it."))
+                out.append("")
             for result in checks:
                 mark = {"holds": "✅ holds", "contradicted": "❌ contradicted", "not resolved": "➖ not resolved at this budget"}.get(
                     result.status, f"⚠️ {result.status}")
@@ -249,6 +257,8 @@ def build_report(collected: Collected, root: str | Path, command: str) -> Report
         ],
         "params": collected.params,
         "rule": rule_text() if checks else None,
+        "trained_floor": None if profile.trained is None else {
+            "column": profile.trained.column, "min": profile.trained.min, "under": under_trained_rows(collected)},
         "checks": [{"name": c.name, "status": c.status, "details": c.details, "paper": c.paper, "comparisons": c.comparisons}
                    for c in checks],
         "runs": [

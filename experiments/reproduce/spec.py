@@ -35,6 +35,7 @@ counts as reproduced, and how to run it at two scales::
         seeds: 2
         slots: 2                              # runs at once (CPU threads are split between them)
         compare: false                        # paper numbers shown, tolerance not judged
+        trained: {column: final, min: 60}     # a row under it is under-trained: its claims not resolved
       paper:                                  # the real dataset, the paper's recipe
         base: experiments/configs/<task>/<name>_<dataset>.yaml
         data: {key: data.init_args.source.init_args.root, dir: <dataset>, help: "where to get it"}
@@ -68,7 +69,7 @@ from core.io import PROJECT_ROOT
 
 __all__ = [
     "TableSpecError", "TableSpec", "Source", "Column", "PaperCell", "Row", "RowProfile", "Profile", "DataSpec",
-    "Check", "Comparison", "CellRef", "Plot", "load_table", "table_path", "available_tables", "TABLES_DIR",
+    "Check", "Comparison", "CellRef", "Plot", "TrainedFloor", "load_table", "table_path", "available_tables", "TABLES_DIR",
     "REPO_ROOT", "template_fields", "resolve_config_path",
 ]
 
@@ -84,7 +85,8 @@ COLUMN_FIELDS = {"metric", "label", "scale", "digits", "note"}
 CELL_FIELDS = {"value", "source", "tolerance", "note"}
 ROW_FIELDS = {"label", "section", "vars", "override", "paper", "profiles", "note"}
 ROW_PROFILE_FIELDS = {"base", "override", "data_dir", "skip"}
-PROFILE_FIELDS = {"description", "base", "override", "seeds", "slots", "compare", "data", "note"}
+PROFILE_FIELDS = {"description", "base", "override", "seeds", "slots", "compare", "data", "note", "trained"}
+TRAINED_FIELDS = {"column", "min"}
 DATA_FIELDS = {"key", "dir", "help"}
 CHECK_FIELDS = {"name", "order", "all", "paper", "profiles"}
 PLOT_FIELDS = {"name", "kind", "title", "rows", "columns", "metric", "count", "var", "scale", "ylabel", "xlabel"}
@@ -199,6 +201,16 @@ class Profile:
     compare: bool = True
     data: DataSpec | None = None
     note: str = ""
+    trained: TrainedFloor | None = None
+
+
+@dataclass(frozen=True)
+class TrainedFloor:
+    """A row whose ``column`` cell has a mean under ``min`` (in the column's scaled units) is not
+    trained enough to be judged: every comparison with one of its cells is not resolved."""
+
+    column: str
+    min: float
 
 
 @dataclass(frozen=True)
@@ -534,6 +546,13 @@ def parse_table(raw: Any, path: Path) -> TableSpec:
         compare = value.get("compare", True)
         if not isinstance(compare, bool):
             raise TableSpecError(f"{where}.compare: expected true or false, got {compare!r}")
+        trained = None
+        if value.get("trained") is not None:
+            t = _mapping(f"{where}.trained", value["trained"])
+            _unknown(f"{where}.trained", t, TRAINED_FIELDS)
+            if t.get("column") not in columns:
+                raise TableSpecError(f"{where}.trained.column: {t.get('column')!r} is not a column ({', '.join(columns)})")
+            trained = TrainedFloor(column=t["column"], min=_number(f"{where}.trained.min", t.get("min")))
         profiles[name] = Profile(
             name=name,
             description=_text(f"{where}.description", value.get("description")),
@@ -544,6 +563,7 @@ def parse_table(raw: Any, path: Path) -> TableSpec:
             compare=compare,
             data=data,
             note=_text(f"{where}.note", value.get("note")),
+            trained=trained,
         )
 
     # -- derived vars: read from each row's composed config, so a row cannot say one thing and build another
