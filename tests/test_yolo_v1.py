@@ -239,3 +239,15 @@ def test_narrow_yolo_fits_through_the_cli(tmp_path):
     terms = ("train/loss_coord", "train/loss_conf_obj", "train/loss_conf_noobj", "train/loss_class")
     for key in ("val/map", "val/voc07/mAP", "train/loss_epoch", *terms):
         assert key in header, (key, header)
+
+
+@pytest.mark.parametrize("variant", ["full", "fast"])
+def test_the_first_predictions_start_near_zero(variant):
+    # The last FC regresses targets in [0, 1]; with He weights there the first predictions are
+    # several units and the first epoch is spent shrinking them (a mean loss of 104 against 11 per
+    # image in the first epoch of yolo_v1_synthetic_quick.yaml).
+    torch.manual_seed(0)
+    detector = YOLOv1(num_classes=5, variant=variant, width=0.0625, fc_width=64, input_size=64).detector.eval()
+    with torch.no_grad():
+        out = detector.predict(torch.randn(2, 3, 64, 64))
+    assert out.abs().mean() < 0.1

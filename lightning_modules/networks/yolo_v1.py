@@ -335,6 +335,11 @@ class YOLODetector(nn.Module):
                 nn.init.kaiming_normal_(module.weight, a=0.1, mode="fan_in", nonlinearity="leaky_relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        # The last FC is linear and its outputs are regressed to targets in [0, 1]: He weights
+        # there start every output at several units and the first epoch goes on shrinking them.
+        # Small weights (detectron2's 0.01 for prediction layers) start the outputs near 0.
+        last = self.head[-2]
+        nn.init.normal_(last.weight, std=0.01)
 
     def predict(self, batch: Tensor) -> Tensor:
         """``(N, 3, input_size, input_size)`` normalised images → ``(N, S, S, B*5 + C)``."""
