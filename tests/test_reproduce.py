@@ -564,10 +564,13 @@ def _wandb_records(path: Path) -> list:
 
 
 def _wandb_run(directory: Path) -> tuple[object, set[str]]:
+    """The run record of the last attempt in ``directory`` and the history keys of all its attempts:
+    a resumed run logs to the same W&B run from a new offline file, and when it was killed after
+    its last validation, the new attempt logs no history at all."""
     files = sorted(directory.glob("wandb/offline-run-*/run-*.wandb"))
     assert files, directory
-    records = _wandb_records(files[-1])
-    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    records = [r for path in files for r in _wandb_records(path)]
+    run = [r.run for r in records if r.WhichOneof("record_type") == "run"][-1]
     keys = {item.key or "/".join(item.nested_key) for r in records if r.WhichOneof("record_type") == "history" for item in r.history.item}
     return run, keys
 
