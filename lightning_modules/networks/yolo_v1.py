@@ -338,7 +338,7 @@ class YOLODetector(nn.Module):
         # The last FC is linear and its outputs are regressed to targets in [0, 1]: He weights
         # there start every output at several units and the first epoch goes on shrinking them.
         # Small weights (detectron2's 0.01 for prediction layers) start the outputs near 0.
-        last = self.head[-2]
+        last = [module for module in self.head if isinstance(module, nn.Linear)][-1]
         nn.init.normal_(last.weight, std=0.01)
 
     def predict(self, batch: Tensor) -> Tensor:
