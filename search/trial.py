@@ -100,6 +100,17 @@ class ResultCallback(pl.Callback):
         self.pruned_at: int | None = None
         self._failed = False
 
+    # ------------------------------------------------------------------ checkpointed state
+    # The validations a run has made travel in its checkpoint: a trial resumed from a checkpoint
+    # written after its last validation (the driver killed between that checkpoint and the
+    # result) trains no further and still reports the values it had measured.
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "curve": self.curve}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {metric: list(values) for metric, values in state_dict.get("history", {}).items()}
+        self.curve = [tuple(point) for point in state_dict.get("curve", [])]
+
     # ------------------------------------------------------------------ every rank
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not self.objectives:

@@ -57,7 +57,8 @@ def _check_resumed(storage: str, before: dict, n_trials: int) -> None:
     orphan = trials[1]
     assert orphan.state == TrialState.FAIL and orphan.user_attrs["fail_reason"].startswith("orphaned: driver")
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == 1]
-    assert retry.params == before["params1"] and retry.state == TrialState.COMPLETE
+    assert retry.params == before["params1"]
+    assert retry.state == TrialState.COMPLETE, (retry.user_attrs.get("fail_reason"), retry.user_attrs.get("fail_detail"))
     # The retry resumed the interrupted run from its last checkpoint, in the same run directory.
     assert retry.user_attrs["resumed_from"].endswith("trial-0001/checkpoints/last.ckpt")
     assert retry.user_attrs["run_dir"] == orphan.user_attrs["run_dir"]
@@ -158,3 +159,25 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_retries_it(tmp_path: Pa
         assert len(trials) == 2 and trials[1].state == TrialState.COMPLETE and trials[1].params == trials[0].params
     finally:
         kill_all(str(tmp_path))
+
+
+def test_a_trial_resumed_after_its_last_validation_still_reports_its_values(tmp_path: Path) -> None:
+    """The driver can be killed after a trial's final checkpoint and before its result: the retry
+    resumes from that checkpoint, trains no further, and must still report what was measured (the
+    validations travel in the checkpoint)."""
+    import json
+
+    def fit(status: str, *extra: str) -> dict:
+        callback = {"class_path": "search.trial.ResultCallback", "init_args": {"status_dir": str(tmp_path / status)}}
+        base = tiny_base(tmp_path, max_epochs=2, callbacks=[callback])
+        done = subprocess.run([sys.executable, "-m", "experiments", "fit", "--config", str(base), "--run.name", "trial", *extra],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads((tmp_path / status / "result.json").read_text())
+
+    first = fit("first")
+    assert first["values"][0] is not None and len(first["history"]["val/pckh"]) == 2
+    last = tmp_path / "runs" / "trial" / "checkpoints" / "last.ckpt"
+    resumed = fit("resumed", "--ckpt_path", str(last))
+    assert resumed["missing"] == [] and resumed["values"] == first["values"]
+    assert resumed["history"] == first["history"]
