@@ -111,13 +111,15 @@ class Measured:
     """What a config builds: the network's parameter count, its forward GFLOPs on the module's
     ``example_input_array`` (None when the module has none), and the data's paths
     (``core.records.RequiredPath``): those ``missing``, every one ``required``, and ``owner``, the
-    class path of the reader whose arguments name them."""
+    class path of the reader whose arguments name them; ``weights_missing``: the pretrained weights
+    files that are not on disk, as ``(config key, path)``."""
 
     params: int | None = None
     gflops: float | None = None
     missing: list[Any] = field(default_factory=list)
     required: list[Any] = field(default_factory=list)
     owner: str | None = None
+    weights_missing: list[tuple[str, str]] = field(default_factory=list)
 
 
 def measure_network(module: Any) -> Measured:
@@ -218,7 +220,33 @@ class ConfigComposer:
     def measure(self, config: Any) -> Measured:
         """Build the config's model and data and measure them; a data module whose files are
         missing is reported in ``missing`` (every missing path, not only the first) and the network
-        is still measured."""
+        is still measured. A pretrained weights file that is missing (a paper profile's ImageNet
+        weights) is reported in ``weights_missing`` as ``(config key, path)``, and the network is
+        measured without it, built as it would be with it."""
+        from core.errors import DataNotFoundError, error_in_chain
+
+        config = copy.deepcopy(config)
+        weights_missing: list[tuple[str, str]] = []
+        while True:
+            try:
+                measured = self._measure(config)
+            except Exception as error:
+                cause = error_in_chain(error, DataNotFoundError)
+                key = None if cause is None else _key_holding(self.to_dict(config), str(cause.path))
+                if key is None or not key.rsplit(".", 1)[-1].endswith("weights") or any(k == key for k, _ in weights_missing):
+                    raise
+                weights_missing.append((key, str(cause.path)))
+                config[key] = None
+                # The backbones freeze their batch norm when given weights (frozen_batch_norm: None
+                # follows them): keep it frozen, so the network measured is the one that would run.
+                frozen = key.rsplit(".", 1)[0] + ".frozen_batch_norm"
+                if frozen in config and config[frozen] is None:
+                    config[frozen] = True
+                continue
+            measured.weights_missing = weights_missing
+            return measured
+
+    def _measure(self, config: Any) -> Measured:
         from core.errors import DataNotFoundError, error_in_chain
 
         try:
@@ -237,6 +265,18 @@ class ConfigComposer:
         measured.missing = [p for p in measured.required if not p.exists()]
         del model, data
         return measured
+
+
+def _key_holding(tree: Any, value: str, path: tuple[str, ...] = ()) -> str | None:
+    """The dotted key of the first string ``value`` in a composed config, or None."""
+    if isinstance(tree, dict):
+        for key, child in tree.items():
+            found = _key_holding(child, value, (*path, str(key)))
+            if found:
+                return found
+    elif isinstance(tree, str) and tree == value:
+        return ".".join(path)
+    return None
 
 
 def _lone_path(error: Any) -> Any:

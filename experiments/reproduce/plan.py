@@ -288,6 +288,11 @@ def describe_missing(plan: Plan, data_root: str | None) -> str | None:
     """What the profile's data lacks on disk, per reader: every missing file and folder with the
     config key that names it, and where to put them; None when nothing is missing."""
     groups: dict[tuple[str, str], dict[str, Any]] = {}
+    weights: dict[tuple[str, str], list[str]] = {}
+    for run in plan.runs:
+        for key, path in getattr(plan.measured.get(run.config_hash), "weights_missing", []):
+            rows = weights.setdefault((path, key), [])
+            rows += [r for r in run.rows if r not in rows]
     for run in plan.runs:
         measured = plan.measured.get(run.config_hash)
         if measured is None or not measured.missing:
@@ -296,10 +301,14 @@ def describe_missing(plan: Plan, data_root: str | None) -> str | None:
         root = next((p.path for p in measured.required if p.arg == "root"), None) or _common_root(measured.missing)
         group = groups.setdefault((owner, str(root)), {"rows": [], "measured": measured, "composed": plan.composed[run.config_hash], "root": root})
         group["rows"] += [r for r in run.rows if r not in group["rows"]]
-    if not groups:
+    if not groups and not weights:
         return None
     profile = plan.profile
     lines = [f"the {profile.name} profile needs data that is not on disk:"]
+    if weights:
+        lines.append("  pretrained weights (the networks start from them; set the key to another local file, or to null to train from scratch):")
+        for (path, key), rows in weights.items():
+            lines.append(f"    missing file   {path}   ({key}; rows {', '.join(rows)})")
     for (owner, _), group in groups.items():
         root: Path = group["root"]
         reader = owner.rsplit(".", 1)[-1]
