@@ -46,13 +46,6 @@ def weights_files(tree: dict, prefix: str) -> dict[str, str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def composer():
-    from experiments.compose import ConfigComposer
-
-    return ConfigComposer()
-
-
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(REPO / "experiments" / "configs").as_posix())
 def test_config_parses_and_builds(config, composer):
     """Every shipped config parses with the CLI's parser and builds its module and network; where

@@ -15,7 +15,7 @@ from torch import nn
 from torchvision import models
 
 from core.errors import CheckpointError, ConfigError, DataNotFoundError
-from experiments.compose import ConfigComposer, override_tree
+from experiments.compose import override_tree
 from lightning_modules.networks.detection_backbones import VGG16BoxHead, VGG16C5
 from lightning_modules.networks.faster_rcnn import FasterRCNN
 
@@ -191,11 +191,6 @@ def test_a_box_head_that_contradicts_the_other_options_is_named():
 
 
 # ---------------------------------------------------------------------- configs
-@pytest.fixture(scope="module")
-def composer():
-    return ConfigComposer()
-
-
 def without_weights(composer, config: str, keys: list[str]):
     return composer.instantiate_model_alone(composer.parse([config], override_tree({key: None for key in keys})))
 

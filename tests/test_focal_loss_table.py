@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments.compose import ConfigComposer, get_dotted, override_tree
+from experiments.compose import get_dotted, override_tree
 from experiments.reproduce import compose_plan, load_table, main_reproduce, plan_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,14 +16,7 @@ NET = "model.init_args.network.init_args"
 LOSSES = {"alpha_ce": (0.0, 0.75), "focal": (2.0, 0.25)}  # gamma, alpha
 
 
-@pytest.fixture(autouse=True)
-def _in_repo(monkeypatch):
-    monkeypatch.chdir(REPO)
-
-
-@pytest.fixture(scope="module")
-def composer():
-    return ConfigComposer()
+pytestmark = pytest.mark.usefixtures("in_repo")  # the specs name configs relative to the project
 
 
 def test_spec_has_the_papers_numbers_columns_and_check():

@@ -42,9 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = "tests/configs/table_tiny.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _in_repo(monkeypatch):
-    monkeypatch.chdir(REPO)
+pytestmark = pytest.mark.usefixtures("in_repo")  # the specs name configs relative to the project
 
 
 # ==================================================================================== specs

@@ -19,11 +19,6 @@ from tests.test_search_helpers import REPO, run_search, tiny_base, write_spec
 SHIPPED = REPO / "experiments" / "search" / "hourglass_synthetic.yaml"
 
 
-@pytest.fixture(scope="module")
-def composer() -> ConfigComposer:
-    return ConfigComposer()
-
-
 def _spec(tmp_path: Path, **fields):
     return load_spec(write_spec(tmp_path, tiny_base(tmp_path), **fields))
 

@@ -331,13 +331,6 @@ REAL_CONFIGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def composer():
-    from experiments.compose import ConfigComposer
-
-    return ConfigComposer()
-
-
 @pytest.mark.parametrize("name", sorted(REAL_CONFIGS))
 def test_real_data_configs_build_on_their_format(tmp_path, composer, name):
     """Each paper-recipe config's reader reads its format (the fixture in place of the data root),

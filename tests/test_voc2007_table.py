@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.compose import ConfigComposer, get_dotted
+from experiments.compose import get_dotted
 from experiments.reproduce import compose_plan, load_table, main_reproduce, plan_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,14 +20,7 @@ DETECTORS = {
 QUICK_SSD, PAPER_SSD = "lightning_modules.networks.ssdlite.SSDLite320", "lightning_modules.networks.ssd.SSD300"
 
 
-@pytest.fixture(autouse=True)
-def _in_repo(monkeypatch):
-    monkeypatch.chdir(REPO)
-
-
-@pytest.fixture(scope="module")
-def composer():
-    return ConfigComposer()
+pytestmark = pytest.mark.usefixtures("in_repo")  # the specs name configs relative to the project
 
 
 def test_spec_has_the_papers_numbers_and_checks():
