@@ -12,6 +12,7 @@ Measure, tune, reproduce:
   reproduce  a paper table's rows x seeds, then its report (experiments/tables/*.yaml); --help lists the tables
   report     rebuild a table's report from its finished runs, without training
   dashboard  optuna-dashboard on a study: dashboard --study runs/<study> (pip install -r requirements-dashboard.txt)
+  export     a trained submodule as a weights file: export --ckpt <ckpt> --module network.backbone --out <file>
 
 Runs, studies and tables write under runs/ (README.md, "The command line").
 """
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         from search.dashboard import main as dashboard_main
 
         return dashboard_main(argv[1:])
+    if command == "export":
+        from experiments.export import main as export_main
+
+        return export_main(argv[1:])
     known = command in ("", "-h", "--help", "help")
     if not known:
         print(f"python -m experiments: unknown command {command!r}\n", file=sys.stderr)

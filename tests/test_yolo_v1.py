@@ -8,9 +8,12 @@ import json
 import pytest
 import torch
 
-from core.errors import DataNotFoundError
+from core.errors import CheckpointError, DataNotFoundError
 from experiments.cli import run_cli
-from lightning_modules.networks.yolo_v1 import YOLOv1, decode, encode_targets, yolo_loss
+from experiments.export import export_module
+from experiments.export import main as export_main
+from lightning_modules.networks.localizer import Localizer
+from lightning_modules.networks.yolo_v1 import YOLOBackbone, YOLOv1, decode, encode_targets, yolo_loss
 
 TINY = "tests/configs/detection_tiny.yaml"
 # S = 2 cells per side, B = 2 boxes per cell, C = 2 classes: 12 outputs per cell.
@@ -251,3 +254,41 @@ def test_the_first_predictions_start_near_zero(variant):
     with torch.no_grad():
         out = detector.predict(torch.randn(2, 3, 64, 64))
     assert out.abs().mean() < 0.1
+
+
+# ---------------------------------------------------------------------- pretraining, as the paper's Sec. 2.2
+@pytest.mark.parametrize("variant", ["full", "fast"])
+def test_the_pretraining_backbone_is_the_detectors_backbone(variant):
+    backbone = YOLOBackbone(variant, width=1 / 16)
+    detector = YOLOv1(num_classes=3, variant=variant, width=1 / 16, fc_width=8, input_size=64).detector
+    ours, theirs = backbone.state_dict(), detector.backbone.state_dict()
+    assert list(ours) == list(theirs)
+    assert all(ours[key].shape == theirs[key].shape for key in ours)
+    # A classifier on it, as the paper pretrains: 64 / 32 (YOLO) or 64 / 64 (Fast YOLO) per side.
+    out = Localizer(6, backbone=backbone, pool_size=2, hidden=8)(torch.randn(2, 3, 64, 64))
+    assert out["logits"].shape == (2, 6) and out["boxes"].shape == (2, 4)
+    assert backbone(torch.randn(1, 3, 64, 64)).shape == (1, backbone.out_channels, *(2 * [2 if variant == "full" else 1]))
+
+
+def test_a_pretrained_backbone_is_exported_from_its_fit_and_trains_the_detector(tmp_path):
+    backbone = {"class_path": "lightning_modules.networks.yolo_v1.YOLOBackbone", "init_args": {"variant": "fast", "width": 0.0625}}
+    args = ["fit", "--config", "tests/configs/localization_tiny.yaml", "--trainer.max_epochs", "1", "--run.root", str(tmp_path),
+            "--run.wandb", "disabled", "--run.name", "pretrain", "--model.init_args.network.init_args.backbone", json.dumps(backbone),
+            "--data.init_args.input_size", "64", "--data.init_args.source.init_args.image_size", "64"]
+    assert run_cli(args) == 0
+    ckpt, out = tmp_path / "pretrain" / "checkpoints" / "last.ckpt", tmp_path / "backbone.pt"
+    assert export_main(["--ckpt", str(ckpt), "--module", "network.backbone", "--out", str(out)]) == 0
+    trained = torch.load(ckpt, weights_only=True)["state_dict"]
+    detector = YOLOv1(num_classes=3, variant="fast", width=0.0625, fc_width=8, input_size=64, backbone_weights=str(out)).detector
+    for key, value in detector.backbone.state_dict().items():
+        assert torch.equal(value, trained[f"network.backbone.{key}"]), key
+    # What the user made stays: no silent overwrite, and clear errors naming the file or module.
+    with pytest.raises(FileExistsError, match="--force"):
+        export_module(ckpt, "network.backbone", out)
+    assert export_module(ckpt, "network.backbone", out, force=True) == len(detector.backbone.state_dict())
+    with pytest.raises(CheckpointError, match="network.backbone"):
+        export_module(ckpt, "network.trunk", tmp_path / "other.pt")
+    with pytest.raises(DataNotFoundError, match="absent.ckpt"):
+        export_module(tmp_path / "absent.ckpt", "network.backbone", tmp_path / "other.pt")
+    assert not (tmp_path / "other.pt").exists()
+    assert export_main(["--ckpt", str(ckpt), "--module", "network.trunk", "--out", str(tmp_path / "other.pt")]) == 2

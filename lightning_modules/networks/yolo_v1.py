@@ -69,7 +69,7 @@ from core.errors import ConfigError
 from lightning_modules.networks.detection_backbones import load_weights_file
 from lightning_modules.networks.detector import TorchvisionDetector, resize_batch
 
-__all__ = ["YOLOv1", "YOLODetector", "YOLOHead", "yolo_loss", "decode", "LAYOUTS"]
+__all__ = ["YOLOv1", "YOLODetector", "YOLOBackbone", "YOLOHead", "yolo_loss", "decode", "LAYOUTS"]
 
 # A convolution is (kernel, filters, stride); "M" is a 2x2 max-pool of stride 2.
 Layer = tuple[int, int, int] | str
@@ -118,12 +118,53 @@ def conv_layers(layers: Sequence[Layer], in_channels: int, width: float = 1.0) -
     return nn.Sequential(*modules), in_channels
 
 
+def he_init(network: nn.Module) -> None:
+    """He initialisation for leaky-ReLU (0.1) layers and zero biases, for every convolution and
+    linear layer of ``network``.
+
+    Why not PyTorch's defaults: with them each of the 24 batch-norm-free convolutions shrinks its
+    input's variance about six-fold (weights of variance 1/(3 fan_in), then the leaky ReLU halves
+    it), so at the head the output no longer depends on the image (two random images give outputs
+    2.5e-7 apart) and training from scratch learns nothing. Darknet initialises the same way."""
+    for module in network.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, a=0.1, mode="fan_in", nonlinearity="leaky_relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 def feature_size(layers: Sequence[Layer], size: int) -> int:
     """The side of the feature map that ``layers`` make of a ``size`` x ``size`` input."""
     for layer in layers:
         # "Same" padding: a stride-s convolution gives ceil(size / s); a 2x2 pool floor(size / 2).
         size = size // 2 if layer == "M" else (size - 1) // layer[2] + 1
     return size
+
+
+class YOLOBackbone(nn.Sequential):
+    """The convolutions of YOLO v1 that the paper pretrains on ImageNet (the first 20 of Fig. 3; the
+    first 7 of Fast YOLO), alone, for that pretraining: a classifier is this, a global average pool
+    and one FC (the paper's Sec. 2.2), e.g. ``localizer.Localizer(backbone=YOLOBackbone(...))``.
+
+    ``(N, 3, H, W)`` ImageNet-normalised images → ``(N, out_channels, H / 32, W / 32)`` (five
+    max-pools of 2 for YOLO, six for Fast YOLO: ``H / 64``; floor division). Its state dict has the
+    keys of ``YOLODetector.backbone``, so a trained one saved alone is the detector's
+    ``backbone_weights`` file.
+
+    Args:
+        variant: ``full`` (YOLO) or ``fast`` (Fast YOLO).
+        width: multiplier of every convolution's filters, as the detector's ``width``.
+    """
+
+    def __init__(self, variant: Literal["full", "fast"] = "full", width: float = 1.0) -> None:
+        if variant not in LAYOUTS:
+            raise ConfigError(f"YOLOBackbone.variant must be one of {sorted(LAYOUTS)}, got {variant!r}")
+        if width <= 0:
+            raise ConfigError(f"YOLOBackbone.width must be > 0, got {width}")
+        layers, channels = conv_layers(LAYOUTS[variant].backbone, 3, width)
+        super().__init__(*layers)
+        self.out_channels = channels
+        he_init(self)
 
 
 class YOLOHead(nn.Sequential):
@@ -323,18 +364,8 @@ class YOLODetector(nn.Module):
         self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def reset_parameters(self) -> None:
-        """He initialisation for the leaky-ReLU layers, zero biases.
-
-        Why not PyTorch's defaults: with them each of the 24 batch-norm-free convolutions shrinks
-        its input's variance about six-fold (weights of variance 1/(3 fan_in), then the leaky ReLU
-        halves it), so at the head the output no longer depends on the image (two random images
-        give outputs 2.5e-7 apart) and training from scratch learns nothing. Darknet initialises
-        the same way."""
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(module.weight, a=0.1, mode="fan_in", nonlinearity="leaky_relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        """He initialisation for the leaky-ReLU layers, zero biases (``he_init``)."""
+        he_init(self)
         # The last FC is linear and its outputs are regressed to targets in [0, 1]: He weights
         # there start every output at several units and the first epoch goes on shrinking them.
         # Small weights (detectron2's 0.01 for prediction layers) start the outputs near 0.
