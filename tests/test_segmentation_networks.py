@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from core.errors import CheckpointError
+from core.errors import CheckpointError, DataNotFoundError
 from lightning_modules.networks.deeplab import ASPP, DeepLabV3Plus, DeepLabV3ResNet, ResNetBackbone, aspp_rates
 from lightning_modules.networks.fcn import (
     FCN,
@@ -271,7 +271,7 @@ def test_fcn_loads_vgg16_weights_with_fc_layers_as_convs(tmp_path):
     net = tiny_fcn(backbone_weights=tmp_path / "vgg16.pth")
     for name in ("backbone.stages.0.0.weight", "backbone.stages.4.4.bias", "fc6.weight", "fc7.bias"):
         assert torch.equal(net.state_dict()[name], source.state_dict()[name]), name
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(DataNotFoundError, match="not found"):
         tiny_fcn(backbone_weights=tmp_path / "missing.pth")
 
 
@@ -309,7 +309,7 @@ def test_segnet_loads_vgg16_bn_encoder_weights(tmp_path):
     torch.save(state, tmp_path / "vgg16_bn.pth")
     net = SegNet(3, widths=TINY_VGG, encoder_weights=tmp_path / "vgg16_bn.pth")
     assert all(torch.equal(a, b) for a, b in zip(net.encoder.state_dict().values(), source.encoder.state_dict().values()))
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(DataNotFoundError, match="not found"):
         SegNet(3, widths=TINY_VGG, encoder_weights=tmp_path / "missing.pth")
 
 
@@ -319,7 +319,7 @@ def test_resnet_backbone_loads_torchvision_resnet_weights(tmp_path):
     backbone = ResNetBackbone(blocks=(1, 1, 1, 1), width_per_group=4, weights_path=tmp_path / "resnet.pth")
     assert torch.equal(backbone.stem[0].weight, resnet.conv1.weight)
     assert torch.equal(backbone.layer4[0].conv3.weight, resnet.layer4[0].conv3.weight)
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(DataNotFoundError, match="not found"):
         ResNetBackbone(blocks=(1, 1, 1, 1), weights_path=tmp_path / "missing.pth")
 
 
@@ -328,7 +328,7 @@ def test_torchvision_wrapper_loads_a_local_model_file_without_its_aux_head(tmp_p
     torch.save(source.model.state_dict(), tmp_path / "fcn.pth")
     net = FCNResNet(50, num_classes=3, aux_loss=False, weights_path=tmp_path / "fcn.pth")
     assert torch.equal(net.model.classifier[4].weight, source.model.classifier[4].weight)
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(DataNotFoundError, match="not found"):
         FCNResNet(50, backbone_weights_path=tmp_path / "missing.pth")
 
 

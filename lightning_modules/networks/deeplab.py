@@ -33,7 +33,8 @@ from torchvision.models import segmentation as tv_segmentation
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from core.errors import CheckpointError
-from lightning_modules.networks.fcn import TorchvisionSegmentation, load_weights_file
+from lightning_modules.networks.fcn import TorchvisionSegmentation
+from lightning_modules.networks.weights import read_state_dict
 
 __all__ = [
     "DeepLabV3ResNet", "ResNetBackbone", "ConvBNReLU", "SeparableConvBNReLU", "ImagePooling", "ASPP",
@@ -115,7 +116,7 @@ class ResNetBackbone(nn.Module):
         )
         if weights_path is not None:
             try:
-                resnet.load_state_dict(load_weights_file(weights_path, "ResNet backbone"), strict=True)
+                resnet.load_state_dict(read_state_dict(weights_path, "ResNet backbone"), strict=True)
             except RuntimeError as error:
                 raise CheckpointError(f"ResNet backbone weights file {weights_path}: {error}") from error
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)

@@ -1,5 +1,5 @@
 """Feature pyramids for torchvision's detectors, built as torchvision's builders build them, from
-weights in a local file (never downloaded), and the one way every detector loads such a file.
+weights in a local file (never downloaded; ``weights.load_weights_file``).
 
 * ``ResNetFPN``: a ResNet's stages C2..C5 (or a subset) under an FPN of 256 channels, with the
   extra levels of the detector family (max-pool P6 for Faster/Mask/Keypoint R-CNN; P6, P7 for
@@ -26,67 +26,19 @@ fixed, as in the Faster R-CNN paper ("conv3_1 and up" are fine-tuned).
 from __future__ import annotations
 
 from collections import OrderedDict
-from pathlib import Path
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 from torchvision import models
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, _mobilenet_extractor, _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from core.errors import CheckpointError, DataNotFoundError
+from lightning_modules.networks.weights import load_weights_file
 
-__all__ = ["ResNetFPN", "MobileNetV3FPN", "VGG16C5", "VGG16BoxHead", "load_weights_file"]
+__all__ = ["ResNetFPN", "MobileNetV3FPN", "VGG16C5", "VGG16BoxHead"]
 
 ExtraLevels = Literal["pool", "p6p7", "p6p7_from_c5"]
-
-
-def load_weights_file(module: nn.Module, path: str | Path, what: str, skip_mismatched: bool = False, drop_prefixes: tuple[str, ...] = ()) -> list[str]:
-    """Load the state dict in ``path`` into ``module``; entries under ``drop_prefixes`` (an
-    ImageNet checkpoint's classifier, ``fc.``) are left out.
-
-    A missing file is ``DataNotFoundError`` naming ``what`` (the config key); a file that is not a
-    state dict, or whose names or tensor shapes do not fit, ``CheckpointError``. With
-    ``skip_mismatched`` the entries whose shape differs from the module's are left out (a COCO
-    detector's class heads loaded into a detector of other classes, detectron2's rule) and their
-    names returned. The file is read with ``weights_only=True``: a checkpoint holding pickled code
-    is refused.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"pretrained weights file ({what})", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure is the same user error
-        raise CheckpointError(f"cannot read the weights file {path} ({what}): {type(error).__name__}: {error}") from error
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"the weights file {path} ({what}) does not hold a state dict of tensors")
-    state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)} if drop_prefixes else state
-    own = module.state_dict()
-    mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
-    skipped = []
-    if skip_mismatched:
-        skipped = mismatched
-        state = {k: v for k, v in state.items() if k not in skipped}
-    elif mismatched:
-        first = mismatched[0]
-        raise CheckpointError(
-            f"the weights file {path} ({what}) does not fit {type(module).__name__}: {len(mismatched)} tensors of another shape "
-            f"(e.g. {first}: {tuple(state[first].shape)} in the file, {tuple(own[first].shape)} here)"
-        )
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in skipped]
-    if unexpected or missing:
-        shown = ", ".join((unexpected or missing)[:4])
-        raise CheckpointError(
-            f"the weights file {path} ({what}) does not fit {type(module).__name__}: "
-            f"{len(missing)} missing and {len(unexpected)} unexpected parameter names (e.g. {shown})"
-        )
-    return skipped
 
 
 def _trainable(weights: str | None, trainable_layers: int | None, maximum: int) -> int:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from core.errors import ConfigError
-from lightning_modules.networks.detection_backbones import load_weights_file
+from lightning_modules.networks.weights import load_weights_file
 
 __all__ = ["TorchvisionDetector", "anchor_generator"]
 

@@ -34,9 +34,10 @@ from torch.nn import functional as F
 from torchvision.models import segmentation as tv_segmentation
 
 from core.errors import CheckpointError
+from lightning_modules.networks.weights import read_state_dict
 
 __all__ = [
-    "Upsampling", "load_weights_file", "vgg_feature_layers", "bilinear_kernel", "BilinearUpsample", "make_upsampler",
+    "Upsampling", "vgg_feature_layers", "bilinear_kernel", "BilinearUpsample", "make_upsampler",
     "fcn_crop_offsets", "VGG16Trunk", "FCN", "fcn32s", "fcn16s", "fcn8s", "TorchvisionSegmentation", "FCNResNet",
 ]
 
@@ -45,25 +46,6 @@ Upsampling = Literal["transposed", "bilinear"]
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
 VGG16_CONVS_PER_STAGE = (2, 2, 3, 3, 3)
 CAFFE_PADDING = 100
-
-
-# --------------------------------------------------------------------------- weight files
-def load_weights_file(path: str | Path, what: str) -> dict[str, Any]:
-    """A state dict read from a local file with ``torch.load(weights_only=True)``.
-
-    Nothing is ever downloaded: ``path`` must name a file on disk. A missing file, a file that needs
-    pickled code, or one that does not hold a dict raises ``CheckpointError`` naming ``what``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{what} weights file not found: {path} (weights are never downloaded; give the path of a local state-dict file)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # an unpickling error says little on its own; name the file and the rule
-        raise CheckpointError(f"{what} weights file {path} cannot be loaded with torch.load(weights_only=True): {error}") from error
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{what} weights file {path} holds a {type(state).__name__}, not a state dict")
-    return state
 
 
 def vgg_feature_layers(state: dict[str, Tensor]) -> list[dict[str, Tensor]]:
@@ -305,7 +287,7 @@ class FCN(nn.Module):
 
     def load_vgg16_weights(self, path: str | Path) -> None:
         """Fill the trunk and fc6/fc7 from a local torchvision ``vgg16`` (``vgg16_bn`` with a norm) state dict."""
-        state = load_weights_file(path, "VGG16")
+        state = read_state_dict(path, "VGG16")
         layers = vgg_feature_layers(state)
         weighted = [m for m in self.backbone.modules() if isinstance(m, nn.Conv2d) or any(True for _ in m.parameters(recurse=False))]
         if len(layers) != len(weighted) or "classifier.0.weight" not in state or "classifier.3.weight" not in state:
@@ -371,7 +353,7 @@ class TorchvisionSegmentation(nn.Module):
     dict of the whole model (e.g. torchvision's ``COCO_WITH_VOC_LABELS_V1`` file; its ``aux_classifier.*``
     entries are dropped when ``aux_loss`` is off); ``backbone_weights_path`` a local torchvision ResNet
     state dict for the backbone (its ``fc.*`` entries are dropped). Both load strictly with
-    ``torch.load(weights_only=True)``; a missing file raises ``CheckpointError``.
+    ``torch.load(weights_only=True)``; a missing file raises ``DataNotFoundError`` (``weights.read_state_dict``).
 
     Input: ``(N, C, H, W)`` float. Output: a dict ``{"out": (N, num_classes, H, W)}``, plus
     ``"aux": (N, num_classes, H, W)`` (the layer3 head) when ``aux_loss`` is on, the same keys in train
@@ -391,12 +373,12 @@ class TorchvisionSegmentation(nn.Module):
         self.model = builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
         name = getattr(builder, "__name__", "model")
         if backbone_weights_path is not None:
-            state = load_weights_file(backbone_weights_path, f"{name} backbone")
+            state = read_state_dict(backbone_weights_path, f"{name} backbone")
             # The backbone is the ResNet without avgpool/fc (torchvision's IntermediateLayerGetter).
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
             _copy_into(self.model.backbone, state, f"{name} backbone weights file {backbone_weights_path}")
         if weights_path is not None:
-            state = load_weights_file(weights_path, name)
+            state = read_state_dict(weights_path, name)
             if not aux_loss:
                 state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
             _copy_into(self.model, state, f"{name} weights file {weights_path}")

@@ -26,7 +26,8 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from core.errors import CheckpointError
-from lightning_modules.networks.fcn import VGG16_CONVS_PER_STAGE, VGG16_WIDTHS, load_weights_file, vgg_feature_layers
+from lightning_modules.networks.fcn import VGG16_CONVS_PER_STAGE, VGG16_WIDTHS, vgg_feature_layers
+from lightning_modules.networks.weights import read_state_dict
 
 __all__ = ["ConvBNReLU", "EncoderStage", "DecoderStage", "SegNet"]
 
@@ -117,7 +118,7 @@ class SegNet(nn.Module):
 
     def load_vgg16_bn_weights(self, path: str | Path) -> None:
         """Fill the encoder from a local torchvision ``vgg16_bn`` state dict (convs and batch norms)."""
-        layers = vgg_feature_layers(load_weights_file(path, "VGG16-BN"))
+        layers = vgg_feature_layers(read_state_dict(path, "VGG16-BN"))
         targets = [m for m in self.encoder.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
         if len(layers) != len(targets):
             raise CheckpointError(f"VGG16-BN weights file {path} holds {len(layers)} feature layers, the encoder needs {len(targets)}")

@@ -17,7 +17,8 @@ from torchvision import models
 from torchvision.models.detection import ssd
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
-from lightning_modules.networks.detection_backbones import _trainable, load_weights_file
+from lightning_modules.networks.detection_backbones import _trainable
+from lightning_modules.networks.weights import load_weights_file
 from lightning_modules.networks.detector import TorchvisionDetector
 
 __all__ = ["SSD300"]

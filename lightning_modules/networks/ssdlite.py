@@ -19,7 +19,8 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection import ssd, ssdlite
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
-from lightning_modules.networks.detection_backbones import _trainable, load_weights_file
+from lightning_modules.networks.detection_backbones import _trainable
+from lightning_modules.networks.weights import load_weights_file
 from lightning_modules.networks.detector import TorchvisionDetector
 
 __all__ = ["SSDLite320"]

@@ -66,7 +66,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms, box_area, box_convert, clip_boxes_to_image, remove_small_boxes
 
 from core.errors import ConfigError
-from lightning_modules.networks.detection_backbones import load_weights_file
+from lightning_modules.networks.weights import load_weights_file
 from lightning_modules.networks.detector import TorchvisionDetector, resize_batch
 
 __all__ = ["YOLOv1", "YOLODetector", "YOLOBackbone", "YOLOHead", "yolo_loss", "decode", "LAYOUTS"]
