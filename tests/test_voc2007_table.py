@@ -53,6 +53,10 @@ def test_every_row_composes_with_its_detector_on_common_data(profile, composer, 
         if variant:
             assert get_dotted(composed, f"{NET}.init_args.variant") == variant
         assert "voc" in get_dotted(composed, "model.init_args.protocols")
+        if profile == "quick" and variant:
+            # From scratch as every other row: not the YOLO base's pretrained backbone (make yolo).
+            assert get_dotted(composed, f"{NET}.init_args.backbone_weights") is None
+            assert get_dotted(composed, f"{NET}.init_args.dropout") == 0.5
         sources.append(get_dotted(composed, "data.init_args.source"))
     # Every row trains and validates on the same data.
     assert all(source == sources[0] for source in sources)
