@@ -32,9 +32,8 @@ from torch.nn import functional as F
 from torchvision.models import segmentation as tv_segmentation
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from core.errors import CheckpointError
 from lightning_modules.networks.fcn import TorchvisionSegmentation
-from lightning_modules.networks.weights import read_state_dict
+from lightning_modules.networks.weights import load_weights_file
 
 __all__ = [
     "DeepLabV3ResNet", "ResNetBackbone", "ConvBNReLU", "SeparableConvBNReLU", "ImagePooling", "ASPP",
@@ -115,10 +114,7 @@ class ResNetBackbone(nn.Module):
             replace_stride_with_dilation=[False, output_stride == 8, True],
         )
         if weights_path is not None:
-            try:
-                resnet.load_state_dict(read_state_dict(weights_path, "ResNet backbone"), strict=True)
-            except RuntimeError as error:
-                raise CheckpointError(f"ResNet backbone weights file {weights_path}: {error}") from error
+            load_weights_file(resnet, weights_path, "ResNet backbone")
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
 

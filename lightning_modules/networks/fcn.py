@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from torchvision.models import segmentation as tv_segmentation
 
 from core.errors import CheckpointError
-from lightning_modules.networks.weights import read_state_dict
+from lightning_modules.networks.weights import load_weights_file, read_state_dict
 
 __all__ = [
     "Upsampling", "vgg_feature_layers", "bilinear_kernel", "BilinearUpsample", "make_upsampler",
@@ -352,8 +352,8 @@ class TorchvisionSegmentation(nn.Module):
     called with ``weights=None, weights_backbone=None``. ``weights_path`` optionally names a local state
     dict of the whole model (e.g. torchvision's ``COCO_WITH_VOC_LABELS_V1`` file; its ``aux_classifier.*``
     entries are dropped when ``aux_loss`` is off); ``backbone_weights_path`` a local torchvision ResNet
-    state dict for the backbone (its ``fc.*`` entries are dropped). Both load strictly with
-    ``torch.load(weights_only=True)``; a missing file raises ``DataNotFoundError`` (``weights.read_state_dict``).
+    state dict for the backbone (its ``fc.*`` entries are dropped). Both load strictly, names and
+    shapes (``weights.load_weights_file``); a missing file raises ``DataNotFoundError``.
 
     Input: ``(N, C, H, W)`` float. Output: a dict ``{"out": (N, num_classes, H, W)}``, plus
     ``"aux": (N, num_classes, H, W)`` (the layer3 head) when ``aux_loss`` is on, the same keys in train
@@ -373,15 +373,10 @@ class TorchvisionSegmentation(nn.Module):
         self.model = builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
         name = getattr(builder, "__name__", "model")
         if backbone_weights_path is not None:
-            state = read_state_dict(backbone_weights_path, f"{name} backbone")
             # The backbone is the ResNet without avgpool/fc (torchvision's IntermediateLayerGetter).
-            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-            _copy_into(self.model.backbone, state, f"{name} backbone weights file {backbone_weights_path}")
+            load_weights_file(self.model.backbone, backbone_weights_path, f"{name} backbone", drop_prefixes=("fc.",))
         if weights_path is not None:
-            state = read_state_dict(weights_path, name)
-            if not aux_loss:
-                state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
-            _copy_into(self.model, state, f"{name} weights file {weights_path}")
+            load_weights_file(self.model, weights_path, name, drop_prefixes=() if aux_loss else ("aux_classifier.",))
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         return dict(self.model(images))  # torchvision returns an OrderedDict; a plain dict is enough
