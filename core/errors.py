@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 __all__ = [
-    "ConfigError", "DataNotFoundError", "AnnotationFormatError", "BadRecordError", "RunExistsError",
+    "ConfigError", "ArgumentValueError", "DataNotFoundError", "AnnotationFormatError", "BadRecordError", "RunExistsError",
     "CheckpointError", "ImageReadError", "user_message", "config_error_in", "error_in_chain",
 ]
 
@@ -18,6 +18,35 @@ E = TypeVar("E", bound=BaseException)
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key or the path."""
+
+
+class ArgumentValueError(ConfigError):
+    """A constructor argument whose value cannot work, named ``Class.argument`` in the message: a
+    class does not know the config layout it is built from, so the CLI, which does, names the
+    config key instead (``owner``: the class path; ``argument``: the argument's name).
+
+    ``ArgumentValueError.of(self, "num_classes", "must be >= 2, got 1")`` reads
+    "FasterRCNN.num_classes must be >= 2, got 1"; ``owner`` and ``argument`` are None when the
+    error is rebuilt from its message alone.
+    """
+
+    def __init__(self, message: str, owner: str | None = None, argument: str | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner
+        self.argument = argument
+
+    @classmethod
+    def of(cls, owner: object, argument: str, detail: str) -> "ArgumentValueError":
+        """The error for ``argument`` of ``owner`` (an instance or a class), ``detail`` saying why."""
+        kind = owner if isinstance(owner, type) else type(owner)
+        return cls(f"{kind.__name__}.{argument} {detail}", f"{kind.__module__}.{kind.__qualname__}", argument)
+
+    def named(self, key: str) -> str:
+        """The message with ``Class.argument`` replaced by the config ``key`` the user wrote."""
+        text = str(self)
+        if self.owner is None or self.argument is None:
+            return text
+        return text.replace(f"{self.owner.rsplit('.', 1)[-1]}.{self.argument}", key, 1)
 
 
 class DataNotFoundError(ConfigError, FileNotFoundError):

@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from experiments.cli import run_cli
-from tests.detection_fixtures import coco_detection_folder
+from tests.detection_fixtures import COCO_CATEGORIES, coco_detection_folder
 from tests.test_search_helpers import REPO, load_study, run_search
 
 TINY = "tests/configs/detection_tiny.yaml"
@@ -46,6 +46,7 @@ def test_mask_rcnn_on_a_coco_folder_reports_pycocotools_own_ap(tmp_path):
         "--data.init_args.augmentation.init_args.scale_range", "[1.0, 1.0]",
     ]
     network = {"class_path": "lightning_modules.networks.mask_rcnn.MaskRCNN", "init_args": {
+        "num_classes": len(COCO_CATEGORIES) + 1,
         "backbone": {"class_path": "lightning_modules.networks.detection_backbones.MobileNetV3FPN", "init_args": {"width_mult": 0.25}},
         "min_size": 128, "max_size": 192, "anchor_sizes": [[16, 32, 64, 128]] * 3, "box_head_fcs": [32, 32], "box_batch_size_per_image": 32,
         # Many proposals and detections: a barely trained network still predicts boxes to score.

@@ -11,7 +11,7 @@ import torch
 from torch.nn.functional import binary_cross_entropy_with_logits
 from torchvision.models.detection import retinanet as tv_retinanet
 
-from core.errors import ConfigError
+from core.errors import ArgumentValueError, ConfigError
 from lightning_modules.networks.detection_backbones import MobileNetV3FPN
 from lightning_modules.networks.retinanet import FocalClassificationHead, RetinaNet, check_focal
 
@@ -138,19 +138,19 @@ def test_both_losses_start_from_the_prior(gamma, alpha):
 
 
 @pytest.mark.parametrize("kwargs, name", [
-    ({"focal_gamma": -0.5}, "model.init_args.network.init_args.focal_gamma"),
-    ({"focal_gamma": float("nan")}, "model.init_args.network.init_args.focal_gamma"),
-    ({"focal_gamma": float("inf")}, "model.init_args.network.init_args.focal_gamma"),
-    ({"focal_alpha": 1.5}, "model.init_args.network.init_args.focal_alpha"),
-    ({"focal_alpha": -0.25}, "model.init_args.network.init_args.focal_alpha"),
-    ({"focal_alpha": float("nan")}, "model.init_args.network.init_args.focal_alpha"),
+    ({"focal_gamma": -0.5}, "RetinaNet.focal_gamma"),
+    ({"focal_gamma": float("nan")}, "RetinaNet.focal_gamma"),
+    ({"focal_gamma": float("inf")}, "RetinaNet.focal_gamma"),
+    ({"focal_alpha": 1.5}, "RetinaNet.focal_alpha"),
+    ({"focal_alpha": -0.25}, "RetinaNet.focal_alpha"),
+    ({"focal_alpha": float("nan")}, "RetinaNet.focal_alpha"),
 ])
 def test_bad_values_name_the_argument(kwargs, name):
-    with pytest.raises(ConfigError, match=name.replace(".", r"\.") + " must be"):
+    with pytest.raises(ArgumentValueError, match=name.replace(".", r"\.") + " must be") as error:
         RetinaNet(MobileNetV3FPN(width_mult=0.25, fpn_channels=16), num_classes=3, **kwargs)
+    # The class and the argument, for the CLI to name the config key.
+    assert (error.value.owner, error.value.argument) == ("lightning_modules.networks.retinanet.RetinaNet", name.split(".")[1])
     other = "focal_alpha" if "gamma" in name else "focal_gamma"
-    with pytest.raises(ConfigError) as error:
-        RetinaNet(MobileNetV3FPN(width_mult=0.25, fpn_channels=16), num_classes=3, **kwargs)
     assert other not in str(error.value)
     with pytest.raises(ConfigError, match=r"FocalClassificationHead\.(alpha|gamma) must be"):
         FocalClassificationHead(4, 1, 2, alpha=kwargs.get("focal_alpha", 0.25), gamma=kwargs.get("focal_gamma", 2.0))

@@ -234,7 +234,7 @@ def test_backbone_weights_come_from_a_local_file(tmp_path):
 
 def test_narrow_yolo_fits_through_the_cli(tmp_path):
     network = {"class_path": "lightning_modules.networks.yolo_v1.YOLOv1",
-               "init_args": {"width": 0.0625, "fc_width": 32, "input_size": 64}}
+               "init_args": {"num_classes": 7, "width": 0.0625, "fc_width": 32, "input_size": 64}}  # the synthetic 6 + background
     args = ["fit", "--config", TINY, "--trainer.max_epochs", "1", "--run.root", str(tmp_path), "--run.wandb", "disabled",
             "--run.name", "yolo", "--model.init_args.network", json.dumps(network)]
     assert run_cli(args) == 0

@@ -80,7 +80,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image
 
-from core.errors import ConfigError
+from core.errors import ArgumentValueError, ConfigError
+from core.imaging import IMAGENET_MEAN, IMAGENET_STD
 from lightning_modules.networks.detector import TorchvisionDetector, resize_batch
 from lightning_modules.networks.localizer import VGGBackbone
 
@@ -91,9 +92,6 @@ __all__ = ["BoxRegressor", "SlotDetector", "assign", "slot_loss", "decode_slots"
 MAX_SLOTS = 6
 BoxLoss = Literal["l1", "l2"]
 Window = Literal["image", "sliding"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ---------------------------------------------------------------------- assignment
@@ -325,11 +323,11 @@ class SlotDetector(nn.Module):
 
 
 class BoxRegressor(TorchvisionDetector):
-    """Regression to ``k`` boxes (``window: image``) or its sliding window (``window: sliding``),
-    with its classes from the data (``build``).
+    """Regression to ``k`` boxes (``window: image``) or its sliding window (``window: sliding``).
 
     Args:
-        num_classes: classes with "no object" (the suite's background); ``None``: from the data.
+        num_classes: classes with "no object" (the suite's background): ``len(class_names) + 1``
+            of the data.
         weights: a local checkpoint of the whole ``SlotDetector``.
         slots: ``k``, boxes per window, ``1..MAX_SLOTS`` (with ``window: image``, 1 is the
             localisation network and ``k`` the notes' k boxes).
@@ -352,7 +350,7 @@ class BoxRegressor(TorchvisionDetector):
 
     def __init__(
         self,
-        num_classes: int | None = None,
+        num_classes: int,
         weights: str | None = None,
         slots: int = 2,
         window: Window = "image",
@@ -369,21 +367,21 @@ class BoxRegressor(TorchvisionDetector):
         detections_per_img: int = 100,
     ) -> None:
         super().__init__(num_classes, weights)
-        key = "model.init_args.network.init_args"
+        name = type(self).__name__
         if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
-            raise ConfigError(f"{key}.slots must be an integer in 1..{MAX_SLOTS} (the exact assignment visits 2^k subsets of slots), "
-                              f"got {slots!r}")
+            raise ArgumentValueError.of(self, "slots", f"must be an integer in 1..{MAX_SLOTS} (the exact assignment visits 2^k subsets of slots), "
+                                                       f"got {slots!r}")
         if window not in ("image", "sliding"):
-            raise ConfigError(f"{key}.window must be image or sliding, got {window!r}")
+            raise ArgumentValueError.of(self, "window", f"must be image or sliding, got {window!r}")
         if not widths or min(widths) < 1 or min(convs_per_stage, pool_size, hidden, detections_per_img) < 1:
-            raise ConfigError(f"{key}: widths, convs_per_stage, pool_size, hidden and detections_per_img must be >= 1, "
+            raise ConfigError(f"{name}: widths, convs_per_stage, pool_size, hidden and detections_per_img must be >= 1, "
                               f"got {list(widths)}, {convs_per_stage}, {pool_size}, {hidden}, {detections_per_img}")
         if input_size < 2 ** len(widths):
-            raise ConfigError(f"{key}.input_size {input_size} leaves no feature map after {len(widths)} stages of 2x2 pooling")
+            raise ArgumentValueError.of(self, "input_size", f"{input_size} leaves no feature map after {len(widths)} stages of 2x2 pooling")
         if box_loss not in ("l1", "l2"):
-            raise ConfigError(f"{key}.box_loss must be l1 or l2, got {box_loss!r}")
+            raise ArgumentValueError.of(self, "box_loss", f"must be l1 or l2, got {box_loss!r}")
         if not 0 <= dropout < 1 or box_weight < 0 or not 0 <= score_thresh < 1 or (nms_thresh is not None and not 0 < nms_thresh <= 1):
-            raise ConfigError(f"{key}: dropout in [0, 1), box_weight >= 0, score_thresh in [0, 1) and nms_thresh in (0, 1] or null needed, "
+            raise ConfigError(f"{name}: dropout in [0, 1), box_weight >= 0, score_thresh in [0, 1) and nms_thresh in (0, 1] or null needed, "
                               f"got {dropout}, {box_weight}, {score_thresh}, {nms_thresh}")
         self.slots, self.window = slots, window
         self.kwargs = {
@@ -391,7 +389,7 @@ class BoxRegressor(TorchvisionDetector):
             "pool_size": pool_size, "hidden": hidden, "dropout": dropout, "input_size": input_size, "box_loss": box_loss,
             "box_weight": box_weight, "score_thresh": score_thresh, "nms_thresh": nms_thresh, "detections_per_img": detections_per_img,
         }
-        self.built(num_classes)
+        self.finish()
 
-    def make(self, num_classes: int, num_keypoints: int) -> nn.Module:
-        return SlotDetector(num_classes, **self.kwargs)
+    def make(self) -> nn.Module:
+        return SlotDetector(self.num_classes, **self.kwargs)

@@ -24,7 +24,7 @@ from torchvision.models.detection import faster_rcnn
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from core.errors import ConfigError
+from core.errors import ArgumentValueError
 from lightning_modules.networks.detector import TorchvisionDetector, anchor_generator
 
 __all__ = ["FasterRCNN", "rcnn_kwargs", "roi_align"]
@@ -42,7 +42,7 @@ class FasterRCNN(TorchvisionDetector):
     Args:
         backbone: a feature pyramid (``ResNetFPN``, ``MobileNetV3FPN``) or one map (``VGG16C5``)
             with ``out_channels``.
-        num_classes: classes with the background; ``None``: from the data.
+        num_classes: classes with the background (``len(class_names) + 1`` of the data).
         weights: a local checkpoint of the whole detector (see ``TorchvisionDetector``).
         min_size: the shorter image side after the detector's own resize (800 in the paper's
             COCO recipe; the images are resized inside, so the data keeps them as they are).
@@ -76,7 +76,7 @@ class FasterRCNN(TorchvisionDetector):
     def __init__(
         self,
         backbone: nn.Module,
-        num_classes: int | None = None,
+        num_classes: int,
         weights: str | None = None,
         min_size: int = 800,
         max_size: int = 1333,
@@ -98,18 +98,17 @@ class FasterRCNN(TorchvisionDetector):
         super().__init__(num_classes, weights)
         object.__setattr__(self, "_backbone", backbone)  # registered once, inside the detector
         if box_head is not None:
-            key = "model.init_args.network.init_args.box_head"
             if box_head_convs or box_head_fcs is not None or box_head_norm:
-                raise ConfigError(f"{key} replaces box_head_convs, box_head_fcs and box_head_norm: give one or the other")
+                raise ArgumentValueError.of(self, "box_head", "replaces box_head_convs, box_head_fcs and box_head_norm: give one or the other")
             if not isinstance(getattr(box_head, "out_channels", None), int):
-                raise ConfigError(f"{key} ({type(box_head).__name__}) needs an int out_channels (its output width)")
+                raise ArgumentValueError.of(self, "box_head", f"({type(box_head).__name__}) needs an int out_channels (its output width)")
             if getattr(box_head, "in_channels", backbone.out_channels) != backbone.out_channels:
-                raise ConfigError(f"{key} reads {box_head.in_channels} channels but the backbone gives {backbone.out_channels}")
+                raise ArgumentValueError.of(self, "box_head", f"reads {box_head.in_channels} channels but the backbone gives {backbone.out_channels}")
         if roi_sampling_ratio < 1:
-            raise ConfigError(f"model.init_args.network.init_args.roi_sampling_ratio must be >= 1, got {roi_sampling_ratio}")
+            raise ArgumentValueError.of(self, "roi_sampling_ratio", f"must be >= 1, got {roi_sampling_ratio}")
         unknown = sorted(set(rpn or {}) - {k[len("rpn_"):] for k in RPN_DEFAULTS})
         if unknown:
-            raise ConfigError(f"model.init_args.network.init_args.rpn has unknown keys {unknown}; known: {sorted(k[4:] for k in RPN_DEFAULTS)}")
+            raise ArgumentValueError.of(self, "rpn", f"has unknown keys {unknown}; known: {sorted(k[4:] for k in RPN_DEFAULTS)}")
         self.options = {
             "min_size": min_size, "max_size": max_size, "anchor_sizes": anchor_sizes, "aspect_ratios": aspect_ratios or [0.5, 1.0, 2.0],
             "rpn_conv_depth": rpn_conv_depth, "rpn": {f"rpn_{k}": v for k, v in (rpn or {}).items()},
@@ -120,10 +119,10 @@ class FasterRCNN(TorchvisionDetector):
                 "box_score_thresh": box_score_thresh, "box_nms_thresh": box_nms_thresh, "box_detections_per_img": box_detections_per_img,
             },
         }
-        self.built(num_classes)
+        self.finish()
 
-    def make(self, num_classes: int, num_keypoints: int) -> nn.Module:
-        return faster_rcnn.FasterRCNN(self._backbone, num_classes=None, **rcnn_kwargs(self._backbone, num_classes, self.options))
+    def make(self) -> nn.Module:
+        return faster_rcnn.FasterRCNN(self._backbone, num_classes=None, **rcnn_kwargs(self))
 
 
 def roi_align(output_size: int, options: dict) -> MultiScaleRoIAlign:
@@ -132,12 +131,13 @@ def roi_align(output_size: int, options: dict) -> MultiScaleRoIAlign:
     return MultiScaleRoIAlign(["0", "1", "2", "3"], output_size, sampling_ratio=options["roi_sampling_ratio"])
 
 
-def rcnn_kwargs(backbone: nn.Module, num_classes: int, options: dict) -> dict:
+def rcnn_kwargs(network: FasterRCNN) -> dict:
     """The keyword arguments of torchvision's R-CNN classes (Faster, Mask, Keypoint) for the
-    options ``FasterRCNN.__init__`` collected: anchors, RPN head and parameters, box head and
-    predictor, sampling and inference thresholds."""
+    ``network``'s classes and the options its ``__init__`` collected: anchors, RPN head and
+    parameters, box head and predictor, sampling and inference thresholds."""
+    backbone, num_classes, options = network._backbone, network.num_classes, network.options
     channels = backbone.out_channels
-    anchors = anchor_generator(backbone, options["anchor_sizes"], options["aspect_ratios"], default=(32, 64, 128, 256, 512))
+    anchors = anchor_generator(network, backbone, options["anchor_sizes"], options["aspect_ratios"], default=(32, 64, 128, 256, 512))
     rpn_head = RPNHead(channels, anchors.num_anchors_per_location()[0], conv_depth=options["rpn_conv_depth"])
     convs, fcs = options["box_head_convs"], options["box_head_fcs"]
     box_head = options.get("box_head")

@@ -25,7 +25,7 @@ class FCOS(TorchvisionDetector):
 
     Args:
         backbone: a feature pyramid with ``out_channels`` (``ResNetFPN`` with P6, P7).
-        num_classes: classes with the background; ``None``: from the data.
+        num_classes: classes with the background (``len(class_names) + 1`` of the data).
         weights: a local checkpoint of the whole detector (see ``TorchvisionDetector``).
         min_size: the shorter image side after the detector's own resize (800).
         max_size: the longer side's limit (1333).
@@ -40,7 +40,7 @@ class FCOS(TorchvisionDetector):
     def __init__(
         self,
         backbone: nn.Module,
-        num_classes: int | None = None,
+        num_classes: int,
         weights: str | None = None,
         min_size: int = 800,
         max_size: int = 1333,
@@ -58,8 +58,9 @@ class FCOS(TorchvisionDetector):
             "min_size": min_size, "max_size": max_size, "center_sampling_radius": center_sampling_radius, "score_thresh": score_thresh,
             "nms_thresh": nms_thresh, "detections_per_img": detections_per_img, "topk_candidates": topk_candidates,
         }
-        self.built(num_classes)
+        self.finish()
 
-    def make(self, num_classes: int, num_keypoints: int) -> nn.Module:
+    def make(self) -> nn.Module:
+        num_classes = self.num_classes
         anchors = AnchorGenerator(tuple((s,) for s in self.strides), ((1.0,),) * len(self.strides))
         return fcos.FCOS(self._backbone, num_classes, anchor_generator=anchors, **self.kwargs)

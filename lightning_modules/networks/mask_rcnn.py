@@ -35,10 +35,10 @@ class MaskRCNN(FasterRCNN):
         self._mask_options = {"layers": list(mask_head_layers or [256, 256, 256, 256]), "norm": mask_head_norm}
         super().__init__(*args, **kwargs)
 
-    def make(self, num_classes: int, num_keypoints: int) -> nn.Module:
+    def make(self) -> nn.Module:
         layers = self._mask_options["layers"]
         norm = nn.BatchNorm2d if self._mask_options["norm"] else None
         head = mask_rcnn.MaskRCNNHeads(self._backbone.out_channels, layers, 1, norm_layer=norm)
-        predictor = mask_rcnn.MaskRCNNPredictor(layers[-1], layers[-1], num_classes)
+        predictor = mask_rcnn.MaskRCNNPredictor(layers[-1], layers[-1], self.num_classes)
         return mask_rcnn.MaskRCNN(self._backbone, num_classes=None, mask_roi_pool=roi_align(14, self.options), mask_head=head, mask_predictor=predictor,
-                                  **rcnn_kwargs(self._backbone, num_classes, self.options))
+                                  **rcnn_kwargs(self))

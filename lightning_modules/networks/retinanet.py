@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import retinanet
 from torchvision.ops import sigmoid_focal_loss
 
-from core.errors import ConfigError
+from core.errors import ArgumentValueError
 from lightning_modules.networks.detector import TorchvisionDetector, anchor_generator
 
 __all__ = ["RetinaNet", "FocalClassificationHead", "check_focal"]
@@ -33,19 +33,18 @@ __all__ = ["RetinaNet", "FocalClassificationHead", "check_focal"]
 PAPER_ANCHORS = [[x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))] for x in (32, 64, 128, 256, 512)]
 
 
-CONFIG_PREFIX = "model.init_args.network.init_args."
-
-
-def check_focal(alpha: float | None, gamma: float, names: tuple[str, str] = (CONFIG_PREFIX + "focal_alpha", CONFIG_PREFIX + "focal_gamma")) -> float:
+def check_focal(alpha: float | None, gamma: float, owner: object = None, names: tuple[str, str] = ("focal_alpha", "focal_gamma")) -> float:
     """``alpha`` as ``sigmoid_focal_loss`` takes it (``None`` and ``-1``: no α-weighting, -1.0),
-    or a ``ConfigError`` that names the argument (``names``: α's, γ's) whose value the loss cannot
-    use: a γ below 0 or not finite, an α outside [0, 1] other than -1."""
+    or an ``ArgumentValueError`` that names the argument of ``owner`` (``names``: α's, γ's; owner
+    ``None``: ``RetinaNet``) whose value the loss cannot use: a γ below 0 or not finite, an α
+    outside [0, 1] other than -1."""
+    owner = RetinaNet if owner is None else owner
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma < 0:
-        raise ConfigError(f"{names[1]} must be a finite number >= 0 (0: the alpha-balanced cross-entropy), got {gamma!r}")
+        raise ArgumentValueError.of(owner, names[1], f"must be a finite number >= 0 (0: the alpha-balanced cross-entropy), got {gamma!r}")
     if alpha is None or (not isinstance(alpha, bool) and isinstance(alpha, (int, float)) and alpha == -1):
         return -1.0
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-        raise ConfigError(f"{names[0]} must be in [0, 1], or null or -1 for no alpha-weighting, got {alpha!r}")
+        raise ArgumentValueError.of(owner, names[0], f"must be in [0, 1], or null or -1 for no alpha-weighting, got {alpha!r}")
     return float(alpha)
 
 
@@ -60,7 +59,7 @@ class FocalClassificationHead(retinanet.RetinaNetClassificationHead):
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, alpha: float | None = 0.25, gamma: float = 2.0, **kwargs) -> None:
         super().__init__(in_channels, num_anchors, num_classes, **kwargs)
-        self.alpha = check_focal(alpha, gamma, names=(f"{type(self).__name__}.alpha", f"{type(self).__name__}.gamma"))  # -1.0: no weighting
+        self.alpha = check_focal(alpha, gamma, self, names=("alpha", "gamma"))  # -1.0: no weighting
         self.gamma = float(gamma)
 
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor], matched_idxs: list[Tensor]) -> Tensor:
@@ -82,7 +81,7 @@ class RetinaNet(TorchvisionDetector):
 
     Args:
         backbone: a feature pyramid with ``out_channels`` (``ResNetFPN`` with P6, P7).
-        num_classes: classes with the background; ``None``: from the data.
+        num_classes: classes with the background (``len(class_names) + 1`` of the data).
         weights: a local checkpoint of the whole detector (see ``TorchvisionDetector``).
         min_size: the shorter image side after the detector's own resize (800).
         max_size: the longer side's limit (1333).
@@ -106,7 +105,7 @@ class RetinaNet(TorchvisionDetector):
     def __init__(
         self,
         backbone: nn.Module,
-        num_classes: int | None = None,
+        num_classes: int,
         weights: str | None = None,
         min_size: int = 800,
         max_size: int = 1333,
@@ -124,9 +123,9 @@ class RetinaNet(TorchvisionDetector):
         topk_candidates: int = 1000,
     ) -> None:
         super().__init__(num_classes, weights)
-        check_focal(focal_alpha, focal_gamma)
+        check_focal(focal_alpha, focal_gamma, self)
         if box_loss not in ("l1", "smooth_l1", "giou"):
-            raise ConfigError(f"model.init_args.network.init_args.box_loss must be l1, smooth_l1 or giou, got {box_loss!r}")
+            raise ArgumentValueError.of(self, "box_loss", f"must be l1, smooth_l1 or giou, got {box_loss!r}")
         object.__setattr__(self, "_backbone", backbone)
         self.anchor_sizes = anchor_sizes
         self.aspect_ratios = list(aspect_ratios or [0.5, 1.0, 2.0])
@@ -136,10 +135,11 @@ class RetinaNet(TorchvisionDetector):
             "min_size": min_size, "max_size": max_size, "fg_iou_thresh": fg_iou_thresh, "bg_iou_thresh": bg_iou_thresh,
             "score_thresh": score_thresh, "nms_thresh": nms_thresh, "detections_per_img": detections_per_img, "topk_candidates": topk_candidates,
         }
-        self.built(num_classes)
+        self.finish()
 
-    def make(self, num_classes: int, num_keypoints: int) -> nn.Module:
-        anchors = anchor_generator(self._backbone, self.anchor_sizes, self.aspect_ratios, default=PAPER_ANCHORS)
+    def make(self) -> nn.Module:
+        num_classes = self.num_classes
+        anchors = anchor_generator(self, self._backbone, self.anchor_sizes, self.aspect_ratios, default=PAPER_ANCHORS)
         channels, per_location = self._backbone.out_channels, anchors.num_anchors_per_location()[0]
         norm = partial(nn.GroupNorm, 32) if self.head_norm else None
         head = retinanet.RetinaNetHead(channels, per_location, num_classes, norm_layer=norm)

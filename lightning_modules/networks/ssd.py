@@ -28,7 +28,7 @@ class SSD300(TorchvisionDetector):
     """SSD300-VGG16.
 
     Args:
-        num_classes: classes with the background; ``None``: from the data.
+        num_classes: classes with the background (``len(class_names) + 1`` of the data).
         weights: a local checkpoint of the whole detector (see ``TorchvisionDetector``).
         backbone_weights: a local ImageNet checkpoint of ``vgg16`` (torchvision's
             ``vgg16_features`` weights are the ones its SSD was trained from); ``None``: random.
@@ -43,7 +43,7 @@ class SSD300(TorchvisionDetector):
 
     def __init__(
         self,
-        num_classes: int | None = None,
+        num_classes: int,
         weights: str | None = None,
         backbone_weights: str | None = None,
         trainable_layers: int | None = None,
@@ -64,13 +64,14 @@ class SSD300(TorchvisionDetector):
             # The VGG weights expect 0-255 pixels minus the ImageNet mean (Caffe's convention).
             "image_mean": [0.48235, 0.45882, 0.40784], "image_std": [1.0 / 255.0] * 3,
         }
-        self.built(num_classes)
+        self.finish()
 
-    def make(self, num_classes: int, num_keypoints: int) -> nn.Module:
+    def make(self) -> nn.Module:
+        num_classes = self.num_classes
         vgg = models.vgg16(weights=None)
         if self.backbone_weights:
             vgg.classifier = nn.Identity()
-            load_weights_file(vgg, self.backbone_weights, "model.init_args.network.init_args.backbone_weights", drop_prefixes=("classifier.",))
+            load_weights_file(vgg, self.backbone_weights, f"{type(self).__name__}.backbone_weights", drop_prefixes=("classifier.",))
         backbone = ssd._vgg_extractor(vgg, False, self.trainable_layers)
         anchors = DefaultBoxGenerator([[2], [2, 3], [2, 3], [2, 3], [2], [2]], scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05], steps=[8, 16, 32, 64, 100, 300])
         return ssd.SSD(backbone, anchors, (300, 300), num_classes, **self.kwargs)

@@ -30,7 +30,7 @@ class SSDLite320(TorchvisionDetector):
     """SSDlite320-MobileNetV3-Large.
 
     Args:
-        num_classes: classes with the background; ``None``: from the data.
+        num_classes: classes with the background (``len(class_names) + 1`` of the data).
         weights: a local checkpoint of the whole detector (see ``TorchvisionDetector``).
         backbone_weights: a local ImageNet checkpoint of ``mobilenet_v3_large``; ``None``: random
             (then the tail is reduced, MobileNetV3 paper Table 6, as torchvision does).
@@ -44,7 +44,7 @@ class SSDLite320(TorchvisionDetector):
 
     def __init__(
         self,
-        num_classes: int | None = None,
+        num_classes: int,
         weights: str | None = None,
         backbone_weights: str | None = None,
         width_mult: float = 1.0,
@@ -62,14 +62,15 @@ class SSDLite320(TorchvisionDetector):
             "score_thresh": score_thresh, "nms_thresh": nms_thresh, "detections_per_img": detections_per_img, "topk_candidates": topk_candidates,
             "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
         }
-        self.built(num_classes)
+        self.finish()
 
-    def make(self, num_classes: int, num_keypoints: int) -> nn.Module:
+    def make(self) -> nn.Module:
+        num_classes = self.num_classes
         norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
         mobilenet = models.mobilenet_v3_large(weights=None, norm_layer=norm, reduced_tail=not self.backbone_weights, width_mult=self.width_mult)
         if self.backbone_weights:
             mobilenet.classifier = nn.Identity()
-            load_weights_file(mobilenet, self.backbone_weights, "model.init_args.network.init_args.backbone_weights", drop_prefixes=("classifier.",))
+            load_weights_file(mobilenet, self.backbone_weights, f"{type(self).__name__}.backbone_weights", drop_prefixes=("classifier.",))
         else:
             ssdlite._normal_init(mobilenet)
         backbone = ssdlite._mobilenet_extractor(mobilenet, self.trainable_layers, norm)

@@ -65,7 +65,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, box_area, box_convert, clip_boxes_to_image, remove_small_boxes
 
-from core.errors import ConfigError
+from core.errors import ArgumentValueError, ConfigError
+from core.imaging import IMAGENET_MEAN, IMAGENET_STD
 from lightning_modules.networks.weights import load_weights_file
 from lightning_modules.networks.detector import TorchvisionDetector, resize_batch
 
@@ -96,9 +97,6 @@ FAST_YOLO_LAYOUT = Layout(
     bottleneck=256,
 )
 LAYOUTS = {"full": YOLO_LAYOUT, "fast": FAST_YOLO_LAYOUT}
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ---------------------------------------------------------------------- blocks
@@ -158,9 +156,9 @@ class YOLOBackbone(nn.Sequential):
 
     def __init__(self, variant: Literal["full", "fast"] = "full", width: float = 1.0) -> None:
         if variant not in LAYOUTS:
-            raise ConfigError(f"YOLOBackbone.variant must be one of {sorted(LAYOUTS)}, got {variant!r}")
+            raise ArgumentValueError.of(self, "variant", f"must be one of {sorted(LAYOUTS)}, got {variant!r}")
         if width <= 0:
-            raise ConfigError(f"YOLOBackbone.width must be > 0, got {width}")
+            raise ArgumentValueError.of(self, "width", f"must be > 0, got {width}")
         layers, channels = conv_layers(LAYOUTS[variant].backbone, 3, width)
         super().__init__(*layers)
         self.out_channels = channels
@@ -394,11 +392,11 @@ class YOLODetector(nn.Module):
 
 
 class YOLOv1(TorchvisionDetector):
-    """YOLO v1 or Fast YOLO, with its classes from the data (``build``).
+    """YOLO v1 or Fast YOLO.
 
     Args:
         num_classes: classes with the background (the suite's convention; YOLO predicts
-            ``num_classes - 1``); ``None``: from the data.
+            ``num_classes - 1``): ``len(class_names) + 1`` of the data.
         weights: a local checkpoint of the whole ``YOLODetector``; layers whose shape differs
             (the last FC, for other classes) keep their initialisation.
         backbone_weights: a local state dict of the ImageNet-pretrained convolutions (the keys of
@@ -421,7 +419,7 @@ class YOLOv1(TorchvisionDetector):
 
     def __init__(
         self,
-        num_classes: int | None = None,
+        num_classes: int,
         weights: str | None = None,
         backbone_weights: str | None = None,
         variant: Literal["full", "fast"] = "full",
@@ -439,7 +437,7 @@ class YOLOv1(TorchvisionDetector):
     ) -> None:
         super().__init__(num_classes, weights)
         if variant not in LAYOUTS:
-            raise ConfigError(f"model.init_args.network.init_args.variant must be one of {sorted(LAYOUTS)}, got {variant!r}")
+            raise ArgumentValueError.of(self, "variant", f"must be one of {sorted(LAYOUTS)}, got {variant!r}")
         if width <= 0 or min(fc_width, grid, boxes_per_cell, input_size) < 1 or not 0 <= dropout < 1:
             raise ConfigError("YOLOv1 needs width > 0, fc_width, grid, boxes_per_cell, input_size >= 1 and dropout in [0, 1), "
                               f"got {width}, {fc_width}, {grid}, {boxes_per_cell}, {input_size}, {dropout}")
@@ -450,10 +448,10 @@ class YOLOv1(TorchvisionDetector):
             "dropout": dropout, "lambda_coord": lambda_coord, "lambda_noobj": lambda_noobj,
             "score_thresh": score_thresh, "nms_thresh": nms_thresh, "detections_per_img": detections_per_img,
         }
-        self.built(num_classes)
+        self.finish()
 
-    def make(self, num_classes: int, num_keypoints: int) -> nn.Module:
-        detector = YOLODetector(num_classes - 1, self.layout, **self.kwargs)
+    def make(self) -> nn.Module:
+        detector = YOLODetector(self.num_classes - 1, self.layout, **self.kwargs)
         if self.backbone_weights:
-            load_weights_file(detector.backbone, self.backbone_weights, "model.init_args.network.init_args.backbone_weights")
+            load_weights_file(detector.backbone, self.backbone_weights, f"{type(self).__name__}.backbone_weights")
         return detector
