@@ -56,7 +56,7 @@ import yaml
 from core.errors import ConfigError
 from core.io import write_atomic
 from datamodules.detection import DetectionRecord, DetectionSource
-from datamodules.formats._common import image_size
+from datamodules.formats.validators import image_size
 from datamodules.formats.coco_detection import COCODetection
 from datamodules.formats.voc_detection import DEFAULT_VOC_SPLITS, VOCDetection
 from datamodules.formats.yolo_txt import YOLOText, yolo_class_names

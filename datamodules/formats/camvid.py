@@ -29,7 +29,10 @@ from pathlib import Path
 
 from core.label_sets import CAMVID_CLASSES, CAMVID_VOID, IGNORE_INDEX
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_required
-from datamodules.formats._common import MaskFileSource, files_by_key, image_file, paired_records, read_list, resolve, value_table
+from datamodules.formats.files import read_list, resolve
+from datamodules.formats.label_values import value_table
+from datamodules.formats.sources import MaskFileSource, files_by_key, paired_records
+from datamodules.formats.validators import image_file
 from datamodules.segmentation import SegmentationRecord
 
 __all__ = ["CamVid"]

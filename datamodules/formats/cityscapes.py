@@ -31,7 +31,9 @@ from typing import Literal
 from core.errors import ConfigError
 from core.label_sets import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, cityscapes_palette
 from core.records import OnBadRecord, RecordChecker, RequiredPath, check_required
-from datamodules.formats._common import MaskFileSource, files_by_key, paired_records, resolve, value_table
+from datamodules.formats.files import resolve
+from datamodules.formats.label_values import value_table
+from datamodules.formats.sources import MaskFileSource, files_by_key, paired_records
 from datamodules.segmentation import SegmentationRecord
 
 __all__ = ["Cityscapes"]

@@ -44,7 +44,7 @@ of positive integers (``wrong_type``), its file is inside the image folder
 ``iscrowd`` 0 or 1 (``wrong_type``), a ``bbox`` of four finite numbers (``wrong_type``,
 ``non_finite``) with positive width and height (``empty_box``) inside the image up to a pixel of
 rounding (``box_outside_image``), a finite ``area``; with masks, a ``segmentation``
-(``missing_field``) checked by ``_common.coco_segmentation`` (``polygon_points`` for a polygon of
+(``missing_field``) checked by ``coco_json.coco_segmentation`` (``polygon_points`` for a polygon of
 fewer than 3 points, ``size_mismatch`` for an RLE of another size); with keypoints, ``3 * J``
 numbers (``keypoint_count``), finite, flags in {0, 1, 2} (``visibility_flag``). An annotation
 whose ``image_id`` is not one of the file's images is a bad record of its own
@@ -74,23 +74,17 @@ from torch import Tensor
 from core.errors import AnnotationFormatError, ConfigError
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_box, check_flags, check_required, finite_array
 from datamodules.detection import DetectionRecord
-from datamodules.formats._common import (
-    DetectionFileSource,
-    clip_box,
+from datamodules.formats.coco_json import (
     coco_annotations_by_image,
     coco_content,
     coco_images,
     coco_required_paths,
     coco_segmentation,
     decode_coco_segmentation,
-    image_file,
-    known,
-    number,
-    positive_int,
-    problem_at,
-    record_field,
-    resolve,
 )
+from datamodules.formats.files import resolve
+from datamodules.formats.sources import DetectionFileSource
+from datamodules.formats.validators import clip_box, image_file, known, number, positive_int, problem_at, record_field
 
 __all__ = ["COCODetection"]
 

@@ -46,16 +46,10 @@ import numpy as np
 from core.errors import AnnotationFormatError, ConfigError
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_box, check_flags, check_required, finite_array
 from core.skeletons import COCO_SKELETON, PCK_TORSO, PoseProtocol, Skeleton
-from datamodules.formats._common import (
-    COCO_SPLITS,
-    ImageFileSource,
-    coco_required_paths,
-    image_file,
-    load_json,
-    number,
-    record_field,
-    resolve,
-)
+from datamodules.formats.coco_json import COCO_SPLITS, coco_required_paths
+from datamodules.formats.files import load_json, resolve
+from datamodules.formats.sources import ImageFileSource
+from datamodules.formats.validators import image_file, number, record_field
 from datamodules.pose import PoseRecord
 
 __all__ = ["COCOKeypoints"]

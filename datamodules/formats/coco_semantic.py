@@ -55,23 +55,18 @@ import numpy as np
 from core.errors import AnnotationFormatError, ConfigError
 from core.label_sets import IGNORE_INDEX
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_required
-from datamodules.formats._common import (
+from datamodules.formats.coco_json import (
     COCO_SPLITS,
-    MaskFileSource,
     coco_annotations_by_image,
     coco_content,
     coco_images,
     coco_required_paths,
     coco_segmentation,
     decode_coco_segmentation,
-    image_file,
-    known,
-    number,
-    positive_int,
-    problem_at,
-    record_field,
-    resolve,
 )
+from datamodules.formats.files import resolve
+from datamodules.formats.sources import MaskFileSource
+from datamodules.formats.validators import image_file, known, number, positive_int, problem_at, record_field
 from datamodules.segmentation import SegmentationRecord
 
 __all__ = ["COCOSemantic"]

@@ -27,7 +27,8 @@ from torch import Tensor
 
 from core.errors import AnnotationFormatError, ConfigError
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_box, check_required
-from datamodules.formats._common import image_file, image_size, load_rgb, read_csv_rows, resolve, text_number
+from datamodules.formats.files import load_rgb, read_csv_rows, resolve
+from datamodules.formats.validators import image_file, image_size, text_number
 from datamodules.localization import LocalizationRecord, LocalizationSource
 
 __all__ = ["CSVBoxes"]

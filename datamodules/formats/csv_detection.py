@@ -37,7 +37,9 @@ import numpy as np
 from core.errors import AnnotationFormatError, ConfigError
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_box, check_required
 from datamodules.detection import DetectionRecord
-from datamodules.formats._common import DetectionFileSource, clip_box, image_file, image_size, problem_at, read_csv_rows, resolve, text_number
+from datamodules.formats.files import read_csv_rows, resolve
+from datamodules.formats.sources import DetectionFileSource
+from datamodules.formats.validators import clip_box, image_file, image_size, problem_at, text_number
 
 __all__ = ["CSVDetection"]
 

@@ -41,7 +41,9 @@ from torch import Tensor
 from core.errors import BadRecordError, ConfigError, ImageReadError
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_required, inside_root
 from datamodules.detection import DetectionRecord
-from datamodules.formats._common import DetectionFileSource, image_file, image_size, read_list, resolve
+from datamodules.formats.files import read_list, resolve
+from datamodules.formats.sources import DetectionFileSource
+from datamodules.formats.validators import image_file, image_size
 
 __all__ = ["DSB2018"]
 

@@ -38,7 +38,9 @@ import numpy as np
 from core.errors import AnnotationFormatError, ConfigError
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_required
 from core.skeletons import FLIC_SKELETON, PCK_TORSO, PoseProtocol, Skeleton
-from datamodules.formats._common import ImageFileSource, finite_number, image_file, joint_box_center_scale, load_mat, resolve
+from datamodules.formats.files import load_mat, resolve
+from datamodules.formats.sources import ImageFileSource, joint_box_center_scale
+from datamodules.formats.validators import finite_number, image_file
 from datamodules.pose import PoseRecord
 
 __all__ = ["FLIC", "FLIC_COLUMNS"]

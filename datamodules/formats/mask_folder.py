@@ -36,7 +36,9 @@ from pathlib import Path
 from core.errors import ConfigError
 from core.label_sets import IGNORE_INDEX
 from core.records import OnBadRecord, RecordChecker, RequiredPath, check_required
-from datamodules.formats._common import IMAGE_SUFFIXES, MaskFileSource, files_by_key, paired_records, resolve, value_table
+from datamodules.formats.files import IMAGE_SUFFIXES, resolve
+from datamodules.formats.label_values import value_table
+from datamodules.formats.sources import MaskFileSource, files_by_key, paired_records
 from datamodules.segmentation import SegmentationRecord
 
 __all__ = ["MaskFolder"]

@@ -51,18 +51,9 @@ import numpy as np
 from core.errors import AnnotationFormatError, ConfigError
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_box, check_flags, check_required, finite_array
 from core.skeletons import MPII_SKELETON, PCKH_MPII, PoseProtocol, Skeleton
-from datamodules.formats._common import (
-    ImageFileSource,
-    finite_number,
-    image_file,
-    joint_array,
-    load_json,
-    load_mat,
-    number,
-    positive_number,
-    record_field,
-    resolve,
-)
+from datamodules.formats.files import load_json, load_mat, resolve
+from datamodules.formats.sources import ImageFileSource
+from datamodules.formats.validators import finite_number, image_file, joint_array, number, positive_number, record_field
 from datamodules.pose import PoseRecord
 
 __all__ = ["MPII", "MPIIRelease"]

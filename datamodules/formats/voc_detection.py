@@ -50,7 +50,9 @@ from core.errors import ConfigError
 from core.label_sets import VOC_CLASSES
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_box, check_required, inside_root
 from datamodules.detection import DetectionRecord
-from datamodules.formats._common import DetectionFileSource, clip_box, image_size, problem_at, read_list, text_number
+from datamodules.formats.files import read_list
+from datamodules.formats.sources import DetectionFileSource
+from datamodules.formats.validators import clip_box, image_size, problem_at, text_number
 
 __all__ = ["VOCDetection", "VOC_DETECTION_CLASSES", "DEFAULT_VOC_SPLITS"]
 

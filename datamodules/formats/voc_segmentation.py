@@ -39,7 +39,9 @@ from pathlib import Path
 from core.errors import ConfigError
 from core.label_sets import VOC_CLASSES
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_required
-from datamodules.formats._common import MaskFileSource, image_file, read_list, resolve
+from datamodules.formats.files import read_list, resolve
+from datamodules.formats.sources import MaskFileSource
+from datamodules.formats.validators import image_file
 from datamodules.segmentation import SegmentationRecord
 
 __all__ = ["VOCSegmentation"]

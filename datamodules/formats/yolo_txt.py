@@ -51,16 +51,10 @@ from torch import Tensor
 from core.errors import AnnotationFormatError, ConfigError
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_box, check_required
 from datamodules.detection import DetectionRecord
-from datamodules.formats._common import (
-    IMAGE_SUFFIXES,
-    DetectionFileSource,
-    clip_box,
-    decode_coco_segmentation,
-    image_size,
-    problem_at,
-    resolve,
-    text_number,
-)
+from datamodules.formats.coco_json import decode_coco_segmentation
+from datamodules.formats.files import IMAGE_SUFFIXES, resolve
+from datamodules.formats.sources import DetectionFileSource
+from datamodules.formats.validators import clip_box, image_size, problem_at, text_number
 
 __all__ = ["YOLOText", "yolo_label_dir", "yolo_class_names"]
 
