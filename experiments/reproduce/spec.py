@@ -52,8 +52,10 @@ counts as reproduced, and how to run it at two scales::
       - {name: curves, kind: curves, columns: [final]}            # per-epoch curves per row
       - {name: bars, kind: bars, columns: [final, halfway]}        # mean +- std per row, paper marks
 
-Every mistake a user can fix raises ``TableSpecError`` with one line that names the entry
-(``rows.h2.paper.finall: unknown column ...``).
+The dataclasses below are this format: their fields are the keys above, checked by
+``core.specs.validate``; ``parse_table`` then checks what one entry says of another (a cell's
+column, a check's rows). Every mistake a user can fix raises ``TableSpecError`` with one line that
+names the entry (``rows.h2.paper.finall: unknown column ...``).
 """
 from __future__ import annotations
 
@@ -61,11 +63,15 @@ import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import AfterValidator
 
 from core.io import PROJECT_ROOT
+from core.specs import (
+    NAME, ConfigKey, Count, Flag, Identifier, Integer, Items, Mapping, Name, Number, OneOrMore, OverrideKey, Schema, SpecError, check,
+    computed, item_where, load_yaml, shorthand, spec_dataclass, validate,
+)
 
 __all__ = [
     "TableSpecError", "TableSpec", "Source", "Column", "PaperCell", "Row", "RowProfile", "Profile", "DataSpec",
@@ -75,47 +81,69 @@ __all__ = [
 
 REPO_ROOT = PROJECT_ROOT  # one project root for the whole suite (core.io)
 TABLES_DIR = REPO_ROOT / "experiments" / "tables"
-
-TOP_LEVEL = {
-    "table", "title", "description", "sources", "source", "tolerance", "epoch", "select", "select_mode",
-    "columns", "rows", "profiles", "checks", "plots", "derive",
-}
-SOURCE_FIELDS = ("paper", "where", "split", "protocol", "status", "note")
-COLUMN_FIELDS = {"metric", "label", "scale", "digits", "note"}
-CELL_FIELDS = {"value", "source", "tolerance", "note"}
-ROW_FIELDS = {"label", "section", "vars", "override", "paper", "profiles", "note"}
-ROW_PROFILE_FIELDS = {"base", "override", "data_dir", "skip"}
-PROFILE_FIELDS = {"description", "base", "override", "seeds", "slots", "compare", "data", "note", "trained"}
-TRAINED_FIELDS = {"column", "min"}
-DATA_FIELDS = {"key", "dir", "help"}
-CHECK_FIELDS = {"name", "order", "all", "paper", "profiles"}
-PLOT_FIELDS = {"name", "kind", "title", "rows", "columns", "metric", "count", "var", "scale", "ylabel", "xlabel"}
-# per_output: a metric template with {k} at k = 1..<count var> of each row (the outputs of a
-# multi-output network); against_var: columns against a numeric row var; bars: mean +- std per
-# row; curves: a column per epoch.
-PLOT_KINDS = ("per_output", "against_var", "curves", "bars")
 OPERATORS = ("<=", ">=", "<", ">")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_REF = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\.([A-Za-z0-9_-]+)\s*$")
+_REF = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\.([A-Za-z0-9_-]+)\s*$")  # <row>.<column>
 
 
-class TableSpecError(ValueError):
+class TableSpecError(SpecError):
     """A table spec the user has to fix; the message names the entry."""
 
 
-# ------------------------------------------------------------------------------------ model
-@dataclass
-class Source:
-    """Where a paper number comes from."""
+def template_fields(template: str) -> set[str]:
+    """The ``{name}`` fields of a format string."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
-    name: str
-    paper: str
+
+def resolve_config_path(path: str) -> Path:
+    """A config path as written in a spec: absolute, relative to the working directory, or
+    relative to the repository root (so a spec works from any directory)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return REPO_ROOT / p
+
+
+def _files_exist(paths: list[str]) -> list[str]:
+    missing = [p for p in paths if not resolve_config_path(p).is_file()]
+    if missing:
+        raise ValueError(f"config file {missing[0]} not found")
+    return paths
+
+
+def _template(metric: str) -> str:
+    try:
+        template_fields(metric)
+    except ValueError as error:
+        raise ValueError(f"bad template {metric!r}: {error}") from None
+    return metric
+
+
+def _scalar(value: Any) -> Any:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError(f"expected a number or text, got {value!r}")
+    return value
+
+
+Bases = Annotated[OneOrMore[str], check(lambda v: bool(v) and all(v), "give a config file or a list of config files"),
+                  AfterValidator(_files_exist)]
+Overrides = Mapping[Annotated[OverrideKey, check(lambda k: k.split(".")[0] != "run",
+                                                 "the run section belongs to the runner (name, group, job_type, wandb_id)")], Any]
+Tolerance = Annotated[Number, check(lambda v: v >= 0, "must be >= 0, got {value}")]
+Metric = Annotated[str, check(bool, "missing (a logged metric such as val/acc, may hold {{row var}} fields)"), AfterValidator(_template)]
+
+
+# ------------------------------------------------------------------------------------ model
+@spec_dataclass
+class Source(Schema):
+    """Where a paper number comes from (``sources.<name>``; a bare string is its ``paper``)."""
+
+    paper: Annotated[str, check(bool, "missing (the paper, repository or page the numbers come from)")]
     where: str = ""
     split: str = ""
     protocol: str = ""
     status: str = ""
     note: str = ""
+    name: str = computed("")
 
     def describe(self) -> str:
         parts = [self.paper, self.where, self.split, self.protocol]
@@ -123,14 +151,16 @@ class Source:
         return f"{text} ({self.status})" if self.status else text
 
 
-@dataclass
-class Column:
-    name: str
-    metric: str
-    label: str
-    scale: float = 1.0
-    digits: int = 1
+@spec_dataclass
+class Column(Schema):
+    """A column (``columns.<name>``; a bare string is its ``metric``): a metric template, filled per row."""
+
+    metric: Metric
+    label: str = ""  # default: the name
+    scale: Number = 1.0
+    digits: Annotated[Integer, check(lambda v: 0 <= v <= 6, "expected an integer from 0 to 6, got {value!r}")] = 1
     note: str = ""
+    name: str = computed("")
 
     def has_cell(self, row: "Row") -> bool:
         """Whether ``row`` has this column's cell: its vars (stated or derived) fill the template."""
@@ -148,69 +178,73 @@ class Column:
         return self.metric.format(**row.vars)
 
 
-@dataclass
-class PaperCell:
-    value: float
-    source: Source | None
-    tolerance: float | None
+@spec_dataclass
+class PaperCell(Schema):
+    """A paper number (``rows.<row>.paper.<column>``; a bare number is its ``value``). ``source``:
+    a source's name or an inline source in the file, the ``Source`` once loaded; ``tolerance``:
+    the table's when the cell states none (``null``: not judged)."""
+
+    value: Number
+    source: Any = None
+    tolerance: Tolerance | None = None
     note: str = ""
 
 
-@dataclass
-class RowProfile:
-    base: list[str] | None = None
-    override: dict[str, Any] = field(default_factory=dict)
+@spec_dataclass
+class RowProfile(Schema):
+    base: Bases | None = None
+    override: Overrides = field(default_factory=dict)
     data_dir: str | None = None
-    skip: bool = False
+    skip: Flag = False
 
 
-@dataclass
-class Row:
-    name: str
-    label: str
-    section: str
-    vars: dict[str, Any]
-    override: dict[str, Any]
-    paper: dict[str, PaperCell]
-    profiles: dict[str, RowProfile]
+@spec_dataclass
+class Row(Schema):
+    label: str = ""  # default: the name
+    section: str = ""
+    vars: Mapping[Identifier, Annotated[Any, AfterValidator(_scalar)]] = field(default_factory=dict)
+    override: Overrides = field(default_factory=dict)
+    paper: Mapping[str, Annotated[PaperCell, shorthand("value")]] = field(default_factory=dict)
+    profiles: Mapping[str, RowProfile] = field(default_factory=dict)
     note: str = ""
-    derived: tuple[str, ...] = ()  # the table's derived var names (resolved per profile at plan time)
+    name: str = computed("")
+    derived: tuple[str, ...] = computed(())  # the table's derived var names (resolved per profile at plan time)
 
     def in_profile(self, profile: str) -> bool:
         return not self.profiles.get(profile, RowProfile()).skip
 
 
-@dataclass
-class DataSpec:
+@spec_dataclass
+class DataSpec(Schema):
     """How ``--data-root DIR`` reaches a profile's configs: ``DIR/<dir>`` becomes the config value
     at ``key`` (a row may name another ``dir``)."""
 
-    key: str
+    key: ConfigKey
     dir: str = ""
     help: str = ""
 
 
-@dataclass
-class Profile:
-    name: str
-    description: str
-    base: list[str]
-    override: dict[str, Any]
-    seeds: int = 1
-    slots: int = 1
-    compare: bool = True
-    data: DataSpec | None = None
-    note: str = ""
-    trained: TrainedFloor | None = None
-
-
-@dataclass(frozen=True)
-class TrainedFloor:
+@spec_dataclass(frozen=True)
+class TrainedFloor(Schema):
     """A row whose ``column`` cell has a mean under ``min`` (in the column's scaled units) is not
     trained enough to be judged: every comparison with one of its cells is not resolved."""
 
     column: str
-    min: float
+    min: Number
+
+
+@spec_dataclass
+class Profile(Schema):
+    base: Bases
+    description: str = ""
+    override: Overrides = field(default_factory=dict)
+    seeds: Count = 1
+    slots: Count = 1
+    compare: Flag = True
+    data: DataSpec | None = None
+    note: str = ""
+    trained: TrainedFloor | None = None
+    name: str = computed("")
 
 
 @dataclass(frozen=True)
@@ -235,50 +269,59 @@ class Comparison:
         return f"{self.left} {self.op} {self.right}"
 
 
-@dataclass
-class Check:
-    name: str
-    comparisons: list[Comparison]
+@spec_dataclass
+class Check(Schema):
+    """An ordering the paper reports: ``order`` (cells, increasing) or ``all`` (comparisons)."""
+
+    name: Annotated[str, check(bool, "missing (what the check states, e.g. 'deeper is better')")]
+    order: list[str] | None = None
+    all: OneOrMore[str] | None = None
     paper: str = ""
-    profiles: list[str] | None = None
+    profiles: OneOrMore[str] | None = None
+    comparisons: list[Comparison] = computed(factory=list)
 
     def applies(self, profile: str) -> bool:
         return self.profiles is None or profile in self.profiles
 
 
-@dataclass
-class Plot:
-    name: str
-    kind: str
+@spec_dataclass
+class Plot(Schema):
+    """per_output: a metric template with {k} at k = 1..<count var> of each row (the outputs of a
+    multi-output network); against_var: columns against a numeric row var; bars: mean +- std per
+    row; curves: a column per epoch."""
+
+    name: Name
+    kind: Literal["per_output", "against_var", "curves", "bars"]
     title: str = ""
-    rows: list[str] | None = None
-    columns: list[str] | None = None
+    rows: Annotated[list[str], check(bool, "give a list of rows")] | None = None
+    columns: OneOrMore[str] | None = None
     metric: str = ""
     count: str = ""
     var: str = ""
-    scale: float = 1.0
+    scale: Number = 1.0
     ylabel: str = ""
     xlabel: str = ""
 
 
-@dataclass
-class TableSpec:
-    path: Path
-    table: str
-    title: str
-    description: str
-    sources: dict[str, Source]
-    columns: dict[str, Column]
-    rows: dict[str, Row]
-    profiles: dict[str, Profile]
-    checks: list[Check]
-    plots: list[Plot]
-    epoch: str = "last"
+@spec_dataclass
+class TableSpec(Schema):
+    columns: Annotated[Mapping[Name, Annotated[Column, shorthand("metric")]], check(bool, "a table needs at least one column")]
+    rows: Annotated[Mapping[Name, Row], check(bool, "a table needs at least one row")]
+    profiles: Annotated[Mapping[Name, Profile], check(bool, "a table needs at least one profile (quick, paper)")]
+    table: Name = ""  # default: the file's stem
+    title: str = ""  # default: the table
+    description: str = ""
+    sources: Mapping[Name, Annotated[Source, shorthand("paper")]] = field(default_factory=dict)
+    source: str | None = None
+    checks: Items[Check] = field(default_factory=list)
+    plots: Items[Plot] = field(default_factory=list)
+    epoch: Literal["last", "best"] = "last"
     select: str | None = None
-    select_mode: str = "max"
-    tolerance: float | None = None
-    derive: dict[str, str] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict)
+    select_mode: Literal["max", "min"] = "max"
+    tolerance: Tolerance | None = None
+    derive: Mapping[Identifier, ConfigKey] = field(default_factory=dict)
+    path: Path = computed(None)
+    raw: dict[str, Any] = computed(factory=dict)
 
     def profile(self, name: str) -> Profile:
         if name not in self.profiles:
@@ -289,161 +332,11 @@ class TableSpec:
         return [row for row in self.rows.values() if row.in_profile(profile)]
 
 
-# ------------------------------------------------------------------------------ dict helpers
-def template_fields(template: str) -> set[str]:
-    """The ``{name}`` fields of a format string."""
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
-
-
-# ---------------------------------------------------------------------------------- parsing
-def _mapping(where: str, value: Any, required: bool = False) -> dict[str, Any]:
-    if value is None:
-        if required:
-            raise TableSpecError(f"{where}: missing (expected a mapping)")
-        return {}
-    if not isinstance(value, dict):
-        raise TableSpecError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _unknown(where: str, raw: dict[str, Any], allowed: set[str]) -> None:
-    bad = sorted(set(map(str, raw)) - allowed)
-    if bad:
-        prefix = f"{where}." if where else ""
-        raise TableSpecError(f"{prefix}{bad[0]}: unknown field (allowed: {', '.join(sorted(allowed))})")
-
-
-def _text(where: str, value: Any, default: str = "") -> str:
-    if value is None:
-        return default
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise TableSpecError(f"{where}: expected text, got {type(value).__name__}")
-    return str(value).strip()
-
-
-def _number(where: str, value: Any) -> float:
-    if isinstance(value, str):  # YAML reads 1e-4 (without a dot) as a string
-        try:
-            value = float(value)
-        except ValueError:
-            raise TableSpecError(f"{where}: expected a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
-        raise TableSpecError(f"{where}: expected a finite number, got {value!r}")
-    return float(value)
-
-
-def _positive_int(where: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TableSpecError(f"{where}: expected an integer >= 1, got {value!r}")
-    return value
-
-
-def _name(where: str, value: Any) -> str:
-    if not isinstance(value, str) or not _NAME.match(value) or "/" in value:
-        raise TableSpecError(f"{where}: {value!r} is not a valid name (letters, digits, '_', '-', '.')")
-    return value
-
-
-def _overrides(where: str, raw: Any) -> dict[str, Any]:
-    raw = _mapping(where, raw)
-    for key in raw:
-        if not isinstance(key, str) or not _KEY.match(key):
-            raise TableSpecError(f"{where}.{key}: not a dotted config key (such as model.init_args.optimizer.init_args.lr)")
-        if key.split(".")[0] == "run":
-            raise TableSpecError(f"{where}.{key}: the run section belongs to the runner (name, group, job_type, wandb_id)")
-    return dict(raw)
-
-
-def resolve_config_path(path: str) -> Path:
-    """A config path as written in a spec: absolute, relative to the working directory, or
-    relative to the repository root (so a spec works from any directory)."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return REPO_ROOT / p
-
-
-def _bases(where: str, raw: Any) -> list[str]:
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or not raw or not all(isinstance(p, str) and p for p in raw):
-        raise TableSpecError(f"{where}: give a config file or a list of config files")
-    for path in raw:
-        if not resolve_config_path(path).is_file():
-            raise TableSpecError(f"{where}: config file {path} not found")
-    return list(raw)
-
-
-def _source(where: str, name: str, raw: Any) -> Source:
-    if isinstance(raw, str):
-        raw = {"paper": raw}
-    raw = _mapping(where, raw)
-    _unknown(where, raw, set(SOURCE_FIELDS))
-    if not raw.get("paper"):
-        raise TableSpecError(f"{where}.paper: missing (the paper, repository or page the numbers come from)")
-    return Source(name=name, **{k: _text(f"{where}.{k}", raw.get(k)) for k in SOURCE_FIELDS})
-
-
-def _cell(where: str, raw: Any, sources: dict[str, Source], default_source: Source | None, default_tol: float | None) -> PaperCell:
-    if not isinstance(raw, dict):
-        raw = {"value": raw}
-    _unknown(where, raw, CELL_FIELDS)
-    if "value" not in raw:
-        raise TableSpecError(f"{where}.value: missing")
-    value = _number(f"{where}.value", raw["value"])
-    source = default_source
-    if raw.get("source") is not None:
-        ref = raw["source"]
-        if isinstance(ref, str) and ref in sources:
-            source = sources[ref]
-        elif isinstance(ref, dict):
-            source = _source(f"{where}.source", f"{where}.source", ref)
-        else:
-            raise TableSpecError(f"{where}.source: {ref!r} is not one of the sources ({', '.join(sources) or 'none defined'})")
-    if source is None:
-        raise TableSpecError(f"{where}.source: every paper number needs a source (set it here or a table-level `source:`)")
-    tolerance = default_tol
-    if "tolerance" in raw:
-        tolerance = None if raw["tolerance"] is None else _number(f"{where}.tolerance", raw["tolerance"])
-        if tolerance is not None and tolerance < 0:
-            raise TableSpecError(f"{where}.tolerance: must be >= 0, got {tolerance}")
-    return PaperCell(value=value, source=source, tolerance=tolerance, note=_text(f"{where}.note", raw.get("note")))
-
-
-def _ref(where: str, text: Any, rows: dict[str, Row], columns: dict[str, Column]) -> CellRef:
-    match = _REF.match(text) if isinstance(text, str) else None
-    if not match:
-        raise TableSpecError(f"{where}: {text!r} is not a cell reference <row>.<column>")
-    row, column = match.group(1), match.group(2)
-    if row not in rows:
-        raise TableSpecError(f"{where}: {row!r} is not a row (rows: {', '.join(rows)})")
-    if column not in columns:
-        raise TableSpecError(f"{where}: {column!r} is not a column (columns: {', '.join(columns)})")
-    if not columns[column].has_cell(rows[row]):
-        raise TableSpecError(f"{where}: row {row} has no {column} cell (it lacks a variable of {columns[column].metric!r})")
-    return CellRef(row, column)
-
-
-def _comparison(where: str, text: Any, rows: dict[str, Row], columns: dict[str, Column]) -> Comparison:
-    if not isinstance(text, str):
-        raise TableSpecError(f"{where}: expected 'row.column < row.column', got {text!r}")
-    for op in OPERATORS:
-        if op in text:
-            left, right = text.split(op, 1)
-            return Comparison(_ref(where, left, rows, columns), op, _ref(where, right, rows, columns))
-    raise TableSpecError(f"{where}: {text!r} has no comparison operator ({', '.join(OPERATORS)})")
-
-
+# ---------------------------------------------------------------------------------- loading
 def load_table(name_or_path: str | Path, tables_dir: Path | None = None) -> TableSpec:
     """Read and check a table spec: a name in ``experiments/tables`` or a path."""
     path = table_path(name_or_path, tables_dir)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise TableSpecError(f"{path}{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
-    return parse_table(raw, path)
+    return parse_table(load_yaml(path, TableSpecError), path)
 
 
 def available_tables(tables_dir: Path | None = None) -> list[str]:
@@ -466,280 +359,155 @@ def table_path(name_or_path: str | Path, tables_dir: Path | None = None) -> Path
 
 
 def parse_table(raw: Any, path: Path) -> TableSpec:
+    """The table spec of the YAML mapping ``raw`` read from ``path``: typed, then its cross references checked."""
     if not isinstance(raw, dict):
         raise TableSpecError(f"{path}: a table spec is a mapping (table, columns, rows, profiles, ...)")
-    _unknown("", raw, TOP_LEVEL)
-    table = _name("table", raw.get("table", path.stem))
-    title = _text("title", raw.get("title"), table)
-    description = _text("description", raw.get("description"))
+    spec = validate(TableSpec, raw, TableSpecError)
+    spec.path, spec.raw = path, raw
+    if not spec.table and not NAME.match(path.stem):
+        raise TableSpecError(f"table: {path.stem!r} (the file's stem) is not a valid name; give one")
+    spec.table = spec.table or path.stem
+    spec.title = spec.title or spec.table
+    for name, entry in [*spec.sources.items(), *spec.columns.items(), *spec.rows.items(), *spec.profiles.items()]:
+        entry.name = name
+    for entry in [*spec.columns.values(), *spec.rows.values()]:
+        entry.label = entry.label or entry.name
+    for row in spec.rows.values():
+        row.derived = tuple(spec.derive)
+    _check_entries(spec)
+    for row in spec.rows.values():
+        _check_row(spec, row)
+    for i, item in enumerate(spec.checks):
+        _check_check(spec, item_where("checks", i, item.name), item)
+    seen: set[str] = set()
+    for i, plot in enumerate(spec.plots):
+        if plot.name in seen:
+            raise TableSpecError(f"plots.{plot.name}: duplicate plot name")
+        seen.add(plot.name)
+        _check_plot(spec, item_where("plots", i, plot.name), plot)
+    return spec
 
-    sources = {}
-    for name, value in _mapping("sources", raw.get("sources")).items():
-        sources[_name(f"sources.{name}", name)] = _source(f"sources.{name}", name, value)
-    default_source = None
-    if raw.get("source") is not None:
-        if raw["source"] not in sources:
-            raise TableSpecError(f"source: {raw['source']!r} is not one of the sources ({', '.join(sources) or 'none defined'})")
-        default_source = sources[raw["source"]]
-    elif len(sources) == 1:
-        default_source = next(iter(sources.values()))
-    default_tol = None if raw.get("tolerance") is None else _number("tolerance", raw["tolerance"])
-    if default_tol is not None and default_tol < 0:
-        raise TableSpecError(f"tolerance: must be >= 0, got {default_tol}")
-    epoch = raw.get("epoch", "last")
-    if epoch not in ("last", "best"):
-        raise TableSpecError(f"epoch: must be last or best, got {epoch!r}")
-    select = raw.get("select")
-    if select is not None and not isinstance(select, str):
-        raise TableSpecError(f"select: expected a logged metric name such as val/acc, got {select!r}")
-    select_mode = raw.get("select_mode", "max")
-    if select_mode not in ("max", "min"):
-        raise TableSpecError(f"select_mode: must be max or min, got {select_mode!r}")
 
-    # -- columns
-    columns: dict[str, Column] = {}
-    raw_columns = _mapping("columns", raw.get("columns"), required=True)
-    if not raw_columns:
-        raise TableSpecError("columns: a table needs at least one column")
-    for name, value in raw_columns.items():
-        where = f"columns.{name}"
-        _name(where, name)
-        if isinstance(value, str):
-            value = {"metric": value}
-        value = _mapping(where, value)
-        _unknown(where, value, COLUMN_FIELDS)
-        metric = value.get("metric")
-        if not isinstance(metric, str) or not metric:
-            raise TableSpecError(f"{where}.metric: missing (a logged metric such as val/acc, may hold {{row var}} fields)")
-        try:
-            template_fields(metric)
-        except ValueError as error:
-            raise TableSpecError(f"{where}.metric: bad template {metric!r}: {error}") from None
-        digits = value.get("digits", 1)
-        if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= 6:
-            raise TableSpecError(f"{where}.digits: expected an integer from 0 to 6, got {digits!r}")
-        columns[name] = Column(
-            name=name, metric=metric, label=_text(f"{where}.label", value.get("label"), name),
-            scale=_number(f"{where}.scale", value.get("scale", 1.0)), digits=digits, note=_text(f"{where}.note", value.get("note")),
-        )
+def _fail(where: str, message: str) -> None:
+    raise TableSpecError(f"{where}: {message}")
 
-    # -- profiles (before rows: rows may name a profile)
-    profiles: dict[str, Profile] = {}
-    raw_profiles = _mapping("profiles", raw.get("profiles"), required=True)
-    if not raw_profiles:
-        raise TableSpecError("profiles: a table needs at least one profile (quick, paper)")
-    for name, value in raw_profiles.items():
-        where = f"profiles.{name}"
-        _name(where, name)
-        value = _mapping(where, value, required=True)
-        _unknown(where, value, PROFILE_FIELDS)
-        if "base" not in value:
-            raise TableSpecError(f"{where}.base: missing (the config file(s) every row starts from)")
-        data = None
-        if value.get("data") is not None:
-            d = _mapping(f"{where}.data", value["data"])
-            _unknown(f"{where}.data", d, DATA_FIELDS)
-            key = d.get("key")
-            if not isinstance(key, str) or not _KEY.match(key):
-                raise TableSpecError(f"{where}.data.key: the dotted config key of the data root, e.g. data.init_args.source.init_args.root")
-            data = DataSpec(key=key, dir=_text(f"{where}.data.dir", d.get("dir")), help=_text(f"{where}.data.help", d.get("help")))
-        compare = value.get("compare", True)
-        if not isinstance(compare, bool):
-            raise TableSpecError(f"{where}.compare: expected true or false, got {compare!r}")
-        trained = None
-        if value.get("trained") is not None:
-            t = _mapping(f"{where}.trained", value["trained"])
-            _unknown(f"{where}.trained", t, TRAINED_FIELDS)
-            if t.get("column") not in columns:
-                raise TableSpecError(f"{where}.trained.column: {t.get('column')!r} is not a column ({', '.join(columns)})")
-            trained = TrainedFloor(column=t["column"], min=_number(f"{where}.trained.min", t.get("min")))
-        profiles[name] = Profile(
-            name=name,
-            description=_text(f"{where}.description", value.get("description")),
-            base=_bases(f"{where}.base", value["base"]),
-            override=_overrides(f"{where}.override", value.get("override")),
-            seeds=_positive_int(f"{where}.seeds", value.get("seeds", 1)),
-            slots=_positive_int(f"{where}.slots", value.get("slots", 1)),
-            compare=compare,
-            data=data,
-            note=_text(f"{where}.note", value.get("note")),
-            trained=trained,
-        )
 
-    # -- derived vars: read from each row's composed config, so a row cannot say one thing and build another
-    derive: dict[str, str] = {}
-    for var, key in _mapping("derive", raw.get("derive")).items():
-        if not isinstance(var, str) or not var.isidentifier():
-            raise TableSpecError(f"derive.{var}: not a variable name")
-        if not isinstance(key, str) or not _KEY.match(key):
-            raise TableSpecError(f"derive.{var}: {key!r} is not a dotted config key (such as model.init_args.optimizer.init_args.lr)")
-        derive[var] = key
-
-    # -- rows
-    rows: dict[str, Row] = {}
-    raw_rows = _mapping("rows", raw.get("rows"), required=True)
-    if not raw_rows:
-        raise TableSpecError("rows: a table needs at least one row")
-    all_vars = {str(v) for r in raw_rows.values() if isinstance(r, dict) and isinstance(r.get("vars"), dict) for v in r["vars"]}
-    all_vars |= set(derive)
-    for column in columns.values():
+def _check_entries(spec: TableSpec) -> None:
+    """The default source, the columns' row vars, the profiles' trained floors."""
+    if spec.source is not None and spec.source not in spec.sources:
+        _fail("source", f"{spec.source!r} is not one of the sources ({', '.join(spec.sources) or 'none defined'})")
+    all_vars = {var for row in spec.rows.values() for var in row.vars} | set(spec.derive)
+    for column in spec.columns.values():
         unknown = template_fields(column.metric) - all_vars
         if unknown:
-            raise TableSpecError(f"columns.{column.name}.metric: {{{sorted(unknown)[0]}}} is not a var of any row")
-    for name, value in raw_rows.items():
-        where = f"rows.{name}"
-        _name(where, name)
-        value = _mapping(where, value, required=True)
-        _unknown(where, value, ROW_FIELDS)
-        variables = _mapping(f"{where}.vars", value.get("vars"))
-        for var, v in variables.items():
-            if not isinstance(var, str) or not var.isidentifier():
-                raise TableSpecError(f"{where}.vars.{var}: not a variable name")
-            if not isinstance(v, (str, int, float)) or isinstance(v, bool):
-                raise TableSpecError(f"{where}.vars.{var}: expected a number or text, got {v!r}")
-        row_profiles: dict[str, RowProfile] = {}
-        for pname, pvalue in _mapping(f"{where}.profiles", value.get("profiles")).items():
-            pwhere = f"{where}.profiles.{pname}"
-            if pname not in profiles:
-                raise TableSpecError(f"{pwhere}: {pname!r} is not a profile ({', '.join(profiles)})")
-            pvalue = _mapping(pwhere, pvalue)
-            _unknown(pwhere, pvalue, ROW_PROFILE_FIELDS)
-            skip = pvalue.get("skip", False)
-            if not isinstance(skip, bool):
-                raise TableSpecError(f"{pwhere}.skip: expected true or false, got {skip!r}")
-            data_dir = pvalue.get("data_dir")
-            if data_dir is not None and profiles[pname].data is None:
-                raise TableSpecError(f"{pwhere}.data_dir: profile {pname} has no data section (data.key) to apply it to")
-            row_profiles[pname] = RowProfile(
-                base=_bases(f"{pwhere}.base", pvalue["base"]) if pvalue.get("base") is not None else None,
-                override=_overrides(f"{pwhere}.override", pvalue.get("override")),
-                data_dir=None if data_dir is None else _text(f"{pwhere}.data_dir", data_dir),
-                skip=skip,
-            )
-        row = Row(
-            name=name, label=_text(f"{where}.label", value.get("label"), name), section=_text(f"{where}.section", value.get("section")),
-            vars=dict(variables), override=_overrides(f"{where}.override", value.get("override")), paper={},
-            profiles=row_profiles, note=_text(f"{where}.note", value.get("note")), derived=tuple(derive),
-        )
-        for column, cell in _mapping(f"{where}.paper", value.get("paper")).items():
-            cwhere = f"{where}.paper.{column}"
-            if column not in columns:
-                raise TableSpecError(f"{cwhere}: unknown column (columns: {', '.join(columns)})")
-            if not columns[column].has_cell(row):
-                missing = sorted(template_fields(columns[column].metric) - set(row.vars))
-                raise TableSpecError(f"{cwhere}: the row has no {column} cell: its vars lack {', '.join(missing)} for {columns[column].metric!r}")
-            row.paper[column] = _cell(cwhere, cell, sources, default_source, default_tol)
-        rows[name] = row
-    for pname in profiles:
-        if not any(r.in_profile(pname) for r in rows.values()):
-            raise TableSpecError(f"profiles.{pname}: every row skips this profile")
+            _fail(f"columns.{column.name}.metric", f"{{{sorted(unknown)[0]}}} is not a var of any row")
+    for profile in spec.profiles.values():
+        if profile.trained is not None and profile.trained.column not in spec.columns:
+            _fail(f"profiles.{profile.name}.trained.column", f"{profile.trained.column!r} is not a column ({', '.join(spec.columns)})")
+        if not any(row.in_profile(profile.name) for row in spec.rows.values()):
+            _fail(f"profiles.{profile.name}", "every row skips this profile")
 
-    # -- checks
-    checks: list[Check] = []
-    raw_checks = raw.get("checks") or []
-    if not isinstance(raw_checks, list):
-        raise TableSpecError("checks: expected a list")
-    for i, value in enumerate(raw_checks):
-        where = f"checks[{i}]"
-        value = _mapping(where, value, required=True)
-        _unknown(where, value, CHECK_FIELDS)
-        name = _text(f"{where}.name", value.get("name"))
-        if not name:
-            raise TableSpecError(f"{where}.name: missing (what the check states, e.g. 'deeper is better')")
-        where = f"checks[{i}] ({name})"
-        comparisons: list[Comparison] = []
-        if ("order" in value) == ("all" in value):
-            raise TableSpecError(f"{where}: give either order: [cells, increasing] or all: ['a < b', ...]")
-        if "order" in value:
-            order = value["order"]
-            if not isinstance(order, list) or len(order) < 2:
-                raise TableSpecError(f"{where}.order: give two or more cells <row>.<column>, in increasing order")
-            refs = [_ref(f"{where}.order[{j}]", text, rows, columns) for j, text in enumerate(order)]
-            comparisons = [Comparison(a, "<", b) for a, b in zip(refs, refs[1:])]
+
+def _check_row(spec: TableSpec, row: Row) -> None:
+    """A row's profiles and paper cells; each cell gets its source and tolerance."""
+    where = f"rows.{row.name}"
+    for name, profile in row.profiles.items():
+        if name not in spec.profiles:
+            _fail(f"{where}.profiles.{name}", f"{name!r} is not a profile ({', '.join(spec.profiles)})")
+        if profile.data_dir is not None and spec.profiles[name].data is None:
+            _fail(f"{where}.profiles.{name}.data_dir", f"profile {name} has no data section (data.key) to apply it to")
+    default = spec.sources.get(spec.source or "") or (next(iter(spec.sources.values())) if len(spec.sources) == 1 else None)
+    for column, cell in row.paper.items():
+        cwhere = f"{where}.paper.{column}"
+        if column not in spec.columns:
+            _fail(cwhere, f"unknown column (columns: {', '.join(spec.columns)})")
+        if not spec.columns[column].has_cell(row):
+            missing = sorted(template_fields(spec.columns[column].metric) - set(row.vars))
+            _fail(cwhere, f"the row has no {column} cell: its vars lack {', '.join(missing)} for {spec.columns[column].metric!r}")
+        if isinstance(cell.source, dict):
+            cell.source = validate(Source, cell.source, TableSpecError, where=f"{cwhere}.source")
+            cell.source.name = f"{cwhere}.source"
+        elif cell.source is None:
+            cell.source = default
+        elif cell.source in spec.sources:
+            cell.source = spec.sources[cell.source]
         else:
-            items = value["all"]
-            if isinstance(items, str):
-                items = [items]
-            if not isinstance(items, list) or not items:
-                raise TableSpecError(f"{where}.all: give a list of comparisons such as 'hg2.halfway < hg2.final'")
-            comparisons = [_comparison(f"{where}.all[{j}]", text, rows, columns) for j, text in enumerate(items)]
-        check_profiles = value.get("profiles")
-        if check_profiles is not None:
-            if isinstance(check_profiles, str):
-                check_profiles = [check_profiles]
-            bad = [p for p in check_profiles if p not in profiles]
-            if bad:
-                raise TableSpecError(f"{where}.profiles: {bad[0]!r} is not a profile ({', '.join(profiles)})")
-        if check_profiles is not None:
-            for comparison in comparisons:
-                for ref in (comparison.left, comparison.right):
-                    skipped = [p for p in check_profiles if not rows[ref.row].in_profile(p)]
-                    if skipped:
-                        raise TableSpecError(f"{where}: row {ref.row} skips profile {skipped[0]}")
-        checks.append(Check(name=name, comparisons=comparisons, paper=_text(f"{where}.paper", value.get("paper")), profiles=check_profiles))
+            _fail(f"{cwhere}.source", f"{cell.source!r} is not one of the sources ({', '.join(spec.sources) or 'none defined'})")
+        if cell.source is None:
+            _fail(f"{cwhere}.source", "every paper number needs a source (set it here or a table-level `source:`)")
+        stated = spec.raw["rows"][row.name]["paper"][column]
+        if not (isinstance(stated, dict) and "tolerance" in stated):
+            cell.tolerance = spec.tolerance
 
-    # -- plots
-    plots: list[Plot] = []
-    raw_plots = raw.get("plots") or []
-    if not isinstance(raw_plots, list):
-        raise TableSpecError("plots: expected a list")
-    names: set[str] = set()
-    for i, value in enumerate(raw_plots):
-        where = f"plots[{i}]"
-        value = _mapping(where, value, required=True)
-        _unknown(where, value, PLOT_FIELDS)
-        name = _name(f"{where}.name", value.get("name"))
-        where = f"plots.{name}"
-        if name in names:
-            raise TableSpecError(f"{where}: duplicate plot name")
-        names.add(name)
-        kind = value.get("kind")
-        if kind not in PLOT_KINDS:
-            raise TableSpecError(f"{where}.kind: must be one of {', '.join(PLOT_KINDS)}, got {kind!r}")
-        plot_rows = value.get("rows")
-        if plot_rows is not None:
-            if not isinstance(plot_rows, list) or not plot_rows:
-                raise TableSpecError(f"{where}.rows: give a list of rows")
-            for r in plot_rows:
-                if r not in rows:
-                    raise TableSpecError(f"{where}.rows: {r!r} is not a row (rows: {', '.join(rows)})")
-        plot_columns = value.get("columns")
-        if plot_columns is not None:
-            if isinstance(plot_columns, str):
-                plot_columns = [plot_columns]
-            for c in plot_columns:
-                if c not in columns:
-                    raise TableSpecError(f"{where}.columns: {c!r} is not a column (columns: {', '.join(columns)})")
-        plot = Plot(
-            name=name, kind=kind, title=_text(f"{where}.title", value.get("title")), rows=plot_rows, columns=plot_columns,
-            metric=_text(f"{where}.metric", value.get("metric")), count=_text(f"{where}.count", value.get("count")),
-            var=_text(f"{where}.var", value.get("var")), scale=_number(f"{where}.scale", value.get("scale", 1.0)),
-            ylabel=_text(f"{where}.ylabel", value.get("ylabel")), xlabel=_text(f"{where}.xlabel", value.get("xlabel")),
-        )
-        plotted = plot_rows or list(rows)
-        if kind == "per_output":
-            if "k" not in template_fields(plot.metric):
-                raise TableSpecError(f"{where}.metric: a per_output plot needs a metric template with {{k}} (the output), e.g. val/acc_head{{k}}")
-            if not plot.count:
-                raise TableSpecError(f"{where}.count: the row var that holds each row's number of outputs")
-            for r in plotted:
-                if plot.count not in derive:
-                    count = rows[r].vars.get(plot.count)
-                    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                        raise TableSpecError(f"{where}: row {r} needs an integer var {plot.count!r} (its number of outputs)")
-                missing = template_fields(plot.metric) - {"k"} - set(rows[r].vars) - set(derive)
-                if missing:
-                    raise TableSpecError(f"{where}.metric: row {r} lacks the var {sorted(missing)[0]!r}")
-        elif kind == "against_var":
-            if not plot.var:
-                raise TableSpecError(f"{where}.var: the numeric row var on the x axis")
-            for r in plotted:
-                if plot.var not in derive and not isinstance(rows[r].vars.get(plot.var), (int, float)):
-                    raise TableSpecError(f"{where}: row {r} needs a numeric var {plot.var!r}")
-        plots.append(plot)
 
-    return TableSpec(
-        path=path, table=table, title=title, description=description, sources=sources, columns=columns, rows=rows,
-        profiles=profiles, checks=checks, plots=plots, epoch=epoch, select=select, select_mode=select_mode,
-        tolerance=default_tol, derive=derive, raw=raw,
-    )
+def _check_check(spec: TableSpec, where: str, item: Check) -> None:
+    """A check's cells exist (in its profiles); its comparisons are built."""
+    if (item.order is None) == (item.all is None):
+        _fail(where, "give either order: [cells, increasing] or all: ['a < b', ...]")
+    if item.order is not None:
+        if len(item.order) < 2:
+            _fail(f"{where}.order", "give two or more cells <row>.<column>, in increasing order")
+        refs = [_ref(spec, f"{where}.order[{j}]", text) for j, text in enumerate(item.order)]
+        item.comparisons = [Comparison(a, "<", b) for a, b in zip(refs, refs[1:])]
+    else:
+        if not item.all:
+            _fail(f"{where}.all", "give a list of comparisons such as 'hg2.halfway < hg2.final'")
+        item.comparisons = [_comparison(spec, f"{where}.all[{j}]", text) for j, text in enumerate(item.all)]
+    for profile in item.profiles or []:
+        if profile not in spec.profiles:
+            _fail(f"{where}.profiles", f"{profile!r} is not a profile ({', '.join(spec.profiles)})")
+    for ref in [r for comparison in item.comparisons for r in (comparison.left, comparison.right)]:
+        skipped = [p for p in item.profiles or [] if not spec.rows[ref.row].in_profile(p)]
+        if skipped:
+            _fail(where, f"row {ref.row} skips profile {skipped[0]}")
+
+
+def _ref(spec: TableSpec, where: str, text: str) -> CellRef:
+    match = _REF.match(text)
+    if not match:
+        _fail(where, f"{text!r} is not a cell reference <row>.<column>")
+    row, column = match.groups()
+    if row not in spec.rows:
+        _fail(where, f"{row!r} is not a row (rows: {', '.join(spec.rows)})")
+    if column not in spec.columns:
+        _fail(where, f"{column!r} is not a column (columns: {', '.join(spec.columns)})")
+    if not spec.columns[column].has_cell(spec.rows[row]):
+        _fail(where, f"row {row} has no {column} cell (it lacks a variable of {spec.columns[column].metric!r})")
+    return CellRef(row, column)
+
+
+def _comparison(spec: TableSpec, where: str, text: str) -> Comparison:
+    for op in OPERATORS:
+        if op in text:
+            left, right = text.split(op, 1)
+            return Comparison(_ref(spec, where, left), op, _ref(spec, where, right))
+    _fail(where, f"{text!r} has no comparison operator ({', '.join(OPERATORS)})")
+
+
+def _check_plot(spec: TableSpec, where: str, plot: Plot) -> None:
+    """A plot's rows and columns exist, and its kind's row vars with them."""
+    for r in plot.rows or []:
+        if r not in spec.rows:
+            _fail(f"{where}.rows", f"{r!r} is not a row (rows: {', '.join(spec.rows)})")
+    for c in plot.columns or []:
+        if c not in spec.columns:
+            _fail(f"{where}.columns", f"{c!r} is not a column (columns: {', '.join(spec.columns)})")
+    plotted = [spec.rows[r] for r in plot.rows or spec.rows]
+    if plot.kind == "per_output":
+        if "k" not in template_fields(plot.metric):
+            _fail(f"{where}.metric", "a per_output plot needs a metric template with {k} (the output), e.g. val/acc_head{k}")
+        if not plot.count:
+            _fail(f"{where}.count", "the row var that holds each row's number of outputs")
+        for row in plotted:
+            count = row.vars.get(plot.count)
+            if plot.count not in spec.derive and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+                _fail(where, f"row {row.name} needs an integer var {plot.count!r} (its number of outputs)")
+            missing = template_fields(plot.metric) - {"k"} - set(row.vars) - set(spec.derive)
+            if missing:
+                _fail(f"{where}.metric", f"row {row.name} lacks the var {sorted(missing)[0]!r}")
+    elif plot.kind == "against_var":
+        if not plot.var:
+            _fail(f"{where}.var", "the numeric row var on the x axis")
+        for row in plotted:
+            if plot.var not in spec.derive and not isinstance(row.vars.get(plot.var), (int, float)):
+                _fail(where, f"row {row.name} needs a numeric var {plot.var!r}")
