@@ -15,18 +15,15 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric
 
 from core.errors import ConfigError
 from core.facts import DataFacts
 from core.io import write_atomic
 from lightning_modules.metrics.detection import COCOEvaluator, VOCEvaluator, image_record
-from lightning_modules.optim import build_optimizers
-from lightning_modules.visualize import log_wandb_images
+from lightning_modules.task import TaskModule
 
 __all__ = ["DetectionModule", "detector_targets"]
 
@@ -42,11 +39,36 @@ def detector_targets(targets: Sequence[dict[str, Any]], fields: Sequence[str] = 
     return [{key: target[key] for key in fields if key in target} for target in targets]
 
 
-class DetectionModule(pl.LightningModule):
+def fit_to_data(network: nn.Module, facts: DataFacts) -> None:
+    """Make ``network`` predict the data's classes, or say where it does not.
+
+    A network with a ``build(num_classes, num_keypoints)`` step that is not built yet (its
+    ``detector`` is ``None``) is built for ``len(class_names) + 1`` classes (with the background; its
+    own ``num_classes`` without class names) and the data's keypoints. A built network (or one
+    complete after its ``__init__``) must predict ``len(class_names) + 1`` classes and the data's
+    keypoints, where the data names them; else ``ConfigError`` names the argument and both numbers.
+    """
+    class_names, keypoints = tuple(facts.class_names), len(facts.keypoint_names)
+    if callable(getattr(network, "build", None)) and getattr(network, "detector", None) is None:
+        if not class_names and getattr(network, "num_classes", None) is None:
+            raise ConfigError("DetectionModule needs the classes: data_facts with class names, or a network with num_classes")
+        network.build(len(class_names) + 1 if class_names else network.num_classes, keypoints)
+        return
+    num_classes = getattr(network, "num_classes", None)
+    if class_names and num_classes != len(class_names) + 1:
+        raise ConfigError(f"model.init_args.network.init_args.num_classes is {num_classes} but the data has {len(class_names)} classes (+ background)")
+    given = getattr(network, "num_keypoints", 0)
+    if keypoints and given and given != keypoints:
+        raise ConfigError(f"model.init_args.network.init_args.num_keypoints is {given} but the data's objects have {keypoints}")
+
+
+class DetectionModule(TaskModule):
     """Training and official evaluation of a torchvision detector.
 
     Args:
-        network: a ``TorchvisionDetector`` (its ``num_classes`` may be left to the data).
+        network: a ``TorchvisionDetector``. A network with a ``build`` step that is not built yet
+            is built here for the data's classes (``len(class_names) + 1``) and keypoints; a built
+            one must have ``num_classes == len(class_names) + 1`` when the data names its classes.
         optimizer: the optimiser factory (LightningCLI's ``optimizer:``); ``None``: SGD, lr 0.02,
             momentum 0.9, weight decay 1e-4 (torchvision's reference for 16 images per step).
         scheduler: the scheduler factory, stepped per epoch (``MultiStepLR`` at epochs 16, 22 of 26
@@ -61,6 +83,8 @@ class DetectionModule(pl.LightningModule):
         log_images: validation images drawn with their predicted boxes and masks and logged to W&B
             every validation (0: none).
         image_score_threshold: detections drawn in those images score at least this.
+        channels_last: keep the network's weights in channels-last memory format (the numbers are
+            unchanged; the images stay a list, see ``TaskModule``).
         data_facts: the input size, class names and ids, keypoint names, whether masks are loaded
             and the COCO ground-truth files, linked from the data module's ``facts`` by the CLI.
 
@@ -90,33 +114,24 @@ class DetectionModule(pl.LightningModule):
         protocols: list[Protocol] | None = None,
         log_images: int = 4,
         image_score_threshold: float = 0.5,
+        channels_last: bool = False,
         data_facts: DataFacts | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["network", "optimizer", "scheduler", "data_facts"])
+        # Before the base: its channels_last converts the weights the build makes.
+        fit_to_data(network, data_facts or DataFacts())
+        super().__init__(network, optimizer, scheduler, log_images, channels_last, data_facts)
         if warmup_iters < 0 or not 0 < warmup_factor <= 1:
             raise ConfigError(f"model.init_args.warmup_iters must be >= 0 and warmup_factor in (0, 1], got {warmup_iters}, {warmup_factor}")
-        protocols = list(protocols or ["coco"])
-        unknown = sorted(set(protocols) - {"coco", "voc"})
-        if unknown or not protocols:
-            raise ConfigError(f"model.init_args.protocols must be a non-empty list of coco and voc, got {protocols}")
-        facts = data_facts or DataFacts()
+        chosen = list(protocols or ["coco"])
+        unknown = sorted(set(chosen) - {"coco", "voc"})
+        if unknown or not chosen:
+            raise ConfigError(f"model.init_args.protocols must be a non-empty list of coco and voc, got {chosen}")
+        facts = self.data_facts
         self.class_names = tuple(facts.class_names)
-        if hasattr(network, "build"):
-            if not self.class_names and getattr(network, "num_classes", None) is None:
-                raise ConfigError("DetectionModule needs the classes: data_facts with class names, or a network with num_classes")
-            num_classes = len(self.class_names) + 1 if self.class_names else network.num_classes
-            network.build(num_classes, len(facts.keypoint_names))
-        self.network = network
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.warmup_iters = warmup_iters
         self.warmup_factor = warmup_factor
-        self.protocols = protocols
-        self.log_images = log_images
+        self.protocols = chosen
         self.image_score_threshold = image_score_threshold
-        if facts.input_shape is not None:
-            self.example_input_array = torch.zeros(1, *facts.input_shape)
         outputs = getattr(network, "outputs", ("boxes",))
         self.iou_types = ["bbox"]
         if "masks" in outputs and facts.masks:
@@ -126,11 +141,6 @@ class DetectionModule(pl.LightningModule):
         self.category_ids = tuple(facts.category_ids) or tuple(range(1, len(self.class_names) + 1))
         self.coco_annotations = dict(facts.coco_annotations)
         self.evaluators: dict[str, list[Any]] = {split: self._make_evaluators(split) for split in ("val", "test")}
-        self.train_loss = MeanMetric()
-        self.best = MaxMetric()
-        self.best.persistent(True)  # so val/map_best survives a resume from last.ckpt
-        self._image_batch: dict[str, Any] | None = None
-        self._last_loss_terms: dict[str, Tensor] = {}
         self._inference: dict[str, tuple[float, int]] = {}  # split -> (seconds in the network, images)
 
     def _make_evaluators(self, split: str) -> list[Any]:
@@ -146,19 +156,10 @@ class DetectionModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ the task contract
     def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
-        """The network's loss dict for one batch (train mode), with their sum as ``loss``."""
+        """The network's loss dict for one batch (train mode), in float32; the loss is their sum."""
         images, targets = batch
         terms = self.network(images, detector_targets(targets))
-        terms = {key: value.float() for key, value in terms.items()}
-        terms["loss"] = sum(terms.values())
-        return terms
-
-    def loss(self, batch: Batch) -> Tensor:
-        """The training loss of one batch: the sum of the detector's loss terms, kept (detached)
-        for ``training_step`` to log."""
-        terms = self.loss_terms(batch)
-        self._last_loss_terms = {key: value.detach() for key, value in terms.items()}
-        return terms["loss"]
+        return {key: value.float() for key, value in terms.items()}
 
     def prediction_records(self, batch: Batch, outputs: list[dict[str, Tensor]]) -> list[dict[str, Any]]:
         """COCO results, one record per detection: ``image_id`` (the COCO id, else the dataset's
@@ -179,42 +180,24 @@ class DetectionModule(pl.LightningModule):
                 records.append(record)
         return records
 
-    def configure_optimizers(self) -> Any:
-        """The configured optimiser (SGD by default), torchvision's linear warm-up stepped per
-        iteration, and the configured scheduler per epoch. Outside a Trainer (bench's bare loop):
-        the optimiser alone."""
-        default = lambda params: torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
-        params = [p for p in self.network.parameters() if p.requires_grad]
-        configured = build_optimizers(params, self.optimizer_factory, self.scheduler_factory, default=default, monitor=self.monitor)
-        if self._trainer is None:
-            return configured["optimizer"] if isinstance(configured, dict) else configured
-        if isinstance(configured, dict):
-            optimizer, schedulers = configured["optimizer"], [configured["lr_scheduler"]]
-        else:
-            optimizer, schedulers = configured, []
-        if self.warmup_iters > 0:
-            warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=self.warmup_factor, total_iters=self.warmup_iters)
-            schedulers.insert(0, {"scheduler": warmup, "interval": "step"})
-        return ([optimizer], schedulers) if schedulers else optimizer
+    def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        """SGD, lr 0.02, momentum 0.9, weight decay 1e-4 (torchvision's reference, 16 images a step)."""
+        return torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
+
+    def optimized_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters (a backbone's frozen stages stay out of the optimiser)."""
+        return [p for p in self.network.parameters() if p.requires_grad]
+
+    def step_schedules(self, optimizer: torch.optim.Optimizer) -> list[torch.optim.lr_scheduler.LRScheduler]:
+        """torchvision's linear warm-up over the first ``warmup_iters`` steps."""
+        if self.warmup_iters == 0:
+            return []
+        return [torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=self.warmup_factor, total_iters=self.warmup_iters)]
 
     # ------------------------------------------------------------------ steps
-    def forward(self, images: list[Tensor] | Tensor) -> list[dict[str, Tensor]]:
-        """Eval-mode detections, one dict per image (see ``lightning_modules.networks.detector``)."""
-        return self.network(images)
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss = self.loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}: {self._last_loss_terms}")
-        n = len(batch[0])
-        self.train_loss(loss.detach())
-        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        for key, value in self._last_loss_terms.items():
-            if key != "loss":
-                self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=n)
-        return loss
-
-    def _evaluate(self, split: str, batch: Batch) -> list[dict[str, Tensor]]:
+    def evaluate_batch(self, split: str, batch: Batch) -> list[dict[str, Tensor]]:
+        """The protocols' evaluators and the eval-mode network's images per second; returns the
+        detections (see ``forward``)."""
         images, targets = batch
         start = self._clock()
         outputs = self.network(images)
@@ -230,21 +213,14 @@ class DetectionModule(pl.LightningModule):
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        outputs = self._evaluate("val", batch)
-        if batch_idx == 0 and self.log_images and not self.trainer.sanity_checking:
-            k = self.log_images
-            self._image_batch = {"images": [i.detach().cpu() for i in batch[0][:k]], "outputs": [{key: v.detach().cpu() for key, v in o.items()} for o in outputs[:k]]}
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate("test", batch)
-
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Tensor]]:
         """The detections of each image of the batch (see ``forward``)."""
         return self.network(batch[0])
 
     # ------------------------------------------------------------------ epoch ends
-    def _log_split(self, split: str) -> float:
+    def log_evaluation(self, split: str) -> Tensor:
+        """Every protocol's statistics, ``<split>/map`` (COCO box AP, else VOC2010+ mAP; NaN or
+        undefined as 0), images per second and the per-class AP table; returns ``<split>/map``."""
         stats: dict[str, float] = {}
         tables: dict[str, dict[str, float]] = {}
         for evaluator in self.evaluators[split]:
@@ -261,7 +237,7 @@ class DetectionModule(pl.LightningModule):
             # Mean over ranks: each rank times its own share of the images.
             self.log(f"{split}/images_per_s", count / seconds, sync_dist=True)
         self._write_per_class(split, tables)
-        return value
+        return torch.tensor(value)
 
     def _write_per_class(self, split: str, tables: dict[str, dict[str, float]]) -> None:
         """``per_class_ap_<split>.md``: one row per class, one column per protocol (rank 0)."""
@@ -281,18 +257,13 @@ class DetectionModule(pl.LightningModule):
         lines += ["", "AP in %: COCO's AP@[.5:.95] per iou type, VOC's AP@0.5 (voc07: 11-point, voc12: area); — where a class has no ground truth."]
         write_atomic(Path(directory) / f"per_class_ap_{split}.md", "\n".join(lines) + "\n")
 
-    def on_validation_epoch_end(self) -> None:
-        value = self._log_split("val")
-        if not self.trainer.sanity_checking:
-            self.best(torch.tensor(value))
-            self.log("val/map_best", self.best.compute())
-            batch, self._image_batch = self._image_batch, None
-            log_wandb_images(self, "val/predictions", batch, self._panels)
+    # ------------------------------------------------------------------ pictures
+    def image_batch(self, batch: Batch, outputs: list[dict[str, Tensor]]) -> dict[str, Any]:
+        """The first images and their detections, on the CPU."""
+        k = self.log_images
+        return {"images": [i.detach().cpu() for i in batch[0][:k]], "outputs": [{key: v.detach().cpu() for key, v in o.items()} for o in outputs[:k]]}
 
-    def on_test_epoch_end(self) -> None:
-        self._log_split("test")
-
-    def _panels(self, batch: dict[str, Any]) -> list[Tensor]:
+    def draw_images(self, batch: dict[str, Any]) -> list[Tensor]:
         """``(3, H, W)`` uint8 per image: its detections above ``image_score_threshold``, boxes
         labelled with class and score, and masks where the network predicts them."""
         from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks

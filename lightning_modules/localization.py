@@ -9,20 +9,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.ops import box_convert
 
 from core.errors import ConfigError
 from core.facts import DataFacts
 from lightning_modules.metrics.localization import LocalizationAccuracy
-from lightning_modules.optim import build_optimizers
-from lightning_modules.visualize import log_wandb_images
+from lightning_modules.task import TaskModule
 
 __all__ = ["LocalizationModule", "localization_loss", "select_boxes", "boxes_to_image", "SMOOTH_L1_BETA"]
 
@@ -90,7 +88,7 @@ def boxes_to_image(boxes: Tensor, input_size: tuple[int, int], scale: Tensor, of
     return xyxy
 
 
-class LocalizationModule(pl.LightningModule):
+class LocalizationModule(TaskModule):
     """Single-object classification + localisation.
 
     Args:
@@ -105,6 +103,8 @@ class LocalizationModule(pl.LightningModule):
         iou_threshold: IoU a correct localisation needs (0.5: the ImageNet criterion).
         log_images: validation images drawn with true (green) and predicted (red) boxes and logged
             to W&B every validation (0: none).
+        channels_last: keep the network's weights and inputs in channels-last memory format (the
+            numbers are unchanged).
         data_facts: the input shape and class names, linked from the data module's ``facts`` by
             the CLI.
 
@@ -129,24 +129,17 @@ class LocalizationModule(pl.LightningModule):
         box_weight: float = 5.0,
         iou_threshold: float = 0.5,
         log_images: int = 4,
+        channels_last: bool = False,
         data_facts: DataFacts | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["network", "optimizer", "scheduler", "data_facts"])
+        super().__init__(network, optimizer, scheduler, log_images, channels_last, data_facts)
         if box_loss not in ("l2", "smooth_l1"):
             raise ConfigError(f"model.init_args.box_loss must be l2 or smooth_l1, got {box_loss!r}")
         if box_weight < 0:
             raise ConfigError(f"model.init_args.box_weight must be >= 0, got {box_weight}")
-        self.network = network
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.box_loss = box_loss
         self.box_weight = box_weight
-        self.log_images = log_images
-        facts = data_facts or DataFacts()
-        if facts.input_shape is not None:
-            self.example_input_array = torch.zeros(1, *facts.input_shape)
-        self.class_names = tuple(facts.class_names)
+        self.class_names = tuple(self.data_facts.class_names)
         num_classes = getattr(network, "num_classes", None)
         if num_classes is not None and self.class_names and num_classes != len(self.class_names):
             raise ConfigError(
@@ -156,26 +149,17 @@ class LocalizationModule(pl.LightningModule):
         if not num_classes:
             raise ConfigError("LocalizationModule needs the number of classes: a network with num_classes, or data_facts with class names")
         self.num_classes = int(num_classes)
-        self.train_loss = MeanMetric()
-        self.train_loss_cls = MeanMetric()
-        self.train_loss_box = MeanMetric()
         self.val_loss = MeanMetric()
         # Top-1 accuracy over images ("micro"; torchmetrics' default "macro" averages per class).
         self.accuracy = nn.ModuleDict({split: MulticlassAccuracy(self.num_classes, average="micro") for split in ("val", "test")})
         self.localization = nn.ModuleDict({split: LocalizationAccuracy(iou_threshold) for split in ("val", "test")})
-        self.best = MaxMetric()
-        self.best.persistent(True)  # so val/loc_accuracy_best survives a resume from last.ckpt
-        self._image_batch: dict[str, Tensor] | None = None
-        self._last_loss_terms: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ the task contract
-    def loss(self, batch: Batch) -> Tensor:
-        """The training loss of one batch: cross-entropy + ``box_weight`` x box loss. Its two
-        terms are kept (detached) in ``_last_loss_terms`` for ``training_step`` to log."""
+    def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
+        """``{"loss": cross-entropy + box_weight x box loss, "loss_cls", "loss_box"}`` of one batch
+        (see ``localization_loss``)."""
         images, target = batch
-        terms = localization_loss(self(images), target["labels"], target["boxes"], self.box_loss, self.box_weight)
-        self._last_loss_terms = {key: value.detach() for key, value in terms.items()}
-        return terms["loss"]
+        return localization_loss(self(images), target["labels"], target["boxes"], self.box_loss, self.box_weight)
 
     def prediction_records(self, batch: Batch, outputs: dict[str, Tensor]) -> list[dict[str, Any]]:
         """One result per image, COCO's detection-result fields: ``image_id`` (a COCO integer id,
@@ -202,27 +186,11 @@ class LocalizationModule(pl.LightningModule):
     def _class_name(self, label: int) -> str:
         return self.class_names[label] if label < len(self.class_names) else str(label)
 
-    def configure_optimizers(self) -> Any:
-        return build_optimizers(self.network.parameters(), self.optimizer_factory, self.scheduler_factory,
-                                default=lambda params: torch.optim.Adam(params, lr=1e-3), monitor=self.monitor)
+    def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        """Adam, lr 1e-3."""
+        return torch.optim.Adam(params, lr=1e-3)
 
     # ------------------------------------------------------------------ steps
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
-        return self.network(images)
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        images, _ = batch
-        loss = self.loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
-        n = images.shape[0]
-        self.train_loss(loss.detach())
-        self.train_loss_cls(self._last_loss_terms["loss_cls"])
-        self.train_loss_box(self._last_loss_terms["loss_box"])
-        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("train/loss_cls", self.train_loss_cls, on_step=False, on_epoch=True, batch_size=n)
-        self.log("train/loss_box", self.train_loss_box, on_step=False, on_epoch=True, batch_size=n)
-        return loss
 
     def _decode(self, outputs: dict[str, Tensor], images: Tensor, target: dict[str, Any]) -> dict[str, Tensor]:
         """Predicted class, its probability, and its box (the predicted class's, with per-class
@@ -233,33 +201,18 @@ class LocalizationModule(pl.LightningModule):
         image_boxes = boxes_to_image(boxes, tuple(images.shape[-2:]), target["scale"], target["offset"], target["orig_size"])
         return {"boxes": image_boxes, "labels": labels, "scores": scores, "input_boxes": boxes}
 
-    def _evaluate(self, split: str, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def evaluate_batch(self, split: str, batch: Batch) -> dict[str, Tensor]:
+        """Top-1 accuracy and localisation of the decoded predictions; at validation also the
+        training objective as ``val/loss``. Returns the decoded predictions."""
         images, target = batch
         outputs = self(images)
         decoded = self._decode(outputs, images, target)
         self.accuracy[split].update(outputs["logits"], target["labels"])
         self.localization[split].update(decoded["boxes"], decoded["labels"], target["boxes_xyxy"], target["labels"])
-        return outputs, decoded
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        images, target = batch
-        outputs, decoded = self._evaluate("val", batch)
-        loss = localization_loss(outputs, target["labels"], target["boxes"], self.box_loss, self.box_weight)["loss"]
-        self.val_loss(loss)
-        self.log("val/loss", self.val_loss, on_epoch=True, batch_size=images.shape[0])
-        if batch_idx == 0 and self.log_images and not self.trainer.sanity_checking:
-            k = self.log_images
-            self._image_batch = {
-                "images": images[:k].detach(),
-                "pred_boxes": decoded["input_boxes"][:k].detach(),
-                "pred_labels": decoded["labels"][:k].detach(),
-                "scores": decoded["scores"][:k].detach(),
-                "true_boxes": target["boxes"][:k].detach(),
-                "true_labels": target["labels"][:k].detach(),
-            }
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate("test", batch)
+        if split == "val":
+            self.val_loss(localization_loss(outputs, target["labels"], target["boxes"], self.box_loss, self.box_weight)["loss"])
+            self.log("val/loss", self.val_loss, on_epoch=True, batch_size=images.shape[0])
+        return decoded
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """``boxes`` ``(N, 4)`` XYXY in original-image pixels, ``labels`` ``(N,)``, ``scores``
@@ -269,7 +222,8 @@ class LocalizationModule(pl.LightningModule):
         return {"boxes": decoded["boxes"], "labels": decoded["labels"], "scores": decoded["scores"], "index": target["index"]}
 
     # ------------------------------------------------------------------ epoch ends
-    def _log_split(self, split: str) -> Tensor:
+    def log_evaluation(self, split: str) -> Tensor:
+        """Top-1 accuracy, mean IoU and localisation accuracy; returns the localisation accuracy."""
         accuracy = self.accuracy[split].compute()
         localization = self.localization[split].compute()
         self.accuracy[split].reset()
@@ -279,19 +233,21 @@ class LocalizationModule(pl.LightningModule):
         self.log(f"{split}/loc_accuracy", localization["loc_accuracy"].float(), prog_bar=True)
         return localization["loc_accuracy"].float()
 
-    def on_validation_epoch_end(self) -> None:
-        value = self._log_split("val")
-        if not self.trainer.sanity_checking:
-            self.best(value)
-            self.log("val/loc_accuracy_best", self.best.compute())
-            self._log_prediction_images()
+    # ------------------------------------------------------------------ pictures
+    def image_batch(self, batch: Batch, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Input images with the predicted and the true class and normalised box."""
+        (images, target), k = batch, self.log_images
+        return {
+            "images": images[:k].detach(),
+            "pred_boxes": outputs["input_boxes"][:k].detach(),
+            "pred_labels": outputs["labels"][:k].detach(),
+            "scores": outputs["scores"][:k].detach(),
+            "true_boxes": target["boxes"][:k].detach(),
+            "true_labels": target["labels"][:k].detach(),
+        }
 
-    def on_test_epoch_end(self) -> None:
-        self._log_split("test")
-
-    def _log_prediction_images(self) -> None:
-        batch, self._image_batch = self._image_batch, None
-        log_wandb_images(self, "val/predictions", batch, lambda b: _box_panels(b, self._class_name))
+    def draw_images(self, kept: dict[str, Tensor]) -> list[Tensor]:
+        return _box_panels(kept, self._class_name)
 
 
 def _box_panels(batch: dict[str, Tensor], class_name: Any) -> list[Tensor]:

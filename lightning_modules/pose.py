@@ -8,19 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MeanMetric
 
 from core.errors import ConfigError
 from core.facts import DataFacts
 from lightning_modules.heatmap_decode import decode_heatmaps, flip_back, to_image_coordinates
 from lightning_modules.metrics.coco_keypoints import COCOKeypointAP
 from lightning_modules.metrics.pck import PCK
-from lightning_modules.optim import build_optimizers
-from lightning_modules.visualize import log_wandb_images, pose_panels
+from lightning_modules.task import TaskModule
+from lightning_modules.visualize import pose_panels
 
 __all__ = ["PoseEstimationModule", "heatmap_loss"]
 
@@ -43,7 +42,7 @@ def heatmap_loss(outputs: list[Tensor], heatmaps: Tensor, valid: Tensor, interme
     return sum(((out.float() - heatmaps) ** 2 * weight).sum() / count for out in supervised)
 
 
-class PoseEstimationModule(pl.LightningModule):
+class PoseEstimationModule(TaskModule):
     """Heatmap-based pose estimation.
 
     Args:
@@ -62,11 +61,14 @@ class PoseEstimationModule(pl.LightningModule):
             or PCK@0.2) and COCO ground truth; linked from the data module's ``facts`` by the CLI.
 
     Batches are ``(images, target)`` as ``datamodules.pose.PoseDataModule`` makes them.
-    Metrics: ``val/<protocol>`` (final stack), ``val/<protocol>_<part>``, ``val/<protocol>_limbs``,
-    ``val/<protocol>_stack<k>`` and ``val/<protocol>_limbs_stack<k>`` for every stack, ``val/loss``,
-    ``val/<protocol>_best``; the same under ``test/`` without the best. On COCO, the official OKS
-    AP/AR of the final stack's keypoints too (``val/coco_ap``, ``val/coco_ap50``, ..., pycocotools).
+    Metrics: ``train/loss``; ``val/<protocol>`` (final stack), ``val/<protocol>_<part>``,
+    ``val/<protocol>_limbs``, ``val/<protocol>_stack<k>`` and ``val/<protocol>_limbs_stack<k>`` for
+    every stack, ``val/loss``, ``val/<protocol>_best``; the same under ``test/`` without the loss and
+    the best. On COCO, the official OKS AP/AR of the final stack's keypoints too (``val/coco_ap``,
+    ``val/coco_ap50``, ..., pycocotools).
     """
+
+    monitor_mode = "max"
 
     def __init__(
         self,
@@ -80,29 +82,15 @@ class PoseEstimationModule(pl.LightningModule):
         channels_last: bool = False,
         data_facts: DataFacts | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["network", "optimizer", "scheduler", "data_facts"])
-        self.network = network
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        super().__init__(network, optimizer, scheduler, log_images, channels_last, data_facts)
         self.intermediate_supervision = intermediate_supervision
         self.flip_test = flip_test
         self.quarter_offset = quarter_offset
-        self.log_images = log_images
-        self.channels_last = channels_last
-        if channels_last:
-            self.network.to(memory_format=torch.channels_last)
-        self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
-        self.best = MaxMetric()
-        self.best.persistent(True)  # so val/<metric>_best survives a resume from last.ckpt
-        self._image_batch: dict[str, Tensor] | None = None
         self.metrics = nn.ModuleDict()
         self.coco_ap = nn.ModuleDict()
-        facts = data_facts or DataFacts()
+        facts = self.data_facts
         self.skeleton, self.protocol = facts.skeleton, facts.protocol
-        if facts.input_shape is not None:
-            self.example_input_array = torch.zeros(1, *facts.input_shape)
         if self.skeleton is not None and self.protocol is not None:
             joints = getattr(network, "num_joints", self.skeleton.num_joints)
             if joints != self.skeleton.num_joints:
@@ -132,12 +120,10 @@ class PoseEstimationModule(pl.LightningModule):
         """The metric that selects the best checkpoint: the protocol's accuracy of the final stack."""
         return f"val/{self.metric_name}"
 
-    monitor_mode = "max"
-
-    def loss(self, batch: tuple[Tensor, dict[str, Tensor]]) -> Tensor:
-        """The training loss of one batch: heatmap MSE over the supervised stacks."""
+    def loss_terms(self, batch: tuple[Tensor, dict[str, Tensor]]) -> dict[str, Tensor]:
+        """``{"loss": heatmap MSE over the supervised stacks}`` of one batch."""
         images, target = batch
-        return heatmap_loss(self(images), target["heatmaps"], target["heatmap_valid"], self.intermediate_supervision)
+        return {"loss": heatmap_loss(self(images), target["heatmaps"], target["heatmap_valid"], self.intermediate_supervision)}
 
     def prediction_records(self, batch: tuple[Tensor, dict[str, Tensor]], outputs: dict[str, Tensor]) -> list[dict[str, Any]]:
         """One COCO keypoint result per person: ``image_id`` (COCO's id, else the dataset's image
@@ -157,26 +143,11 @@ class PoseEstimationModule(pl.LightningModule):
             })
         return records
 
-    def configure_optimizers(self) -> Any:
-        return build_optimizers(self.network.parameters(), self.optimizer_factory, self.scheduler_factory,
-                                default=lambda params: torch.optim.RMSprop(params, lr=2.5e-4), monitor=self.monitor)
+    def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        """The paper's RMSprop, lr 2.5e-4."""
+        return torch.optim.RMSprop(params, lr=2.5e-4)
 
     # ------------------------------------------------------------------ steps
-    def forward(self, images: Tensor) -> list[Tensor]:
-        return self.network(self._memory_format(images))
-
-    def _memory_format(self, images: Tensor) -> Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
-
-    def training_step(self, batch: tuple[Tensor, dict[str, Tensor]], batch_idx: int) -> Tensor:
-        images, _ = batch
-        loss = self.loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
-        self.train_loss(loss.detach())
-        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=images.shape[0])
-        return loss
-
     def _predict_heatmaps(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """The network's outputs on ``images`` and, with the flip test, their average with the
         outputs on the mirrored images (else the same list twice)."""
@@ -192,7 +163,9 @@ class PoseEstimationModule(pl.LightningModule):
         stride = images.shape[-1] / heatmaps.shape[-1]
         return to_image_coordinates(coords, stride, crop_matrices), scores
 
-    def _evaluate(self, split: str, batch: tuple[Tensor, dict[str, Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
+    def evaluate_batch(self, split: str, batch: tuple[Tensor, dict[str, Tensor]]) -> list[Tensor]:
+        """PCK per stack (and COCO's OKS AP) of the (flip-averaged) heatmaps; at validation also
+        the training loss of the plain heatmaps as ``val/loss``. Returns the flip-averaged heatmaps."""
         images, target = batch
         raw, outputs = self._predict_heatmaps(images)
         normaliser = target[self.protocol.normaliser]
@@ -201,19 +174,10 @@ class PoseEstimationModule(pl.LightningModule):
             self.metrics[f"{split}_stack{k}"].update(keypoints, target["keypoints"], target["visible"], normaliser)
         if split in self.coco_ap:
             self.coco_ap[split].update(target["image_id"], keypoints, scores)
-        return raw, outputs
-
-    def validation_step(self, batch: tuple[Tensor, dict[str, Tensor]], batch_idx: int) -> None:
-        images, target = batch
-        raw, outputs = self._evaluate("val", batch)
-        loss = heatmap_loss(raw, target["heatmaps"], target["heatmap_valid"], self.intermediate_supervision)
-        self.val_loss(loss)
-        self.log("val/loss", self.val_loss, on_epoch=True, batch_size=images.shape[0])
-        if batch_idx == 0 and self.log_images and not self.trainer.sanity_checking:
-            self._image_batch = {"images": images[: self.log_images].detach(), "heatmaps": outputs[-1][: self.log_images].detach()}
-
-    def test_step(self, batch: tuple[Tensor, dict[str, Tensor]], batch_idx: int) -> None:
-        self._evaluate("test", batch)
+        if split == "val":
+            self.val_loss(heatmap_loss(raw, target["heatmaps"], target["heatmap_valid"], self.intermediate_supervision))
+            self.log("val/loss", self.val_loss, on_epoch=True, batch_size=images.shape[0])
+        return outputs
 
     def predict_step(self, batch: tuple[Tensor, dict[str, Tensor]], batch_idx: int) -> dict[str, Tensor]:
         """Keypoints in original-image pixel-index coordinates, ``(N, K, 2)``, with peak scores."""
@@ -223,7 +187,9 @@ class PoseEstimationModule(pl.LightningModule):
         return {"keypoints": keypoints, "scores": scores, "index": target["index"]}
 
     # ------------------------------------------------------------------ epoch ends
-    def _log_split(self, split: str) -> Tensor:
+    def log_evaluation(self, split: str) -> Tensor:
+        """PCK of every stack, of the final stack per part and over the limbs, COCO's AP/AR where
+        scored; returns the final stack's mean PCK."""
         name = self.metric_name
         stacks = sum(1 for key in self.metrics if key.startswith(f"{split}_stack"))
         final = None
@@ -248,16 +214,10 @@ class PoseEstimationModule(pl.LightningModule):
                 self.log(f"{split}/coco_{stat.lower()}", value.float())
         return final["mean"]
 
-    def on_validation_epoch_end(self) -> None:
-        value = self._log_split("val")
-        if not self.trainer.sanity_checking:
-            self.best(value)
-            self.log(f"val/{self.metric_name}_best", self.best.compute())
-            self._log_prediction_images()
+    # ------------------------------------------------------------------ pictures
+    def image_batch(self, batch: tuple[Tensor, dict[str, Tensor]], outputs: list[Tensor]) -> dict[str, Tensor]:
+        k = self.log_images
+        return {"images": batch[0][:k].detach(), "heatmaps": outputs[-1][:k].detach()}
 
-    def on_test_epoch_end(self) -> None:
-        self._log_split("test")
-
-    def _log_prediction_images(self) -> None:
-        batch, self._image_batch = self._image_batch, None
-        log_wandb_images(self, "val/predictions", batch, lambda b: pose_panels(b["images"], b["heatmaps"], self.skeleton))
+    def draw_images(self, kept: dict[str, Tensor]) -> list[Tensor]:
+        return pose_panels(kept["images"], kept["heatmaps"], self.skeleton)

@@ -12,20 +12,18 @@ import math
 import re
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MeanMetric
 
 from core.errors import ConfigError
 from core.facts import DataFacts
 from core.label_sets import IGNORE_INDEX, palette_for
 from lightning_modules.metrics.segmentation import SegmentationScores
-from lightning_modules.optim import build_optimizers
-from lightning_modules.visualize import log_wandb_images
+from lightning_modules.task import TaskModule
 
 __all__ = ["SegmentationModule", "SlidingWindow", "dice_loss", "split_outputs", "center_crop_to", "align", "label_rle"]
 
@@ -143,7 +141,7 @@ def label_rle(labels: np.ndarray, label: int) -> dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-class SegmentationModule(pl.LightningModule):
+class SegmentationModule(TaskModule):
     """Semantic segmentation with cross-entropy (+ Dice), poly schedule and mIoU.
 
     Args:
@@ -165,6 +163,8 @@ class SegmentationModule(pl.LightningModule):
         inference: ``None``: whole images at evaluation; a ``SlidingWindow`` for large images.
         log_images: validation images drawn as image | ground truth | prediction and logged to
             W&B every validation (0: none).
+        channels_last: keep the network's weights and inputs in channels-last memory format (the
+            numbers are unchanged).
         data_facts: the input shape, class names, ignore index and palette, linked from the data
             module's ``facts`` by the CLI.
 
@@ -179,6 +179,7 @@ class SegmentationModule(pl.LightningModule):
 
     monitor = "val/miou"
     monitor_mode = "max"
+    unsaved_arguments = ("inference",)
 
     def __init__(
         self,
@@ -191,24 +192,18 @@ class SegmentationModule(pl.LightningModule):
         class_weights: list[float] | None = None,
         inference: SlidingWindow | None = None,
         log_images: int = 4,
+        channels_last: bool = False,
         data_facts: DataFacts | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["network", "optimizer", "scheduler", "inference", "data_facts"])
+        super().__init__(network, optimizer, scheduler, log_images, channels_last, data_facts)
         for name, value in (("poly_power", poly_power), ("dice_weight", dice_weight), ("aux_weight", aux_weight)):
             if value < 0:
                 raise ConfigError(f"model.init_args.{name} must be >= 0, got {value}")
-        self.network = network
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.poly_power = poly_power
         self.dice_weight = dice_weight
         self.aux_weight = aux_weight
         self.inference = inference
-        self.log_images = log_images
-        facts = data_facts or DataFacts()
-        if facts.input_shape is not None:
-            self.example_input_array = torch.zeros(1, *facts.input_shape)
+        facts = self.data_facts
         self.class_names = tuple(facts.class_names)
         num_classes = getattr(network, "num_classes", None) or self._infer_num_classes(network)
         if num_classes is not None and self.class_names and num_classes != len(self.class_names):
@@ -225,13 +220,8 @@ class SegmentationModule(pl.LightningModule):
         if class_weights is not None and len(class_weights) != self.num_classes:
             raise ConfigError(f"model.init_args.class_weights has {len(class_weights)} weights for {self.num_classes} classes")
         self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32), persistent=False)
-        self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.scores = nn.ModuleDict({split: SegmentationScores(self.num_classes, self.ignore_index) for split in ("val", "test")})
-        self.best = MaxMetric()
-        self.best.persistent(True)  # so val/miou_best survives a resume from last.ckpt
-        self._image_batch: dict[str, Tensor] | None = None
-        self._last_loss_terms: dict[str, Tensor] = {}
 
     @staticmethod
     def _infer_num_classes(network: nn.Module) -> int | None:
@@ -240,11 +230,13 @@ class SegmentationModule(pl.LightningModule):
         return convs[-1].out_channels if convs else None
 
     # ------------------------------------------------------------------ the task contract
-    def loss_terms(self, outputs: Tensor | dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
-        """``{"loss": total, "loss_ce": ..., ["loss_dice": ...], ["loss_aux": ...]}`` of one batch's
-        network outputs against ``labels (N, H, W)`` (centre-cropped to the output when it is smaller)."""
-        logits, aux = split_outputs(outputs)
-        logits, labels = align(logits, labels)
+    def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
+        """``{"loss": total, "loss_ce": ..., ["loss_dice": ...], ["loss_aux": ...]}`` of one batch:
+        the network's outputs against ``target["labels"] (N, H, W)`` (centre-cropped to the output
+        when it is smaller); the total is ``loss_ce + dice_weight loss_dice + aux_weight loss_aux``."""
+        images, target = batch
+        logits, aux = split_outputs(self(images))
+        logits, labels = align(logits, target["labels"])
         if aux is not None:
             aux = align(aux, labels)[0]
         weight = self.class_weights
@@ -259,13 +251,6 @@ class SegmentationModule(pl.LightningModule):
         # A crop of nothing but ignored pixels gives NaN cross-entropy: it carries no gradient, so no loss.
         terms["loss"] = torch.nan_to_num(total, nan=0.0) if (labels != self.ignore_index).sum() == 0 else total
         return terms
-
-    def loss(self, batch: Batch) -> Tensor:
-        """The training loss of one batch; its terms are kept (detached) for ``training_step`` to log."""
-        images, target = batch
-        terms = self.loss_terms(self(images), target["labels"])
-        self._last_loss_terms = {key: value.detach() for key, value in terms.items()}
-        return terms["loss"]
 
     def prediction_records(self, batch: Batch, outputs: dict[str, Tensor]) -> list[dict[str, Any]]:
         """COCO's stuff-segmentation results: per image, one record per predicted class with
@@ -294,24 +279,19 @@ class SegmentationModule(pl.LightningModule):
     def _class_name(self, label: int) -> str:
         return self.class_names[label] if label < len(self.class_names) else str(label)
 
-    def configure_optimizers(self) -> Any:
-        """The configured optimiser (SGD, momentum 0.9, by default) with the configured scheduler, or
-        else the poly schedule stepped per iteration over the Trainer's estimated steps. Outside a
-        Trainer (bench's bare loop) the schedule has no horizon: the optimiser alone."""
-        default = lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
+    def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        """SGD, lr 0.01, momentum 0.9, weight decay 1e-4 (torchvision's segmentation reference)."""
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    def step_schedules(self, optimizer: torch.optim.Optimizer) -> list[torch.optim.lr_scheduler.LRScheduler]:
+        """Without a configured scheduler, the poly schedule stepped per iteration over the
+        Trainer's estimated steps."""
         if self.scheduler_factory is not None or self.poly_power == 0:
-            return build_optimizers(self.network.parameters(), self.optimizer_factory, self.scheduler_factory, default=default, monitor=self.monitor)
-        optimizer = build_optimizers(self.network.parameters(), self.optimizer_factory, None, default=default, monitor=self.monitor)
-        if self._trainer is None:
-            return optimizer
+            return []
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        poly = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total, power=self.poly_power)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": poly, "interval": "step"}}
+        return [torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total, power=self.poly_power)]
 
     # ------------------------------------------------------------------ steps
-    def forward(self, images: Tensor) -> Tensor | dict[str, Tensor]:
-        return self.network(images)
-
     def predict_logits(self, images: Tensor, output_size: tuple[int, int]) -> Tensor:
         """Evaluation logits ``(N, K, H, W)`` for the label grid ``output_size``: the whole image at
         once, or by ``inference``'s sliding windows."""
@@ -319,41 +299,19 @@ class SegmentationModule(pl.LightningModule):
             return self.inference(lambda tile: split_outputs(self(tile))[0], images, output_size, self.num_classes)
         return split_outputs(self(images))[0].float()
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        images, _ = batch
-        loss = self.loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
-        n = images.shape[0]
-        self.train_loss(loss.detach())
-        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        for key, value in self._last_loss_terms.items():
-            if key != "loss":
-                self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=n)
-        return loss
-
-    def _evaluate(self, split: str, batch: Batch) -> tuple[Tensor, Tensor]:
+    def evaluate_batch(self, split: str, batch: Batch) -> tuple[Tensor, Tensor]:
+        """The scores of the predicted classes; at validation also the cross-entropy as
+        ``val/loss`` (weighted by scored pixels). Returns the logits and labels, aligned."""
         images, target = batch
         labels = target["labels"]
         logits, labels = align(self.predict_logits(images, tuple(labels.shape[-2:])), labels)
         self.scores[split].update(logits.argmax(1), labels)
+        if split == "val":
+            valid = labels != self.ignore_index
+            if valid.any():
+                self.val_loss(F.cross_entropy(logits, labels, weight=self.class_weights, ignore_index=self.ignore_index), weight=int(valid.sum()))
+            self.log("val/loss", self.val_loss, on_epoch=True, batch_size=images.shape[0])
         return logits, labels
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        images, _ = batch
-        logits, labels = self._evaluate("val", batch)
-        valid = labels != self.ignore_index
-        if valid.any():
-            self.val_loss(F.cross_entropy(logits, labels, weight=self.class_weights, ignore_index=self.ignore_index), weight=int(valid.sum()))
-        self.log("val/loss", self.val_loss, on_epoch=True, batch_size=images.shape[0])
-        if batch_idx == 0 and self.log_images and not self.trainer.sanity_checking:
-            k = self.log_images
-            margin_h, margin_w = (images.shape[-2] - labels.shape[-2]) // 2, (images.shape[-1] - labels.shape[-1]) // 2
-            shown = images[:k, :, margin_h : margin_h + labels.shape[-2], margin_w : margin_w + labels.shape[-1]]
-            self._image_batch = {"images": shown.detach(), "labels": labels[:k].detach(), "predictions": logits[:k].argmax(1).detach()}
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate("test", batch)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """``labels`` ``(N, H, W)`` predicted classes on the batch's label grid (padded images: crop
@@ -364,7 +322,9 @@ class SegmentationModule(pl.LightningModule):
         return {"labels": labels, "scores": scores, "index": target["index"]}
 
     # ------------------------------------------------------------------ epoch ends
-    def _log_split(self, split: str) -> Tensor:
+    def log_evaluation(self, split: str) -> Tensor:
+        """Pixel accuracy, mean accuracy, frequency-weighted IoU, IoU per class and mIoU; returns
+        the mIoU, NaN (nothing scored) as 0."""
         scores = self.scores[split].compute()
         self.scores[split].reset()
         for key in ("pixel_accuracy", "mean_accuracy", "fw_iou"):
@@ -373,20 +333,17 @@ class SegmentationModule(pl.LightningModule):
             if not math.isnan(float(iou)):
                 self.log(f"{split}/iou/{_metric_name(name)}", iou.float())
         self.log(f"{split}/miou", scores["miou"].float(), prog_bar=True)
-        return scores["miou"].float()
+        return torch.nan_to_num(scores["miou"].float(), nan=0.0)
 
-    def on_validation_epoch_end(self) -> None:
-        value = self._log_split("val")
-        if not self.trainer.sanity_checking:
-            self.best(torch.nan_to_num(value, nan=0.0))
-            self.log("val/miou_best", self.best.compute())
-            batch, self._image_batch = self._image_batch, None
-            log_wandb_images(self, "val/predictions", batch, self._panels)
+    # ------------------------------------------------------------------ pictures
+    def image_batch(self, batch: Batch, outputs: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        """The images cut to the label grid (without the data's margin), labels and predictions."""
+        images, (logits, labels), k = batch[0], outputs, self.log_images
+        margin_h, margin_w = (images.shape[-2] - labels.shape[-2]) // 2, (images.shape[-1] - labels.shape[-1]) // 2
+        shown = images[:k, :, margin_h : margin_h + labels.shape[-2], margin_w : margin_w + labels.shape[-1]]
+        return {"images": shown.detach(), "labels": labels[:k].detach(), "predictions": logits[:k].argmax(1).detach()}
 
-    def on_test_epoch_end(self) -> None:
-        self._log_split("test")
-
-    def _panels(self, batch: dict[str, Tensor]) -> list[Tensor]:
+    def draw_images(self, batch: dict[str, Tensor]) -> list[Tensor]:
         """``(3, H, 3W)`` uint8 per image: the image, the ground truth over it, the prediction over
         it (palette colours at 60%; ignored pixels show the image)."""
         from torchvision.utils import make_grid
