@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from core.checkpoints import read_checkpoint
 from core.errors import CheckpointError, DataNotFoundError
 from core.io import shown_path, write_atomic
 
@@ -29,18 +30,14 @@ def export_module(ckpt: str | Path, module: str, out: str | Path, force: bool = 
     """Write the tensors of ``ckpt``'s ``state_dict`` under ``module.`` to ``out`` as a plain
     state dict (keys without the prefix); returns how many tensors were written.
 
-    Raises ``DataNotFoundError`` for a missing checkpoint, ``CheckpointError`` for a file that is not
-    a Lightning checkpoint or holds nothing under ``module``, and ``FileExistsError`` when ``out``
-    exists and ``force`` is not set."""
+    The checkpoint is read by ``core.checkpoints.read_checkpoint``. Raises ``DataNotFoundError``
+    (``CheckpointNotFoundError``) for a missing checkpoint, ``CheckpointError`` for a file that cannot
+    be read safely, is not a Lightning checkpoint or holds nothing under ``module``, and
+    ``FileExistsError`` when ``out`` exists and ``force`` is not set."""
     ckpt, out = Path(ckpt), Path(out)
-    if not ckpt.is_file():
-        raise DataNotFoundError("checkpoint (--ckpt)", ckpt)
+    checkpoint = read_checkpoint(ckpt, "checkpoint (--ckpt)", map_location="cpu")
     if out.exists() and not force:
         raise FileExistsError(f"{shown_path(out)} exists; give --force to replace it")
-    try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure is the same user error
-        raise CheckpointError(f"cannot read the checkpoint {ckpt}: {type(error).__name__}: {error}") from error
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"{ckpt} is not a Lightning checkpoint (no state_dict)")

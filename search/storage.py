@@ -15,7 +15,6 @@ trial, so that several drivers never exceed the budget.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -26,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from core.locks import FileLock
 from core.processes import process_alive, process_start
 
 __all__ = [
@@ -93,7 +93,8 @@ def _base_storage(storage: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------- locking
 class StudyLock:
-    """Mutual exclusion between the drivers (and the slot threads) of one study."""
+    """Mutual exclusion between the drivers (and the slot threads) of one study: an advisory lock
+    of the database server, or ``core.locks.FileLock`` beside a journal or SQLite file."""
 
     def __init__(self, url: str, study_name: str) -> None:
         self.url = url
@@ -135,12 +136,8 @@ class StudyLock:
                         log.warning("no cross-machine lock for %s: drivers on other machines may exceed the budget", dialect)
                         yield
             else:
-                with open(self._file, "a+") as handle:
-                    fcntl.flock(handle, fcntl.LOCK_EX)
-                    try:
-                        yield
-                    finally:
-                        fcntl.flock(handle, fcntl.LOCK_UN)
+                with FileLock(self._file):
+                    yield
 
 
 # ----------------------------------------------------------------------------------- drivers

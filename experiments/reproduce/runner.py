@@ -9,8 +9,6 @@ no training process behind: its children stop themselves (``core.processes.watch
 """
 from __future__ import annotations
 
-import fcntl
-import os
 import sys
 import threading
 import time
@@ -21,6 +19,7 @@ from typing import Any
 import yaml
 
 from core.io import read_json, write_atomic, write_json_atomic
+from core.locks import FileLock
 from core.processes import SlotPool, experiments_command
 from core.progress import eta_seconds, progress_line
 from experiments.reproduce.collect import read_validation
@@ -149,30 +148,18 @@ def _tail(path: Path, lines: int = 12) -> str:
 
 
 class TableLock:
-    """One ``reproduce`` per table and profile at a time: an advisory lock on a file in the
+    """One ``reproduce`` per table and profile at a time: ``core.locks.FileLock`` on a file in the
     profile's folder, released by the OS when the process dies however it dies."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / ".reproduce.lock"
-        self.handle: Any = None
+        self._lock = FileLock(self.path)
 
     def __enter__(self) -> "TableLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.handle.seek(0)
-            holder = self.handle.read().strip()
-            self.handle.close()
-            raise UserError(f"another reproduce of this table is running ({holder or 'unknown pid'}); wait for it or stop it") from None
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(f"pid {os.getpid()}")
-        self.handle.flush()
+        if not self._lock.acquire(blocking=False):
+            holder = self._lock.holder()
+            raise UserError(f"another reproduce of this table is running ({holder or 'unknown pid'}); wait for it or stop it")
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.handle is not None:
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
-            self.handle.close()
+        self._lock.release()

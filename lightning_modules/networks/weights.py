@@ -7,38 +7,27 @@
   shape.
 
 ``what`` names the config key or the weights' role, so that every error says which file of which
-setting is wrong. A missing file is ``DataNotFoundError``; a file that ``torch.load(weights_only=True)``
-refuses (pickled code, truncated, not a dict of tensors) or whose names and shapes do not fit the
-module, ``CheckpointError``.
+setting is wrong. The file is read by ``core.checkpoints``, the suite's one checkpoint reader: a
+missing file is ``DataNotFoundError`` (``CheckpointNotFoundError``); a file that
+``torch.load(weights_only=True)`` refuses (pickled code, truncated, not a dict of tensors) or whose
+names and shapes do not fit the module, ``CheckpointError``.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
-from core.errors import CheckpointError, DataNotFoundError
+from core.checkpoints import read_state_dict as read_checkpoint_state
+from core.errors import CheckpointError
 
 __all__ = ["read_state_dict", "load_weights_file"]
 
 
 def read_state_dict(path: str | Path, what: str) -> dict[str, Tensor]:
     """The ``{name: tensor}`` state dict in the local file ``path`` (a Lightning-style
-    ``{"state_dict": ...}`` wrapper is unwrapped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"pretrained weights file ({what}; weights are never downloaded, give a local file)", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure is the same user error
-        raise CheckpointError(f"cannot read the weights file {path} ({what}) with torch.load(weights_only=True): "
-                              f"{type(error).__name__}: {error}") from error
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"the weights file {path} ({what}) does not hold a state dict of tensors")
-    return state
+    ``{"state_dict": ...}`` wrapper is unwrapped), read by ``core.checkpoints.read_state_dict``."""
+    return read_checkpoint_state(path, f"pretrained weights file ({what})", hint="weights are never downloaded, give a local file")
 
 
 def load_weights_file(module: nn.Module, path: str | Path, what: str, skip_mismatched: bool = False, drop_prefixes: tuple[str, ...] = ()) -> list[str]:
