@@ -196,7 +196,7 @@ class TaskModule(pl.LightningModule, metaclass=ABCMeta):
         terms = self.loss_terms(batch)
         loss = self.total_loss(terms)
         if not torch.isfinite(loss):
-            values = {key: float(value) for key, value in terms.items()}
+            values = {key: float(value.detach()) for key, value in terms.items()}
             raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}: {values}")
         n = len(batch[0])
         self.train_loss(loss.detach())
