@@ -165,17 +165,13 @@ def test_forward_in_train_and_eval_modes(window):
     assert grid == (1 if window == "image" else 16) and logits.shape == (1, 2 * grid * grid, 4) and boxes.shape == (1, 2 * grid * grid, 4)
 
 
-def test_classes_come_from_the_data_and_bad_settings_are_config_errors():
-    network = BoxRegressor(slots=1)
-    assert network.detector is None
-    network.build(7)
-    assert network.detector.num_classes == 7
-    with pytest.raises(ConfigError, match="num_classes is 7"):
-        network.build(5)
+def test_the_network_is_complete_after_init_and_bad_settings_are_config_errors():
+    network = BoxRegressor(num_classes=7, slots=1)
+    assert network.num_classes == network.detector.num_classes == 7
     for bad in ({"slots": 0}, {"slots": MAX_SLOTS + 1}, {"slots": True}, {"window": "grid"}, {"box_loss": "smooth_l1"},
                 {"widths": []}, {"input_size": 8}, {"nms_thresh": 0.0}, {"num_classes": 1}):
         with pytest.raises(ConfigError):
-            BoxRegressor(**bad)
+            BoxRegressor(**{"num_classes": 7, **bad})
     with pytest.raises(ConfigError, match="MAX_SLOTS"):
         assign(torch.zeros(MAX_SLOTS + 1, 2))
 
