@@ -1,7 +1,7 @@
 """Tiny pose datasets in each real on-disk format, written by the tests: the dataset's own file
 layout in miniature (JSON lists for MPII in the HRNet/MMPose and bearpaw layouts, ``.mat`` files
 with the real variables and struct arrays for MPII ``RELEASE``, LSP ``joints``, FLIC ``examples``
-and MPII ``headboxes_src``, COCO keypoint JSON) and small JPEGs. Shared by ``test_formats.py``
+and MPII ``headboxes_src``, COCO keypoint JSON) and small JPEGs. Shared by ``test_pose_formats.py``
 (what the readers read) and ``test_bad_records.py`` (what they refuse).
 """
 from __future__ import annotations

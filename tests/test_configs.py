@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from experiments.compose import get_dotted, override_tree
-from tests.test_task_contract import TASKS
+from tests.run_fixtures import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "experiments" / "configs").rglob("*.yaml"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_search_helpers import REPO, processes_mentioning, wait_no_processes
+from tests.search_fixtures import REPO, processes_mentioning, wait_no_processes
 
 
 def _finished_study(journal: Path, name: str = "tiny") -> list[tuple[int, float, float]]:

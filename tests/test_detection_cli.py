@@ -17,7 +17,7 @@ from pycocotools.cocoeval import COCOeval
 
 from experiments.cli import run_cli
 from tests.detection_fixtures import COCO_CATEGORIES, coco_detection_folder
-from tests.test_search_helpers import REPO, load_study, run_search
+from tests.search_fixtures import REPO, load_study, run_search
 
 TINY = "tests/configs/detection_tiny.yaml"
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")

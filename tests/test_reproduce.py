@@ -36,7 +36,7 @@ from experiments.reproduce import (
     read_validation,
 )
 from experiments.reproduce.runner import TableLock
-from tests.test_search_helpers import kill_all, processes_mentioning, wait_no_processes
+from tests.search_fixtures import kill_all, processes_mentioning, wait_no_processes
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "tests/configs/table_tiny.yaml"

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from tests.test_search_helpers import kill_all, processes_mentioning, wait_no_processes
+from tests.search_fixtures import kill_all, processes_mentioning, wait_no_processes
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 4

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from tests.test_search_helpers import (
+from tests.search_fixtures import (
     REPO,
     kill_all,
     load_study,

@@ -14,7 +14,7 @@ from search.driver import classify_failure
 from search.space import Entry, params_to_values, suggest_params
 from search.spec import SpecError, build_pruner, build_sampler, load_spec
 from search.validate import validate_space
-from tests.test_search_helpers import REPO, run_search, tiny_base, write_spec
+from tests.search_fixtures import REPO, run_search, tiny_base, write_spec
 
 SHIPPED = REPO / "experiments" / "search" / "hourglass_synthetic.yaml"
 

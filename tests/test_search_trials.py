@@ -11,7 +11,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from tests.test_search_helpers import kill_all, load_study, run_search, tiny_base, wait_no_processes, write_spec
+from tests.search_fixtures import kill_all, load_study, run_search, tiny_base, wait_no_processes, write_spec
 
 
 def _ranks(attempt: Path) -> list[dict]:
@@ -67,7 +67,7 @@ def test_ddp_trial_torchrun_bf16_same_params(tmp_path: Path) -> None:
         (trial,) = study.trials
         assert trial.state == TrialState.COMPLETE, trial.user_attrs
         ranks = _ranks(Path(trial.user_attrs["attempt_dir"]))
-        assert all(r["torchelastic"] and r["world_size"] == 2 for r in ranks)
+        assert len(ranks) == 2 and all(r["torchelastic"] and r["world_size"] == 2 for r in ranks)
         assert ranks[0]["params"] == ranks[1]["params"] == trial.params
         assert ranks[0]["optimizer_lrs"] == ranks[1]["optimizer_lrs"]
         assert [r["precision"] for r in ranks] == ["bf16-mixed", "bf16-mixed"]

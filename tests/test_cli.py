@@ -1,42 +1,16 @@
 """The front door end to end: ``python -m experiments fit|validate|test|predict`` on tiny pose runs,
-resume, bf16 on CPU, 2-process DDP, and configuration errors."""
+resume, bf16 on CPU, and configuration errors as one line naming the config key (the DDP fit of
+every task is ``test_task_contract.py``'s)."""
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = "tests/configs/pose_tiny.yaml"
+from tests.run_fixtures import TASKS, column, experiments, read_metrics, wandb_runs
 
-
-def experiments(*args: str, root: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "CONVLAB_", "MASTER_", "LOCAL_RANK", "RANK", "WORLD_SIZE"))}
-    environment.update({"WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"})
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "experiments", *args, "--run.root", str(root)],
-        cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout,
-    )
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def column(rows: list[dict[str, str]], key: str) -> list[float]:
-    return [float(r[key]) for r in rows if r.get(key)]
-
-
-def wandb_runs(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "wandb").glob("offline-run-*"))
+TINY = TASKS["pose"]
 
 
 def test_fit_writes_the_run_layout(tmp_path):
@@ -74,7 +48,8 @@ def test_resume_from_last_checkpoint_continues_the_run(tmp_path):
     assert steps == list(range(3 * step_1))
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] > step_1
     assert (run / "wandb_id").read_text() == wandb_id  # same W&B run id, resumed
-    assert all(wandb_id in p.name for p in wandb_runs(run))
+    runs = wandb_runs(run)
+    assert runs and all(wandb_id in p.name for p in runs)
 
 
 def test_fresh_fit_never_overwrites_a_run(tmp_path):
@@ -92,7 +67,8 @@ def test_bf16_mixed_on_cpu(tmp_path):
     result = experiments("fit", "--config", TINY, "--run.name", "bf16", "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "1", root=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "precision: bf16-mixed" in (tmp_path / "bf16" / "config.yaml").read_text()
-    assert all(math.isfinite(v) for v in column(read_metrics(tmp_path / "bf16"), "train/loss_step"))
+    losses = column(read_metrics(tmp_path / "bf16"), "train/loss_step")
+    assert losses and all(math.isfinite(v) for v in losses)
 
 
 def test_validate_test_predict_from_a_checkpoint(tmp_path):
@@ -122,3 +98,22 @@ def test_bad_value_names_the_key(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "num_train" in lines[0], result.stderr
+
+
+def test_a_networks_bad_argument_is_named_by_its_config_key(tmp_path):
+    # The network raises "FasterRCNN.num_classes ..." (it does not know the YAML it is built
+    # from); the CLI names the key of the composed config that set it.
+    detection = TASKS["detection"]
+    result = experiments("fit", "--config", detection, "--model.init_args.network.init_args.num_classes", "1", root=tmp_path, timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("convlab: model.init_args.network.init_args.num_classes counts the background"), lines[0]
+    assert "FasterRCNN." not in lines[0]
+    # A class nested deeper (a backbone inside the network) is found at its own depth.
+    backbone = {"class_path": "lightning_modules.networks.yolo_v1.YOLOBackbone", "init_args": {"variant": "fast", "width": -1}}
+    nested = experiments("fit", "--config", TASKS["localization"], "--model.init_args.network.init_args.backbone", json.dumps(backbone),
+                         root=tmp_path, timeout=120)
+    assert nested.returncode == 2
+    assert nested.stderr.strip() == "convlab: model.init_args.network.init_args.backbone.init_args.width must be > 0, got -1.0", nested.stderr
+    assert not list(tmp_path.iterdir())  # both failed before making a run directory

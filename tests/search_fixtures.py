@@ -1,5 +1,5 @@
-"""Helpers shared by the search tests: a tiny pose base config, specs, running the driver, and
-checking that no process of a study is left behind. (No tests here.)"""
+"""Helpers shared by the search, resume, reproduce and dashboard tests: a tiny pose base config,
+specs, running the search driver, and checking that no process of a study is left behind."""
 from __future__ import annotations
 
 import os
