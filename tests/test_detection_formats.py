@@ -293,7 +293,8 @@ def test_yolo_segments_are_masks_and_stray_labels_are_counted(tmp_path):
     # A box line among segments: the segments give boxes only.
     (root / "labels" / "val" / "s3.txt").write_text("2 0.75 0.75 0.5 0.5\n")
     mixed = YOLOText(str(root))
-    assert not mixed.has_masks and all(r.masks is None for r in mixed.records("train"))
+    mixed_records = mixed.records("train")
+    assert not mixed.has_masks and mixed_records and all(r.masks is None for r in mixed_records)
     assert mixed.data_report()["masks"].startswith("boxes and segments mixed (1 boxes, 2 segments)")
 
 

@@ -231,7 +231,7 @@ def test_coco_bbox_and_segm_equal_pycocotools(tmp_path):
         evaluator.update(predictions[:2], targets[:2])
         evaluator.update(predictions[2:], targets[2:])
         stats = evaluator.compute()
-        assert all(type(v) is float for v in stats.values())
+        assert stats and all(type(v) is float for v in stats.values())
         assert_stats_equal(stats, direct["bbox"], "bbox")
         assert_stats_equal(stats, direct["segm"], "segm")
 
@@ -347,7 +347,8 @@ def test_coco_empty_predictions_score_zero_and_per_class_names():
     # Nothing updated at all: zeros as well, not an exception.
     evaluator.reset()
     assert evaluator.per_class() == {}
-    assert all(v == 0.0 for v in evaluator.compute().values())
+    stats = evaluator.compute()
+    assert stats and all(v == 0.0 for v in stats.values())
 
 
 def test_coco_per_class_and_images_without_objects():
@@ -506,7 +507,8 @@ def test_voc_empty_predictions_and_no_ground_truth():
     assert evaluator.compute() == {"voc07/mAP": 0.0, "voc12/mAP": 0.0}
     evaluator.reset()
     evaluator.update([simple_prediction([[0, 0, 4, 4]], [1], [0.5])], [simple_target(0, [], [])])
-    assert all(math.isnan(v) for v in evaluator.compute().values())
+    stats = evaluator.compute()
+    assert stats and all(math.isnan(v) for v in stats.values())
 
 
 # ------------------------------------------------------------------------------------------ DDP

@@ -152,11 +152,13 @@ def test_imagenet_weights_fill_the_convolutions_and_fc6_fc7_and_conv1_conv2_stay
         # conv1_1 .. conv2_2 (features 0-7) fixed, conv3_1 and up fine-tuned (the paper's rule).
         assert backbone.features[index].weight.requires_grad == (index >= 10)
     assert torch.equal(head.classifier[0].weight, state["classifier.0.weight"]) and torch.equal(head.classifier[3].bias, state["classifier.3.bias"])
-    assert all(p.requires_grad for p in head.parameters())
+    head_parameters = list(head.parameters())
+    assert head_parameters and all(p.requires_grad for p in head_parameters)
     assert network.detector.roi_heads.box_predictor.cls_score.weight.shape == (4, TINY_FC)  # new, not ImageNet's 1000
     # From scratch every stage trains; trainable_layers chooses how many with weights.
-    assert all(p.requires_grad for p in VGG16C5(widths=TINY_WIDTHS).parameters())
-    assert all(p.requires_grad for p in VGG16C5(weights=str(tmp_path / "vgg16.pth"), widths=TINY_WIDTHS, trainable_layers=5).parameters())
+    for trunk in (VGG16C5(widths=TINY_WIDTHS), VGG16C5(weights=str(tmp_path / "vgg16.pth"), widths=TINY_WIDTHS, trainable_layers=5)):
+        trunk_parameters = list(trunk.parameters())
+        assert trunk_parameters and all(p.requires_grad for p in trunk_parameters)
     frozen = VGG16C5(weights=str(tmp_path / "vgg16.pth"), widths=TINY_WIDTHS, trainable_layers=1)
     assert [frozen.features[i].weight.requires_grad for i in CONV_INDICES] == [False] * 10 + [True] * 3
 

@@ -191,7 +191,7 @@ def test_fcn_transposed_conv_starts_as_bilinear_interpolation(factor):
 def test_fcn_final_upsampling_is_fixed_and_the_2x_ones_learned():
     net = tiny_fcn(skips=(4, 3))
     assert not net.final_upscore.weight.requires_grad
-    assert all(up.weight.requires_grad for up in net.upscores)
+    assert len(net.upscores) == 2 and all(up.weight.requires_grad for up in net.upscores)
     assert tiny_fcn(learn_final_upsampling=True).final_upscore.weight.requires_grad
     assert n_params(tiny_fcn(upsampling="bilinear")) < n_params(tiny_fcn())
 
@@ -308,7 +308,8 @@ def test_segnet_loads_vgg16_bn_encoder_weights(tmp_path):
     state = {f"features.{i}.{k}": v.clone() for i, layer in enumerate(layers) for k, v in layer.state_dict().items()}
     torch.save(state, tmp_path / "vgg16_bn.pth")
     net = SegNet(3, widths=TINY_VGG, encoder_weights=tmp_path / "vgg16_bn.pth")
-    assert all(torch.equal(a, b) for a, b in zip(net.encoder.state_dict().values(), source.encoder.state_dict().values()))
+    ours, theirs = net.encoder.state_dict(), source.encoder.state_dict()
+    assert ours and list(ours) == list(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
     with pytest.raises(DataNotFoundError, match="not found"):
         SegNet(3, widths=TINY_VGG, encoder_weights=tmp_path / "missing.pth")
 
@@ -358,7 +359,8 @@ def test_unpadded_unet_backward_reaches_every_parameter():
     net = UNet(1, 2, base_channels=2, depth=4)
     out = net(torch.randn(2, 1, 188, 188))
     F.cross_entropy(out, torch.randint(0, 2, (2, *out.shape[-2:]))).backward()
-    assert all(p.grad is not None for p in net.parameters())
+    parameters = list(net.parameters())
+    assert parameters and all(p.grad is not None for p in parameters)
 
 
 @pytest.mark.parametrize("cls", [FCNResNet, DeepLabV3ResNet])
@@ -367,4 +369,5 @@ def test_torchvision_wrappers_backward_reaches_every_parameter(cls):
     out = net(torch.randn(2, 3, 33, 33))
     target = torch.randint(0, 3, (2, 33, 33))
     (F.cross_entropy(out["out"], target) + 0.5 * F.cross_entropy(out["aux"], target)).backward()
-    assert all(p.grad is not None for p in net.parameters())
+    parameters = list(net.parameters())
+    assert parameters and all(p.grad is not None for p in parameters)

@@ -59,7 +59,7 @@ def test_every_row_composes_with_its_detector_on_common_data(profile, composer, 
             assert get_dotted(composed, f"{NET}.init_args.dropout") == 0.5
         sources.append(get_dotted(composed, "data.init_args.source"))
     # Every row trains and validates on the same data.
-    assert all(source == sources[0] for source in sources)
+    assert sources and all(source == sources[0] for source in sources)
     if profile == "paper":
         assert sources[0]["init_args"]["root"] == "/datasets/VOCdevkit"
         assert sources[0]["init_args"]["splits"] == {"train": ["VOC2007/trainval", "VOC2012/trainval"], "val": "VOC2007/test"}

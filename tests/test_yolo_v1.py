@@ -211,7 +211,8 @@ def test_narrow_network_trains_every_parameter_and_detects_in_each_images_pixels
     terms = network.train()(images, targets)
     assert set(terms) == {"loss_coord", "loss_conf_obj", "loss_conf_noobj", "loss_class"}
     sum(terms.values()).backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in network.parameters())
+    parameters = list(network.parameters())
+    assert parameters and all(p.grad is not None and p.grad.abs().sum() > 0 for p in parameters)
     with torch.no_grad():
         results = network.eval()(images)
     for result, image in zip(results, images):
@@ -262,7 +263,7 @@ def test_the_pretraining_backbone_is_the_detectors_backbone(variant):
     backbone = YOLOBackbone(variant, width=1 / 16)
     detector = YOLOv1(num_classes=3, variant=variant, width=1 / 16, fc_width=8, input_size=64).detector
     ours, theirs = backbone.state_dict(), detector.backbone.state_dict()
-    assert list(ours) == list(theirs)
+    assert ours and list(ours) == list(theirs)
     assert all(ours[key].shape == theirs[key].shape for key in ours)
     # A classifier on it, as the paper pretrains: 64 / 32 (YOLO) or 64 / 64 (Fast YOLO) per side.
     out = Localizer(6, backbone=backbone, pool_size=2, hidden=8)(torch.randn(2, 3, 64, 64))
