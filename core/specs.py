@@ -17,18 +17,22 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import string
 import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Callable, TypeVar, Union
 
+import typing_extensions
 import yaml
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, StrictBool, TypeAdapter, ValidationError, model_validator, with_config
+from pydantic import (
+    AfterValidator, BeforeValidator, ConfigDict, StrictBool, TypeAdapter, ValidationError, ValidationInfo, model_validator, with_config,
+)
 
 __all__ = [
-    "SpecError", "Schema", "spec_dataclass", "computed", "load_yaml", "validate", "item_where", "check",
-    "Number", "Integer", "Count", "Flag", "Name", "Identifier", "ConfigKey", "OverrideKey", "Overrides", "Mapping", "Items", "OneOrMore",
-    "shorthand", "NAME", "KEY",
+    "SpecError", "Schema", "spec_dataclass", "computed", "load_yaml", "validate", "item_where", "check", "ref", "config_files",
+    "template_fields", "Template", "Number", "Integer", "Count", "Flag", "Name", "Identifier", "ConfigKey", "OverrideKey", "Overrides",
+    "Mapping", "Keyed", "Items", "OneOrMore", "shorthand", "NAME", "KEY", "CONFIG",
 ]
 
 T = TypeVar("T")
@@ -76,10 +80,54 @@ def check(test: Callable[[Any], bool], message: str) -> AfterValidator:
     return AfterValidator(run)
 
 
-def _not_bool(value: Any) -> Any:
-    if isinstance(value, bool):  # pydantic would read true as 1
-        raise ValueError(f"expected a number, got {value!r}")
-    return value
+def ref(section: str, message: str) -> AfterValidator:
+    """A name that must be a key of the document's ``section`` (``validate``'s context is the document);
+    ``message`` may name the value and the ``{known}`` keys."""
+    def run(value: Any, info: ValidationInfo) -> Any:
+        known = (info.context or {}).get(section)
+        known = known if isinstance(known, dict) else {}
+        if value not in known:
+            raise ValueError(message.format(value=value, known=", ".join(map(str, known)) or "none defined"))
+        return value
+    return AfterValidator(run)
+
+
+def config_files(resolve: Callable[[str], Path]) -> Any:
+    """The type of ``base:``, one config file or a list of them, each found at ``resolve(path)``."""
+    def exist(paths: list[str]) -> list[str]:
+        missing = [p for p in paths if not resolve(p).is_file()]
+        if missing:
+            raise ValueError(f"config file {missing[0]} not found")
+        return paths
+    return Annotated[OneOrMore[str], check(lambda v: bool(v) and all(v), "give a config file or a list of config files"),
+                     AfterValidator(exist)]
+
+
+def template_fields(template: str) -> set[str]:
+    """The ``{name}`` fields of a format string."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def _template(text: str) -> str:
+    try:
+        template_fields(text)
+    except ValueError as error:
+        raise ValueError(f"bad template {text!r}: {error}") from None
+    return text
+
+
+def _named(entries: dict[str, Any]) -> dict[str, Any]:
+    for key, entry in entries.items():
+        entry.name = key
+    return entries
+
+
+def _not_bool(what: str) -> BeforeValidator:
+    def run(value: Any) -> Any:
+        if isinstance(value, bool):  # pydantic would read true as 1
+            raise ValueError(f"expected {what}, got {value!r}")
+        return value
+    return BeforeValidator(run)
 
 
 def shorthand(key: str) -> BeforeValidator:
@@ -87,18 +135,20 @@ def shorthand(key: str) -> BeforeValidator:
     return BeforeValidator(lambda v: v if v is None or isinstance(v, dict) else {key: v})
 
 
-Number = Annotated[float, BeforeValidator(_not_bool)]
-Integer = Annotated[int, BeforeValidator(_not_bool)]
+Number = Annotated[float, _not_bool("a number")]
+Integer = Annotated[int, _not_bool("an integer")]
 Count = Annotated[Integer, check(lambda v: v >= 1, "expected an integer >= 1, got {value!r}")]
 Flag = StrictBool
 Name = Annotated[str, check(lambda v: bool(NAME.match(v)), "{value!r} is not a valid name (letters, digits, '_', '-', '.')")]
 Identifier = Annotated[str, check(str.isidentifier, "not a variable name")]
 ConfigKey = Annotated[str, check(lambda v: bool(KEY.match(v)), "{value!r} is not a dotted config key (" + EXAMPLE_KEY + ")")]
 Mapping = Annotated[dict[K, T], BeforeValidator(lambda v: {} if v is None else v)]  # an empty `key:` is an empty mapping
+Keyed = Annotated[Mapping[K, T], AfterValidator(_named)]  # entries named by their keys (``rows.h2``: the row h2)
 Items = Annotated[list[T], BeforeValidator(lambda v: [] if v is None else v)]
 OneOrMore = Annotated[list[T], BeforeValidator(lambda v: v if isinstance(v, list) else [v])]  # x or [x, ...]
 OverrideKey = Annotated[str, check(lambda v: bool(KEY.match(v)), "not a dotted config key (" + EXAMPLE_KEY + ")")]
 Overrides = Mapping[OverrideKey, Any]
+Template = Annotated[str, AfterValidator(_template)]  # a format string such as val/acc_head{heads}
 
 
 def load_yaml(path: Path, error: type[Exception] = SpecError) -> Any:
@@ -111,11 +161,12 @@ def load_yaml(path: Path, error: type[Exception] = SpecError) -> Any:
         raise error(f"{path}{line}: not valid YAML: {getattr(problem, 'problem', None) or problem}") from None
 
 
-def validate(kind: type[T], raw: Any, error: type[Exception] = SpecError, where: str = "") -> T:
+def validate(kind: type[T], raw: Any, error: type[Exception] = SpecError, where: str = "", context: Any = None) -> T:
     """``raw`` checked and converted into ``kind`` (a ``spec_dataclass``); the first problem raises
-    ``error`` with one line ``<where.key path>: <what is wrong>``."""
+    ``error`` with one line ``<where.key path>: <what is wrong>``. ``ref`` looks names up in
+    ``context`` (default: ``raw``, the whole document)."""
     try:
-        return _adapter(kind).validate_python(raw)
+        return _adapter(kind).validate_python(raw, context=raw if context is None else context)
     except ValidationError as problem:
         first = problem.errors(include_url=False)[0]
         loc = [p for p in first["loc"] if p != "[key]"]  # a bad mapping key is named by the key itself
@@ -164,6 +215,7 @@ _TYPES = {"string_type": "text", "dict_type": "a mapping", "dataclass_type": "a 
 def _describe(error: dict[str, Any], kind: Any, loc: list[Any]) -> str:
     """Pydantic's error in the words of the spec files."""
     kind_of_error, value, ctx = error["type"], error["input"], error.get("ctx") or {}
+    is_key = error["loc"][-1:] == ("[key]",)  # a mapping's key, where a Literal lists the keys allowed
     if kind_of_error in ("unexpected_keyword_argument", "extra_forbidden"):
         return f"unknown field (allowed: {', '.join(_fields(kind, loc[:-1]))})"
     if kind_of_error == "missing":
@@ -174,7 +226,9 @@ def _describe(error: dict[str, Any], kind: Any, loc: list[Any]) -> str:
         return f"expected {_TYPES[kind_of_error]}, got {type(value).__name__}"
     if kind_of_error == "literal_error":
         expected = ctx["expected"].replace("'", "")
-        return f"must be {'one of ' if ',' in expected else ''}{expected}, got {value!r}"
+        if is_key:
+            return f"unknown field (allowed: {expected.replace(' or ', ', ')})"
+        return f"must be {'one of ' + expected.replace(' or ', ', ') if ',' in expected else expected}, got {value!r}"
     if kind_of_error in ("greater_than_equal", "greater_than"):
         return f"must be {'>=' if 'ge' in ctx else '>'} {ctx.get('ge', ctx.get('gt'))}, got {value!r}"
     if kind_of_error == "value_error":
@@ -189,10 +243,10 @@ def _fields(kind: Any, loc: list[Any]) -> list[str]:
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         if part is None:
             break
-        if dataclasses.is_dataclass(kind) or typing.is_typeddict(kind):
+        if dataclasses.is_dataclass(kind) or typing_extensions.is_typeddict(kind):
             kind = typing.get_type_hints(kind, include_extras=True)[part]
         else:  # a dict's values or a list's items
             kind = typing.get_args(kind)[-1]
-    if typing.is_typeddict(kind):
+    if typing_extensions.is_typeddict(kind):
         return sorted(typing.get_type_hints(kind))
     return sorted(f.name for f in dataclasses.fields(kind) if not f.metadata.get("computed"))

@@ -5,22 +5,28 @@ An entry samples one config value. Its key is the YAML path of that value in the
 the ``init_args`` segments (``model.optimizer.lr``). An entry with ``when`` is sampled only if the
 named earlier entries took one of the given values (a conditional space: ``momentum`` only for SGD).
 
-The samplers and pruners a spec may name are Optuna's (``SAMPLERS``, ``PRUNERS``); the driver and
-every trial build them with ``build_sampler`` and ``build_pruner``. Sampling happens in the driver alone. The same ``suggest_params`` replayed on a re-attached trial
+A search spec states each entry as a ``SpaceEntry``; ``make_entries`` checks the ranges, choices
+and conditions and gives the ``Entry`` list. The samplers and pruners a spec may name are Optuna's
+(``SAMPLERS``, ``PRUNERS``; ``component`` checks one); the driver and every trial build them with
+``build_sampler`` and ``build_pruner``.
+
+Sampling happens in the driver alone. The same ``suggest_params`` replayed on a re-attached trial
 returns the stored values, so a worker never samples. Sampled values reach the config as dotted
 keys through ``experiments.compose.override_tree``.
 """
 from __future__ import annotations
 
 import copy
+import importlib.util
+import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from core.specs import SpecError
+from core.specs import Flag, Mapping, Number, Schema, SpecError, spec_dataclass
 
 __all__ = [
     "Entry", "suggest_params", "params_to_values", "param_name", "SAMPLERS", "PRUNERS", "build_sampler", "build_pruner",
-    "grid_space", "grid_size",
+    "grid_space", "grid_size", "SpaceEntry", "make_entries", "component",
 ]
 
 SAMPLERS = {
@@ -31,6 +37,7 @@ PRUNERS = {
     "median": "MedianPruner", "percentile": "PercentilePruner", "hyperband": "HyperbandPruner",
     "successive_halving": "SuccessiveHalvingPruner", "threshold": "ThresholdPruner", "none": "NopPruner",
 }
+ALIASES = {"nsgaii": "nsga2", "nsga-ii": "nsga2", "cma-es": "cmaes", "cma_es": "cmaes", "nop": "none", "asha": "successive_halving"}
 
 
 def param_name(key: str) -> str:
@@ -163,3 +170,113 @@ def build_pruner(config: dict[str, Any] | None) -> Any:
     config = dict(config or {"name": "none"})
     name = config.pop("name", "none")
     return getattr(optuna.pruners, PRUNERS[name])(**config)
+
+
+@spec_dataclass
+class SpaceEntry(Schema):
+    """One entry of a spec's ``space`` as the file states it: a ``type`` (categorical when it gives
+    ``choices``, a list or a mapping label -> config value), a range ``low``..``high`` (``step``,
+    ``log``), ``when`` {earlier entry: allowed value(s)} and an Optuna ``name``."""
+
+    type: Literal["float", "int", "categorical"] | None = None
+    low: Number | None = None
+    high: Number | None = None
+    step: Number | None = None
+    log: Flag = False
+    choices: Any = None
+    when: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+
+def make_entries(space: dict[str, SpaceEntry]) -> list[Entry]:
+    """The entries of a spec's ``space`` {dotted key: entry}, in order; ``SpecError`` names the first bad one."""
+    entries: dict[str, Entry] = {}
+    for key, raw in space.items():
+        where = f"space.{key}"
+        kind = raw.type or ("categorical" if raw.choices is not None else None)
+        if kind is None:
+            raise SpecError(f"{where}: type must be float, int or categorical, got None")
+        entry = Entry(key=key, name=raw.name or param_name(key), kind=kind)
+        if kind == "categorical":
+            _choices(where, raw, entry)
+        else:
+            _range(where, kind, raw, entry)
+        for parent, allowed in raw.when.items():
+            target = entries.get(parent) or next((e for e in entries.values() if e.key == parent), None)
+            if target is None:
+                raise SpecError(f"{where}.when: {parent!r} is not an earlier entry of the space")
+            entry.when[target.name] = allowed = allowed if isinstance(allowed, list) else [allowed]
+            bad = [v for v in allowed if v not in target.labels]
+            if target.kind == "categorical" and bad:
+                raise SpecError(f"{where}.when: {bad} not among the choices of {target.name} ({target.labels})")
+        if entry.name in entries:
+            raise SpecError(f"{where}: parameter name {entry.name!r} is used twice; give one a name:")
+        entries[entry.name] = entry
+    return list(entries.values())
+
+
+def _choices(where: str, raw: SpaceEntry, entry: Entry) -> None:
+    if not isinstance(raw.choices, (dict, list)):
+        raise SpecError(f"{where}: choices must be a list or a mapping of label -> value")
+    entry.labels = list(raw.choices)
+    entry.values = list(raw.choices.values()) if isinstance(raw.choices, dict) else list(raw.choices)
+    if not entry.labels:
+        raise SpecError(f"{where}: empty choices")
+    for label in entry.labels:
+        if label is not None and not isinstance(label, (str, int, float, bool)):
+            raise SpecError(f"{where}: choice {label!r} is not a scalar; give choices as a mapping label -> value")
+    if len(set(map(repr, entry.labels))) != len(entry.labels):
+        raise SpecError(f"{where}: duplicate choices")
+    if any(v is not None for v in (raw.low, raw.high, raw.step)) or raw.log:
+        raise SpecError(f"{where}: low/high/step/log do not apply to a categorical entry")
+
+
+def _range(where: str, kind: str, raw: SpaceEntry, entry: Entry) -> None:
+    if raw.choices is not None:
+        raise SpecError(f"{where}: choices only apply to type categorical")
+    if raw.low is None or raw.high is None:
+        raise SpecError(f"{where}: a {kind} entry needs low and high")
+    for name in ("low", "high", "step"):
+        value = getattr(raw, name)
+        if kind == "int" and value is not None and not float(value).is_integer():
+            raise SpecError(f"{where}.{name}: expected an integer, got {value!r}")
+        setattr(entry, name, None if value is None else int(value) if kind == "int" else value)
+    entry.log = raw.log
+    if entry.step is not None and entry.step <= 0:
+        raise SpecError(f"{where}.step: must be > 0, got {entry.step}")
+    if entry.step is not None and entry.log:
+        raise SpecError(f"{where}: step and log cannot be combined")
+    if entry.low >= entry.high:
+        raise SpecError(f"{where}: empty range: low={entry.low} must be below high={entry.high}")
+    if entry.log and entry.low <= 0:
+        raise SpecError(f"{where}: a log range needs low > 0, got low={entry.low}")
+
+
+def component(section: str, raw: dict[str, Any] | None, entries: list[Entry], multi_objective: bool) -> dict[str, Any]:
+    """A spec's ``sampler`` or ``pruner`` ({name, **Optuna arguments}, name aliases resolved),
+    checked against Optuna's class, the space (grid) and the number of objectives."""
+    import optuna
+
+    known, module = (SAMPLERS, optuna.samplers) if section == "sampler" else (PRUNERS, optuna.pruners)
+    default = "tpe" if section == "sampler" else "none" if multi_objective else "median"
+    config = dict(raw or {"name": default})
+    name = ALIASES.get(str(config.get("name", default)).lower(), str(config.get("name", default)).lower())
+    if name not in known:
+        raise SpecError(f"{section}.name: unknown {section} {config.get('name')!r} (known: {', '.join(sorted(known))})")
+    config["name"] = name
+    cls = getattr(module, known[name])
+    for key in config:
+        if key != "name" and (key in ("self", "search_space") or key not in inspect.signature(cls.__init__).parameters):
+            raise SpecError(f"{section}.{key}: not an argument of optuna.{cls.__name__}")
+    if multi_objective and section == "pruner" and name != "none":
+        raise SpecError(f"pruner.name: {name} cannot prune a multi-objective study (Optuna reports one value); use none")
+    if multi_objective and name in ("cmaes", "gp"):
+        raise SpecError(f"sampler.name: {name} is single-objective; use tpe, nsga2, random or qmc")
+    needs = {"cmaes": ("cmaes", "the 'cmaes' package (pip install cmaes)"), "gp": ("scipy", "scipy")}.get(name)
+    if section == "sampler" and needs is not None and importlib.util.find_spec(needs[0]) is None:
+        raise SpecError(f"sampler.name: {name} needs {needs[1]}")
+    if name == "grid":
+        grid_space(entries)
+    if name == "threshold" and "lower" not in config and "upper" not in config:
+        raise SpecError("pruner: threshold needs lower and/or upper")
+    return config
