@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     if command == "search":
-        from search.cli import main as search_main
+        from search import main as search_main
 
         return search_main(argv[1:])
     if command == "reproduce":
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return main_report(argv[1:])
     if command == "dashboard":
-        from search.dashboard import main as dashboard_main
+        from search import dashboard as dashboard_main
 
         return dashboard_main(argv[1:])
     if command == "export":

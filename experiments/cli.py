@@ -14,7 +14,6 @@ and ``monitor_mode`` select the best checkpoint unless ``run.monitor`` says othe
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,15 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from core.checkpoints import CHECKPOINT_LOAD_ERRORS, checkpoint_error
 from core.errors import config_error_in, user_message
 from core.io import write_json_atomic
 from core.processes import CPU_CORES_ENV, cpu_cores
-from experiments.runs import CHECKPOINT_LOAD_ERRORS, RUN_DIR_ENV, RunSpec, SafeCheckpointIO, checkpoint_error
+from experiments.checkpoint_io import SafeCheckpointIO
+from experiments.recipe.config_errors import describe_config_error, name_argument_in_config
+from experiments.runs import RUN_DIR_ENV, RunSpec
 
-__all__ = ["ConvlabCLI", "PredictionRecordWriter", "run_cli", "load_components", "describe_config_error"]
+__all__ = ["ConvlabCLI", "PredictionRecordWriter", "run_cli", "load_components"]
 
 
 class PredictionRecordWriter(pl.Callback):
@@ -76,6 +78,15 @@ class ConvlabCLI(LightningCLI):
             super()._parse_ckpt_path()
         except CHECKPOINT_LOAD_ERRORS as error:
             raise checkpoint_error(self.config[self.config.subcommand].get("ckpt_path"), error) from None
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as error:
+            # A class names its bad argument; the composed config says which key set it.
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            name_argument_in_config(error, config.as_dict())
+            raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(RunSpec, "run", fail_untyped=False)
@@ -182,25 +193,3 @@ def run_cli(args: list[str] | None = None) -> int:
         if os.environ.get(RUN_DIR_ENV) and "LOCAL_RANK" not in os.environ:
             os.environ.pop(RUN_DIR_ENV, None)
     return 0
-
-
-_NOISE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>", "Parser key", "Problem with given class_path")
-
-
-def describe_config_error(error: BaseException, with_key: bool = True) -> str:
-    """One line for a jsonargparse error, which nests the reason under several lines of context:
-    the dotted key a user would type and the class it belongs to (``with_key``), then the innermost
-    reason ("Option 'x' is not accepted")."""
-    text = str(error)
-    keys = re.findall(r'Parser key "([^"]+)"', text)
-    classes = re.findall(r"Problem with given class_path '([^']+)'", text)
-    reasons = [line.strip().lstrip("- ").strip() for line in text.splitlines() if line.strip() and not any(n in line for n in _NOISE)]
-    reason = reasons[-1] if reasons else (text.strip().splitlines() or [type(error).__name__])[0]
-    if not keys or not with_key:
-        return reason
-    # Every class level below the top adds "init_args" to the dotted key a user would type.
-    path = keys[0] + "".join(f".init_args.{k}" for k in keys[1:])
-    if len(classes) >= len(keys):
-        path += ".init_args"
-    owner = f" ({classes[-1]})" if classes else ""
-    return f"{path}{owner}: {reason}"

@@ -3,8 +3,8 @@
     python -m experiments export --ckpt runs/<name>/checkpoints/last.ckpt --module network.backbone \\
         --out runs/<name>/backbone.pt
 
-The paper recipes pretrain a network's convolutions on one task (YOLO v1: ImageNet classification)
-and then train the detector from them. Here a pretraining run is an ordinary ``fit``; this command
+Some paper recipes pretrain a network's convolutions on one task (ImageNet classification) and then
+train another task's network from them. Here a pretraining run is an ordinary ``fit``; this command
 takes the state dict of the submodule ``--module`` (a dotted attribute path of the LightningModule,
 ``network.backbone``) out of its checkpoint, with that prefix removed, so that the file is what a
 ``*weights`` / ``backbone_weights`` key of another config loads. The file is written atomically; an

@@ -33,7 +33,7 @@ import yaml
 from core.io import shown_path, write_atomic
 from core.processes import SlotPool, experiments_command
 from core.progress import best_so_far, eta_seconds, progress_line
-from experiments.compose import ConfigComposer, get_dotted, measure_network, override_tree
+from experiments.recipe import ConfigComposer, get_dotted, measure_network, override_tree
 from search.space import params_to_values, suggest_params
 from search.spec import Objective, SearchSpec, SpecError, build_pruner, build_sampler, grid_size
 from search.storage import (
@@ -278,25 +278,31 @@ class SearchDriver:
 
     # ------------------------------------------------------------------ one trial
     def _run_trial(self, trial: Any, slot: int, params: dict[str, Any]) -> None:
+        """Measure and check the trial's configuration, launch its ``fit`` and decide its state."""
+        values = params_to_values(params, self.spec.entries)
+        measured = self._measure_or_reject(trial, params, values)
+        if measured is None:
+            return
+        attempt, run_number, ckpt = self._attempt_dir(trial)
+        run_label = self._run_label(run_number, ckpt)
+        override_path = self._write_override(trial, params, values, attempt, run_number, run_label)
+        result = self._launch(trial, slot, params, attempt, override_path, run_label, ckpt)
+        self._decide(trial, result, attempt, measured)
+
+    def _measure_or_reject(self, trial: Any, params: dict[str, Any], values: dict[str, Any]) -> dict[str, float] | None:
+        """The trial's measured ``params``/``gflops`` (recorded as its attributes), before anything
+        is launched; None when the trial is already told: FAIL (its configuration does not build)
+        or PRUNED with ``rejected`` (over the spec's ``constraints``)."""
         from optuna.trial import TrialState
 
         spec = self.spec
-        values = params_to_values(params, spec.entries)
-        frozen = {t.number: t for t in self.study.get_trials(deepcopy=False)}
-        frozen[trial.number] = self.study._storage.get_trial(trial._trial_id)
-        root = retry_chain_root(frozen[trial.number], frozen)
-        retry_of = trial.user_attrs.get("retry_of")
-        number = trial.number
-        fixed = dict(spec.overrides)
-
-        # -- measure and check constraints before anything is launched
         measured: dict[str, float] = {}
         if spec.measure.get("enabled", True) or spec.constraints or any(o.measured for o in spec.objectives):
             try:
-                measured = self._measure(self.composer.parse(spec.base, override_tree({**fixed, **values})))
+                measured = self._measure(self.composer.parse(spec.base, override_tree({**spec.overrides, **values})))
             except Exception as error:
                 self._tell_fail(trial, "invalid_config", f"{type(error).__name__}: {error}")
-                return
+                return None
             for key, value in measured.items():
                 trial.set_user_attr(key, value)
         violation = _violation(spec.constraints, measured)
@@ -304,30 +310,46 @@ class SearchDriver:
             trial.set_user_attr("rejected", violation)
             self.rejections += 1
             self.study.tell(trial, state=TrialState.PRUNED)
-            self._say_finished(f"trial {number} rejected before launch: {violation}  {params}")
-            return
+            self._say_finished(f"trial {trial.number} rejected before launch: {violation}  {params}")
+            return None
+        return measured
 
-        # -- the attempt: override file, status directory, run directory
-        attempt = self.study_dir / "attempts" / f"trial-{number:04d}"
+    def _attempt_dir(self, trial: Any) -> tuple[Path, int, Path | None]:
+        """A fresh ``attempts/trial-NNNN`` (an older one is kept aside), the number of the run the
+        attempt trains (the root of its retry chain when it resumes), and the checkpoint it resumes
+        from: a retry resumes the ``last.ckpt`` of its chain's run when there is one."""
+        frozen = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        frozen[trial.number] = self.study._storage.get_trial(trial._trial_id)
+        root = retry_chain_root(frozen[trial.number], frozen)
+        retry_of = trial.user_attrs.get("retry_of")
+        attempt = self.study_dir / "attempts" / f"trial-{trial.number:04d}"
         if attempt.exists():  # never reuse an attempt's files: keep them aside
             attempt.rename(attempt.with_name(f"{attempt.name}-{int(time.time())}"))
         attempt.mkdir(parents=True)
-        run_number, ckpt = number, None
         if retry_of is not None:
-            root_dir = self.study_dir / f"trial-{root:04d}"
-            last = root_dir / "checkpoints" / "last.ckpt"
+            last = self.study_dir / f"trial-{root:04d}" / "checkpoints" / "last.ckpt"
             if last.exists():
-                run_number, ckpt = root, last
                 self._copy_intermediate(int(retry_of), trial)
+                return attempt, root, last
+        return attempt, trial.number, None
+
+    def _run_label(self, run_number: int, ckpt: Path | None) -> str:
+        """``trial-NNNN``: the run's directory under the study; a fresh run never writes into a
+        directory that holds files (e.g. a study re-created with the same name): ``-2``, ``-3``..."""
         run_label = f"trial-{run_number:04d}"
         if ckpt is None:
             k = 2
-            while _holds_files(self.study_dir / run_label):  # e.g. a study re-created with the same name
+            while _holds_files(self.study_dir / run_label):
                 run_label = f"trial-{run_number:04d}-{k}"
                 k += 1
-        run_name = f"{spec.study}/{run_label}"
-        wandb_id = f"{self.uuid[:8]}-t{run_number:04d}"
-        base_callbacks = get_dotted(self.base_dict, "run.callbacks") or []
+        return run_label
+
+    def _write_override(self, trial: Any, params: dict[str, Any], values: dict[str, Any], attempt: Path, run_number: int,
+                        run_label: str) -> Path:
+        """``<attempt>/override.yaml``: the fixed overrides and the trial's values, and the ``run``
+        section (name, W&B group/job type/id, the trial callback in ``run.callbacks``)."""
+        spec = self.spec
+        number, retry_of = trial.number, trial.user_attrs.get("retry_of")
         callback_args = {
             "storage": self.url,
             "study_name": spec.study,
@@ -340,24 +362,31 @@ class SearchDriver:
             "input_shape": list(self.input_shape) if self.input_shape else None,
             "latency": {k.removeprefix("latency_"): int(v) for k, v in spec.measure.items() if k.startswith("latency_")},
         }
+        base_callbacks = get_dotted(self.base_dict, "run.callbacks") or []
         run_section: dict[str, Any] = {
-            "name": run_name,
+            "name": f"{spec.study}/{run_label}",
             "group": spec.study,
             "job_type": "trial",
-            "wandb_id": wandb_id,
+            "wandb_id": f"{self.uuid[:8]}-t{run_number:04d}",
             "tags": ["search", spec.study],
             "config": {**params, "trial_number": number, "study": spec.study, "retry_of": retry_of},
             "callbacks": list(base_callbacks) + [{"class_path": "search.trial.OptunaTrialCallback", "init_args": callback_args}],
         }
         if spec.wandb:
             run_section["wandb"] = spec.wandb
-        override = override_tree({**fixed, **values})
+        override = override_tree({**spec.overrides, **values})
         # The fixed overrides may set run keys (--set run.root=...): the trial's own go on top.
         override["run"] = {**override.get("run", {}), "root": str(self.runs_root), **run_section}
         override_path = attempt / "override.yaml"
         header = f"# study {spec.study}, trial {number}: base config(s) {', '.join(spec.base)} + this file\n"
         write_atomic(override_path, header + yaml.safe_dump(override, sort_keys=False))
+        return override_path
 
+    def _launch(self, trial: Any, slot: int, params: dict[str, Any], attempt: Path, override_path: Path, run_label: str,
+                ckpt: Path | None) -> Any:
+        """Run ``python -m experiments fit --config <base>... --config <override> [--ckpt_path]`` on
+        ``slot`` and wait for it (``SlotPool.launch``'s result); the trial's attributes say where."""
+        spec = self.spec
         args = ["fit"]
         for path in spec.base:
             args += ["--config", path]
@@ -375,18 +404,22 @@ class SearchDriver:
             trial.set_user_attr("resumed_from", str(ckpt))
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
         extra_info = f", resuming {ckpt}" if ckpt else ""
-        say(f"trial {number} started (slot {slot}{extra_info}): {shown}")
+        say(f"trial {trial.number} started (slot {slot}{extra_info}): {shown}")
         self.launched += 1
-
-        log_path = attempt / "worker.log"
         result = self.pool.launch(
-            slot, command, log_path=log_path, timeout=spec.trial_timeout, extra_env={"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"},
-            cwd=self.cwd,
+            slot, command, log_path=attempt / "worker.log", timeout=spec.trial_timeout,
+            extra_env={"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}, cwd=self.cwd,
         )
         trial.set_user_attr("returncode", result.returncode)
         trial.set_user_attr("seconds", round(result.seconds, 2))
+        return result
 
-        # -- the driver alone decides the state
+    def _decide(self, trial: Any, result: Any, attempt: Path, measured: dict[str, float]) -> None:
+        """The driver alone decides the state: FAIL (with the reason the ranks' markers and the exit
+        status give), PRUNED, or COMPLETE with ``result.json``'s values (measured ones from
+        ``measured``)."""
+        from optuna.trial import TrialState
+
         payload = None
         result_path = attempt / "result.json"
         if result.returncode == 0 and not result.timed_out and result_path.exists():
@@ -395,9 +428,9 @@ class SearchDriver:
             self._tell_fail(trial, "interrupted", "the driver was interrupted; the trial will be retried", retry=True)
             return
         if payload is None:
-            reason, detail = classify_failure(result.returncode, result.timed_out, attempt, log_path)
+            reason, detail = classify_failure(result.returncode, result.timed_out, attempt, attempt / "worker.log")
             if reason == "timeout":
-                detail = f"no result after {spec.trial_timeout:.0f} s; the process group was killed\n{detail}"
+                detail = f"no result after {self.spec.trial_timeout:.0f} s; the process group was killed\n{detail}"
             self._tell_fail(trial, reason, detail)
             return
         trial.set_user_attr("world_size", payload.get("world_size"))
@@ -405,8 +438,14 @@ class SearchDriver:
         if payload["status"] == "pruned":
             trial.set_user_attr("pruned_at", payload.get("pruned_at"))
             self.study.tell(trial, state=TrialState.PRUNED)
-            self._say_finished(f"trial {number} PRUNED at epoch {payload.get('pruned_at')} ({result.seconds:.0f} s)")
+            self._say_finished(f"trial {trial.number} PRUNED at epoch {payload.get('pruned_at')} ({result.seconds:.0f} s)")
             return
+        self._complete(trial, result, payload, measured)
+
+    def _complete(self, trial: Any, result: Any, payload: dict[str, Any], measured: dict[str, float]) -> None:
+        """Tell a trial that ran to its end COMPLETE with its objective values, or FAIL when one was
+        never logged or is not finite."""
+        spec = self.spec
         objective_values = []
         for objective, value in zip(spec.objectives, payload["values"]):
             if objective.metric in measured:
@@ -423,10 +462,10 @@ class SearchDriver:
             return
         self.study.tell(trial, objective_values if spec.multi_objective else objective_values[0])
         shown = ", ".join(f"{o.metric}={_fmt(v)}" for o, v in zip(spec.objectives, objective_values))
-        self._say_finished(f"trial {number} COMPLETE {shown} ({result.seconds:.0f} s)")
+        self._say_finished(f"trial {trial.number} COMPLETE {shown} ({result.seconds:.0f} s)")
 
     def _measure(self, config: Any) -> dict[str, float]:
-        """Parameters and forward GFLOPs of a trial's network (``experiments.compose``), on the
+        """Parameters and forward GFLOPs of a trial's network (``experiments.recipe.measure_network``), on the
         module's ``example_input_array`` or the spec's ``measure.input_shape``."""
         import torch
 

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from core.io import write_atomic
-from experiments.compose import get_dotted, override_tree
+from experiments.recipe import get_dotted, log_summary_run, override_tree, resolve_wandb_mode
 from search.space import params_to_values
 from search.spec import SearchSpec
 
@@ -177,35 +177,64 @@ def _pruned_plot(study: Any, plt: Any) -> Any:
 def write_outputs(
     study: Any, spec: SearchSpec, composer: Any, study_dir: Path, retrain: dict[str, Any] | None = None, storage_url: str | None = None
 ) -> dict[str, str]:
-    from optuna.trial import TrialState
-
+    """Write the best configuration(s), ``trials.csv``, the plots and ``report.md`` of a study;
+    returns ``{label: path}`` of what was written."""
     study_dir = Path(study_dir)
-    outputs: dict[str, str] = {}
     trials = study.get_trials(deepcopy=False)
     best = best_trials(study, spec)
+    outputs = _write_best_configs(composer, spec, best, study_dir)
+    outputs.update(_write_trials_csv(study, study_dir))
+    plots = _plots(study, spec, study_dir / "plots")
+    lines = _summary_lines(spec, trials)
+    lines += _best_lines(spec, best, outputs)
+    lines += _retrain_lines(spec, retrain)
+    lines += _pruning_lines(spec, trials, best)
+    lines += _failure_lines(trials)
+    lines += _trial_lines(spec, trials)
+    lines += _plot_lines(plots)
+    lines += _open_lines(study, spec, storage_url)
+    write_atomic(study_dir / "report.md", "\n".join(lines))
+    outputs["report"] = str(study_dir / "report.md")
+    outputs["plots"] = str(study_dir / "plots")
+    return outputs
+
+
+def _write_best_configs(composer: Any, spec: SearchSpec, best: list[Any], study_dir: Path) -> dict[str, str]:
+    """``<study>_best.yaml`` and, for several objectives, every Pareto trial's under ``pareto/``."""
+    outputs: dict[str, str] = {}
     if best:
         outputs["best config"] = str(write_best_config(composer, spec, best[0], study_dir / f"{spec.study}_best.yaml"))
         if spec.multi_objective:
             for t in best:
                 write_best_config(composer, spec, t, study_dir / "pareto" / f"{spec.study}_trial-{t.number:04d}.yaml", " (Pareto front)")
             outputs["pareto"] = str(study_dir / "pareto")
+    return outputs
+
+
+def _write_trials_csv(study: Any, study_dir: Path) -> dict[str, str]:
+    """``trials.csv`` (Optuna's trials data frame); a failure is said, and the report still written."""
     try:
         frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration"), multi_index=False)
         write_atomic(study_dir / "trials.csv", frame.to_csv(index=False))
-        outputs["trials"] = str(study_dir / "trials.csv")
+        return {"trials": str(study_dir / "trials.csv")}
     except Exception as error:  # the report still gets written; say what is missing from it
         print(f"convlab search: trials.csv not written ({type(error).__name__}: {error})", flush=True)
-    plots = _plots(study, spec, study_dir / "plots")
+        return {}
+
+
+def _superseded(trials: list[Any]) -> set[int]:
+    """The numbers of the trials that a retry replaced."""
+    return {int(t.user_attrs["retry_of"]) for t in trials if t.user_attrs.get("retry_of") is not None}
+
+
+def _summary_lines(spec: SearchSpec, trials: list[Any]) -> list[str]:
+    """The title and the study's set-up: spec, objectives, sampler and pruner, budget, trial states."""
     states = Counter(t.state.name for t in trials)
     rejected = [t for t in trials if t.user_attrs.get("rejected")]
-    superseded = {int(t.user_attrs["retry_of"]) for t in trials if t.user_attrs.get("retry_of") is not None}
-    pruned = [t for t in trials if t.state == TrialState.PRUNED and not t.user_attrs.get("rejected")]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    failed = [t for t in trials if t.state == TrialState.FAIL]
-    names = [o.metric for o in spec.objectives]
-
-    lines = [f"# Study `{spec.study}`", ""]
-    lines += [
+    superseded = _superseded(trials)
+    return [
+        f"# Study `{spec.study}`",
+        "",
         f"- spec: `{spec.path}`; base config(s): {', '.join(f'`{b}`' for b in spec.base)}",
         f"- objectives: {', '.join(f'{o.metric} ({o.direction}, {o.reduce})' for o in spec.objectives)}",
         f"- sampler: `{spec.sampler}`; pruner: `{spec.pruner}`",
@@ -215,68 +244,109 @@ def write_outputs(
         + (f"; {len(superseded)} orphaned trial(s) retried" if superseded else ""),
         "",
     ]
-    if best:
-        lines += ["## Best" if not spec.multi_objective else "## Pareto front", ""]
-        lines += ["| trial | " + " | ".join(names) + " | params (M) | GFLOPs | parameters |", "|---" * (len(names) + 4) + "|"]
-        for t in best:
-            lines.append(
-                f"| {t.number} | " + " | ".join(_fmt(v) for v in t.values) + f" | {_fmt((t.user_attrs.get('params') or 0) / 1e6, 3)} | "
-                f"{_fmt(t.user_attrs.get('gflops'), 3)} | `{json.dumps(t.params, default=str)}` |"
-            )
-        lines += ["", f"Train the best configuration again: `python -m experiments fit --config {outputs['best config']}`", ""]
-    else:
-        lines += ["No trial has completed yet.", ""]
 
-    if retrain:
-        lines += ["## Re-training the top configurations over seeds", ""]
-        lines += [f"| trial | search {names[0]} | seeds | {names[0]} mean ± std | runs |", "|---|---|---|---|---|"]
-        for row in retrain["rows"]:
-            scores = [v for v in row["values"] if v is not None]
-            mean = statistics.fmean(scores) if scores else float("nan")
-            std = statistics.stdev(scores) if len(scores) > 1 else 0.0
-            lines.append(
-                f"| {row['trial']} | {_fmt(row['search_value'])} | {', '.join(map(str, row['seeds']))} | "
-                f"{mean:.4f} ± {std:.4f} (n={len(scores)}) | {', '.join(f'`{r}`' for r in row['runs'])} |"
-            )
-        lines.append("")
 
-    lines += ["## Pruning", ""]
+def _best_lines(spec: SearchSpec, best: list[Any], outputs: dict[str, str]) -> list[str]:
+    """The best trial (or the Pareto front) with its size and parameters, and how to train it again."""
+    if not best:
+        return ["No trial has completed yet.", ""]
+    names = [o.metric for o in spec.objectives]
+    lines = ["## Best" if not spec.multi_objective else "## Pareto front", ""]
+    lines += ["| trial | " + " | ".join(names) + " | params (M) | GFLOPs | parameters |", "|---" * (len(names) + 4) + "|"]
+    for t in best:
+        lines.append(
+            f"| {t.number} | " + " | ".join(_fmt(v) for v in t.values) + f" | {_fmt((t.user_attrs.get('params') or 0) / 1e6, 3)} | "
+            f"{_fmt(t.user_attrs.get('gflops'), 3)} | `{json.dumps(t.params, default=str)}` |"
+        )
+    lines += ["", f"Train the best configuration again: `python -m experiments fit --config {outputs['best config']}`", ""]
+    return lines
+
+
+def _retrain_lines(spec: SearchSpec, retrain: dict[str, Any] | None) -> list[str]:
+    """The top configurations trained again over seeds: mean ± std of the first objective."""
+    if not retrain:
+        return []
+    first = spec.objectives[0].metric
+    lines = ["## Re-training the top configurations over seeds", ""]
+    lines += [f"| trial | search {first} | seeds | {first} mean ± std | runs |", "|---|---|---|---|---|"]
+    for row in retrain["rows"]:
+        scores = [v for v in row["values"] if v is not None]
+        mean = statistics.fmean(scores) if scores else float("nan")
+        std = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        lines.append(
+            f"| {row['trial']} | {_fmt(row['search_value'])} | {', '.join(map(str, row['seeds']))} | "
+            f"{mean:.4f} ± {std:.4f} (n={len(scores)}) | {', '.join(f'`{r}`' for r in row['runs'])} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _pruning_lines(spec: SearchSpec, trials: list[Any], best: list[Any]) -> list[str]:
+    """What the study spent, what pruning saved, and the configurations the constraints rejected."""
+    from optuna.trial import TrialState
+
+    lines = ["## Pruning", ""]
     launched = [t for t in trials if not t.user_attrs.get("rejected") and t.state != TrialState.RUNNING]
     if launched:
         # What a study spent, to compare the same spec with and without pruning (--pruner none).
         lines.append(
             f"Trial-epochs spent: {sum(len(t.intermediate_values) for t in launched)} over {len(launched)} launched trial(s) "
             f"({sum(t.user_attrs.get('seconds', 0) for t in launched):.0f} s of trial time)"
-            + (f"; best {names[0]} {_fmt(best[0].values[0])}." if best and not spec.multi_objective else ".")
+            + (f"; best {spec.objectives[0].metric} {_fmt(best[0].values[0])}." if best and not spec.multi_objective else ".")
         )
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and not t.user_attrs.get("rejected")]
     if pruned:
-        at = Counter(t.user_attrs.get("pruned_at") for t in pruned)
-        seconds_pruned = sum(t.user_attrs.get("seconds", 0) for t in pruned)
-        mean_complete = statistics.fmean([t.user_attrs.get("seconds", 0) for t in complete]) if complete else None
-        by_epoch = ", ".join(f"epoch {k}: {v}" for k, v in sorted(at.items(), key=lambda kv: (kv[0] is None, kv[0])))
-        lines.append(f"{len(pruned)} trial(s) pruned, by epoch: {by_epoch}.")
-        if mean_complete and len(pruned) * mean_complete > seconds_pruned:
-            saved = len(pruned) * mean_complete - seconds_pruned
-            lines.append(
-                f"They ran {seconds_pruned:.0f} s in all; run to the end they would have taken about "
-                f"{len(pruned) * mean_complete:.0f} s (≈{saved:.0f} s saved)."
-            )
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        lines += _pruned_savings(pruned, complete)
     else:
         lines.append("No trial was pruned." if spec.pruning else "Pruning is off for this study.")
+    rejected = [t for t in trials if t.user_attrs.get("rejected")]
     if rejected:
         lines += ["", "Rejected before launch (constraints " + json.dumps(spec.constraints) + "):"]
         lines += [f"- trial {t.number}: {t.user_attrs['rejected']}" for t in rejected]
     lines.append("")
+    return lines
 
-    if failed:
-        lines += ["## Failures", "", "| trial | reason | detail |", "|---|---|---|"]
-        for t in failed:
-            reason = t.user_attrs.get("fail_reason") or ("orphaned (retried)" if t.number in superseded else "unknown")
-            detail = (t.user_attrs.get("fail_detail") or "").strip().splitlines()
-            lines.append(f"| {t.number} | {reason} | {(detail[0] if detail else '')[:160].replace('|', '/')} |")
-        lines.append("")
 
-    lines += ["## Trials", ""]
+def _pruned_savings(pruned: list[Any], complete: list[Any]) -> list[str]:
+    """The pruned trials by epoch, and the time they would have taken run to the end."""
+    at = Counter(t.user_attrs.get("pruned_at") for t in pruned)
+    seconds_pruned = sum(t.user_attrs.get("seconds", 0) for t in pruned)
+    mean_complete = statistics.fmean([t.user_attrs.get("seconds", 0) for t in complete]) if complete else None
+    by_epoch = ", ".join(f"epoch {k}: {v}" for k, v in sorted(at.items(), key=lambda kv: (kv[0] is None, kv[0])))
+    lines = [f"{len(pruned)} trial(s) pruned, by epoch: {by_epoch}."]
+    if mean_complete and len(pruned) * mean_complete > seconds_pruned:
+        saved = len(pruned) * mean_complete - seconds_pruned
+        lines.append(
+            f"They ran {seconds_pruned:.0f} s in all; run to the end they would have taken about "
+            f"{len(pruned) * mean_complete:.0f} s (≈{saved:.0f} s saved)."
+        )
+    return lines
+
+
+def _failure_lines(trials: list[Any]) -> list[str]:
+    """The failed trials with their reasons."""
+    from optuna.trial import TrialState
+
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    if not failed:
+        return []
+    superseded = _superseded(trials)
+    lines = ["## Failures", "", "| trial | reason | detail |", "|---|---|---|"]
+    for t in failed:
+        reason = t.user_attrs.get("fail_reason") or ("orphaned (retried)" if t.number in superseded else "unknown")
+        detail = (t.user_attrs.get("fail_detail") or "").strip().splitlines()
+        lines.append(f"| {t.number} | {reason} | {(detail[0] if detail else '')[:160].replace('|', '/')} |")
+    lines.append("")
+    return lines
+
+
+def _trial_lines(spec: SearchSpec, trials: list[Any]) -> list[str]:
+    """Every trial: state, values, size, epochs, time, parameters and a note."""
+    from optuna.trial import TrialState
+
+    names = [o.metric for o in spec.objectives]
+    lines = ["## Trials", ""]
     header = ["trial", "state", *names, "params (M)", "GFLOPs", "epochs", "seconds", *[e.name for e in spec.entries], "note"]
     lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for t in trials:
@@ -291,14 +361,23 @@ def write_outputs(
                *[_fmt(t.params.get(e.name)) for e in spec.entries], note]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    return lines
 
-    lines += ["## Plots", ""]
+
+def _plot_lines(plots: dict[str, str]) -> list[str]:
+    """The plots drawn, and why the others are not."""
+    lines = ["## Plots", ""]
     for key, value in plots.items():
         if value.endswith(".png"):
             lines += [f"![{key}](plots/{Path(value).name})", ""]
         else:
             lines += [f"- {value}", ""]
-    lines += [
+    return lines
+
+
+def _open_lines(study: Any, spec: SearchSpec, storage_url: str | None) -> list[str]:
+    """Where the study is stored, and how to look at it or extend it."""
+    return [
         "## Open the study",
         "",
         f"- storage: `{storage_url or study._storage.__class__.__name__}`",
@@ -307,18 +386,12 @@ def write_outputs(
         + (f" --storage {storage_url}" if storage_url and "://" in storage_url else "") + "` again (`--n-trials N` raises the budget)",
         "",
     ]
-    write_atomic(study_dir / "report.md", "\n".join(lines))
-    outputs["report"] = str(study_dir / "report.md")
-    outputs["plots"] = str(study_dir / "plots")
-    return outputs
 
 
 # ------------------------------------------------------------------------------------- W&B
 def write_wandb_summary(study: Any, spec: SearchSpec, base: dict[str, Any], study_dir: Path, study_uuid: str) -> str | None:
     """One run per study (``job_type: study-summary``, same group as the trials) with the trial
     table, the plots and the best values. Offline without an API key; never fails the study."""
-    from experiments.runs import log_summary_run, resolve_wandb_mode
-
     names = [o.metric for o in spec.objectives]
     columns = ["trial", "state", *names, *[e.name for e in spec.entries], "params", "gflops", "seconds", "note"]
     rows = []

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import lightning.pytorch as pl
 import torch
 
 from core.io import write_json_atomic
+from experiments.recipe import forward_latency_ms
 
 __all__ = ["ResultCallback", "OptunaTrialCallback", "failure_kind", "default_objectives"]
 
@@ -215,32 +215,17 @@ class ResultCallback(pl.Callback):
         )
 
     def _latency(self, pl_module: pl.LightningModule) -> float:
+        """Median forward milliseconds of the trained network (``experiments.recipe.forward_latency_ms``)
+        on a batch of ``latency.batch_size`` copies of one input, on the module's device."""
         example = pl_module.example_input_array
         if self.input_shape:
             example = torch.randn(self.input_shape)
         if not isinstance(example, torch.Tensor):
             raise ValueError("latency_ms needs an input: the module's example_input_array, or measure.input_shape in the search spec")
         network = getattr(pl_module, "network", pl_module)
-        was_training = network.training
-        network.eval()
-        device = pl_module.device
-        x = example[:1].expand(self.latency["batch_size"], *example.shape[1:]).contiguous().to(device)
-        if getattr(pl_module, "channels_last", False) and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        times = []
-        with torch.inference_mode():
-            for i in range(self.latency["warmup"] + self.latency["iterations"]):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                network(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                if i >= self.latency["warmup"]:
-                    times.append((time.perf_counter() - start) * 1000.0)
-        network.train(was_training)
-        times.sort()
-        return times[len(times) // 2]
+        x = example[:1].expand(self.latency["batch_size"], *example.shape[1:]).contiguous().to(pl_module.device)
+        return forward_latency_ms(network, x, warmup=self.latency["warmup"], iterations=self.latency["iterations"],
+                                  channels_last=pl_module.channels_last)
 
 
 class OptunaTrialCallback(ResultCallback):

@@ -2,14 +2,13 @@
 its candidate values, must compose with the base config(s) and the fixed overrides, and a failure
 names the spec entry. The objective of a spec that names none is the module's ``monitor``.
 
-Composition is ``experiments.compose.ConfigComposer``'s, the same as ``reproduce``'s.
+Composition is ``experiments.recipe.ConfigComposer``'s, the same as ``reproduce``'s.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from experiments.cli import describe_config_error
-from experiments.compose import ConfigComposer, override_tree
+from experiments.recipe import ConfigComposer, describe_config_error, override_tree
 from search.space import Entry
 from search.spec import SearchSpec, SpecError
 

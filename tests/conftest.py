@@ -17,6 +17,6 @@ def in_repo(monkeypatch):
 @pytest.fixture(scope="module")
 def composer():
     """One config parser per test module (building it resolves every class the configs name)."""
-    from experiments.compose import ConfigComposer
+    from experiments.recipe import ConfigComposer
 
     return ConfigComposer()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from core.errors import ConfigError
-from experiments.compose import ConfigComposer, get_dotted
+from experiments.recipe import ConfigComposer, get_dotted
 from experiments.reproduce import compose_plan, load_table, plan_runs
 from lightning_modules.networks.box_regressor import MAX_SLOTS, BoxRegressor, assign, decode_slots, slot_loss
 

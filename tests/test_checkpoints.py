@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from core.errors import CheckpointError
-from experiments.runs import SafeCheckpointIO
+from experiments.checkpoint_io import SafeCheckpointIO
 
 REPO = Path(__file__).resolve().parents[1]
 

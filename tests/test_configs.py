@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from experiments.compose import get_dotted, override_tree
+from experiments.recipe import get_dotted, override_tree
 from tests.run_fixtures import TASKS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from torch import nn
 from torchvision import models
 
 from core.errors import CheckpointError, ConfigError, DataNotFoundError
-from experiments.compose import override_tree
+from experiments.recipe import override_tree
 from lightning_modules.networks.detection_backbones import VGG16BoxHead, VGG16C5
 from lightning_modules.networks.faster_rcnn import FasterRCNN
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments.compose import get_dotted, override_tree
+from experiments.recipe import get_dotted, override_tree
 from experiments.reproduce import compose_plan, load_table, main_reproduce, plan_runs
 
 REPO = Path(__file__).resolve().parents[1]

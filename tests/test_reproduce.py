@@ -21,7 +21,7 @@ import yaml
 
 from core.stats import verdict as claim_verdict, welch
 
-from experiments.compose import ConfigComposer
+from experiments.recipe import ConfigComposer
 from experiments.reproduce import (
     RESULT_FILE,
     STATE_FILE,

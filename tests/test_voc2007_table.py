@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.compose import get_dotted
+from experiments.recipe import get_dotted
 from experiments.reproduce import compose_plan, load_table, main_reproduce, plan_runs
 
 REPO = Path(__file__).resolve().parents[1]

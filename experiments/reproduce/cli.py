@@ -29,7 +29,7 @@ import yaml
 
 from core.io import shown_path, write_json_atomic
 from core.processes import experiments_command
-from experiments.compose import ConfigComposer
+from experiments.recipe import ConfigComposer
 from experiments.reproduce.collect import collect
 from experiments.reproduce.plan import RESULT_FILE, Plan, PlannedRun, compose_plan, describe_missing, plan_runs, run_status, table_dir
 from experiments.reproduce.report import Report, build_report

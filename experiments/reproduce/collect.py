@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from core.io import read_json
-from experiments.compose import get_dotted
+from experiments.recipe import get_dotted
 
 __all__ = ["read_validation", "pick_epoch", "RunValues", "Cell", "Collected", "collect", "std"]
 

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from core.io import read_json
-from experiments.compose import ConfigComposer, Measured, config_key_of, deep_merge, get_dotted, override_tree
+from experiments.recipe import ConfigComposer, Measured, config_key_of, deep_merge, get_dotted, override_tree
 from experiments.reproduce.spec import Profile, Row, TableSpec, TableSpecError, resolve_config_path
 
 __all__ = [
@@ -232,7 +232,7 @@ def compose_plan(spec: TableSpec, profile: Profile, seeds: list[int], runs: list
     """Parse every distinct config of ``runs`` (a key that fails names its row and key), derive the
     rows' vars from their configs, and with ``measure`` build each config's model and data (the
     network's parameters; the data files that are missing)."""
-    from experiments.cli import describe_config_error
+    from experiments.recipe import describe_config_error
 
     plan = Plan(spec=spec, profile=profile, seeds=seeds, runs=runs)
     resolved: dict[str, dict[str, Any]] = {}

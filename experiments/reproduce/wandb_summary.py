@@ -1,6 +1,6 @@
 """The table's W&B summary run: one per table and profile (``job_type: summary``, in the table's
 group beside its runs), holding the report table, the checks, the per-run values and curves, and
-the plots. Written by ``experiments.runs.log_summary_run``, as a study's summary is; offline
+the plots. Written by ``experiments.recipe.log_summary_run``, as a study's summary is; offline
 without an API key, and never able to fail a reproduced table.
 """
 from __future__ import annotations
@@ -10,12 +10,11 @@ from typing import Any
 import yaml
 
 from core.io import write_json_atomic
-from experiments.compose import get_dotted
+from experiments.recipe import get_dotted, log_summary_run, resolve_wandb_mode
 from experiments.reproduce.collect import Collected
 from experiments.reproduce.plan import slug, stable_hash
 from experiments.reproduce.report import Report
 from experiments.reproduce.spec import resolve_config_path
-from experiments.runs import log_summary_run, resolve_wandb_mode
 
 __all__ = ["write_wandb_summary"]
 

@@ -1,11 +1,13 @@
-"""Compose, check and measure configs without training: what ``search`` and ``reproduce`` share.
+"""Compose and check configs without training: base config(s) + a small override, parsed by
+convlab's own LightningCLI parser.
 
 A search trial and a table row are both *base config(s) + a small override* (dotted keys such as
 ``model.init_args.optimizer.init_args.lr``). ``ConfigComposer`` parses such a composition with
 convlab's own LightningCLI parser (no trainer, no run directory, no seed), so that an unknown key
 or a wrongly typed value fails before anything is launched, and builds the model and data exactly
 as ``fit`` would, to measure the network through the task contract (``network`` and
-``example_input_array``) and to list the data files a config reads (``required_paths()``).
+``example_input_array``, ``experiments.recipe.measure``) and to list the data files a config reads
+(``required_paths()``).
 
 The dotted-key helpers (``override_tree``, ``get_dotted``, ``deep_merge``) work on plain YAML
 trees; composition follows jsonargparse's rule that a mapping naming another ``class_path``
@@ -15,17 +17,11 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-__all__ = [
-    "ConfigComposer", "Measured", "measure_network", "config_key_of", "override_tree", "set_dotted", "get_dotted",
-    "deep_merge",
-]
+from experiments.recipe.measure import BUILD_LOCK, Measured, measure_network
 
-# jsonargparse parsers are not thread-safe; the slots of a study or a table share one composer.
-_LOCK = threading.RLock()
+__all__ = ["ConfigComposer", "config_key_of", "override_tree", "set_dotted", "get_dotted", "deep_merge"]
 
 
 # ------------------------------------------------------------------------------ dotted trees
@@ -105,43 +101,6 @@ def config_key_of(tree: dict[str, Any], class_path: str, argument: str, within: 
     return walk(start, [within] if within else [])
 
 
-# ------------------------------------------------------------------------------- measuring
-@dataclass
-class Measured:
-    """What a config builds: the network's parameter count, its forward GFLOPs on the module's
-    ``example_input_array`` (None when the module has none), and the data's paths
-    (``core.records.RequiredPath``): those ``missing``, every one ``required``, and ``owner``, the
-    class path of the reader whose arguments name them; ``weights_missing``: the pretrained weights
-    files that are not on disk, as ``(config key, path)``."""
-
-    params: int | None = None
-    gflops: float | None = None
-    missing: list[Any] = field(default_factory=list)
-    required: list[Any] = field(default_factory=list)
-    owner: str | None = None
-    weights_missing: list[tuple[str, str]] = field(default_factory=list)
-
-
-def measure_network(module: Any) -> Measured:
-    """Parameters and forward GFLOPs (``torch.utils.flop_counter``, 2 x multiply-adds) of the
-    module's ``network`` on its ``example_input_array``, on CPU, in eval mode."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    network = getattr(module, "network", module)
-    measured = Measured(params=int(sum(p.numel() for p in network.parameters())))
-    example = getattr(module, "example_input_array", None)
-    if example is not None:
-        inputs = example if isinstance(example, tuple) else (example,)
-        was_training = network.training
-        network.eval()
-        with _LOCK, torch.no_grad(), FlopCounterMode(display=False) as counter:
-            network(*inputs)
-        network.train(was_training)
-        measured.gflops = counter.get_total_flops() / 1e9
-    return measured
-
-
 # ------------------------------------------------------------------------------- composing
 class ConfigComposer:
     """convlab's config parser, built once and reused for every composition (building it imports
@@ -177,7 +136,7 @@ class ConfigComposer:
             args += ["--config", str(path)]
         if override:
             args += ["--config", json.dumps(override, default=str)]
-        with _LOCK:
+        with BUILD_LOCK:
             return self.parser.parse_args(args)
 
     def culprit(self, base: Iterable[str], dotted: dict[str, Any]) -> tuple[str, BaseException] | None:
@@ -192,7 +151,7 @@ class ConfigComposer:
         return None
 
     def dump(self, config: Any) -> str:
-        with _LOCK:
+        with BUILD_LOCK:
             return self.parser.dump(config, skip_none=False)
 
     def to_dict(self, config: Any) -> dict[str, Any]:
@@ -203,7 +162,7 @@ class ConfigComposer:
     def instantiate(self, config: Any) -> tuple[Any, Any]:
         """``(model, data module)`` built from a parsed config as ``fit`` builds them (the data's
         facts linked into the model)."""
-        with _LOCK:
+        with BUILD_LOCK:
             init = self.parser.instantiate_classes(config)
         return init.model, init.data
 
@@ -214,7 +173,7 @@ class ConfigComposer:
 
         alone = copy.deepcopy(config)
         alone.data = type(config)(class_path=f"{pl.LightningDataModule.__module__}.LightningDataModule", init_args=type(config)())
-        with _LOCK:
+        with BUILD_LOCK:
             return self.parser.instantiate_classes(alone).model
 
     def measure(self, config: Any) -> Measured:
