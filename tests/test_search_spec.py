@@ -9,7 +9,7 @@ import optuna
 import pytest
 import yaml
 
-from experiments.compose import ConfigComposer, override_tree
+from experiments.recipe import ConfigComposer, override_tree
 from search.driver import classify_failure
 from search.space import Entry, params_to_values, suggest_params
 from search.spec import SpecError, build_pruner, build_sampler, load_spec
