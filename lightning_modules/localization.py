@@ -3,7 +3,8 @@
 The network (``lightning_modules.networks.localizer.Localizer`` or any ``nn.Module`` with the same
 output dict) knows nothing of this file; here live the loss (cross-entropy + weighted box
 regression), decoding boxes back to the original image, the metrics (top-1 accuracy, mean IoU,
-localisation accuracy), the optimiser and schedule, and the images logged to W&B.
+localisation accuracy), the default optimiser and the images logged to W&B;
+``lightning_modules.task.TaskModule`` does the rest.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The network (any ``nn.Module`` returning one heatmap tensor per stack) knows nothing of this file;
 here live the loss, decoding to image coordinates, the flip test, PCK/PCKh metrics per stack, the
-optimiser and schedule, and the images logged to W&B.
+paper's optimiser and the images logged to W&B; ``lightning_modules.task.TaskModule`` does the rest.
 """
 from __future__ import annotations
 
