@@ -49,7 +49,7 @@ def test_the_pruner_can_be_replaced_by_name_for_the_pruning_comparison() -> None
         ({"space": {"trainer.max_epochs": {"type": "categorical", "choices": []}}}, "space.trainer.max_epochs: empty choices"),
         ({"space": {"model.init_args.optimizer.init_args.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}},
          "needs low > 0"),
-        ({"sampelr": {"name": "tpe"}}, "sampelr: unknown spec entry"),
+        ({"sampelr": {"name": "tpe"}}, "sampelr: unknown field"),
         ({"objectives": [{"metric": "val/pckh", "direction": "up"}]}, "objectives[0].direction"),
         ({"objectives": [{"metric": "val/pckh"}, {"metric": "params", "direction": "minimize"}], "pruner": {"name": "median"}},
          "cannot prune a multi-objective study"),
