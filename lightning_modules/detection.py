@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from core.errors import ConfigError
+from core.errors import ArgumentValueError, ConfigError
 from core.facts import DataFacts
 from core.io import write_atomic
 from lightning_modules.metrics.detection import COCOEvaluator, VOCEvaluator, image_record
@@ -40,35 +40,27 @@ def detector_targets(targets: Sequence[dict[str, Any]], fields: Sequence[str] = 
 
 
 def fit_to_data(network: nn.Module, facts: DataFacts) -> None:
-    """Make ``network`` predict the data's classes, or say where it does not.
-
-    A network with a ``build(num_classes, num_keypoints)`` step that is not built yet (its
-    ``detector`` is ``None``) is built for ``len(class_names) + 1`` classes (with the background; its
-    own ``num_classes`` without class names) and the data's keypoints. A built network (or one
-    complete after its ``__init__``) must predict ``len(class_names) + 1`` classes and the data's
-    keypoints, where the data names them; else ``ConfigError`` names the argument and both numbers.
-    """
+    """Check that ``network`` (complete after its ``__init__``) predicts the data's classes and
+    keypoints: ``num_classes == len(class_names) + 1`` (the background) where the data names its
+    classes, and ``num_keypoints`` equal to the data's keypoints where the network predicts
+    keypoints. A mismatch is an ``ArgumentValueError`` naming the network's argument and both
+    numbers (the CLI turns the argument into its config key)."""
     class_names, keypoints = tuple(facts.class_names), len(facts.keypoint_names)
-    if callable(getattr(network, "build", None)) and getattr(network, "detector", None) is None:
-        if not class_names and getattr(network, "num_classes", None) is None:
-            raise ConfigError("DetectionModule needs the classes: data_facts with class names, or a network with num_classes")
-        network.build(len(class_names) + 1 if class_names else network.num_classes, keypoints)
-        return
     num_classes = getattr(network, "num_classes", None)
     if class_names and num_classes != len(class_names) + 1:
-        raise ConfigError(f"model.init_args.network.init_args.num_classes is {num_classes} but the data has {len(class_names)} classes (+ background)")
+        raise ArgumentValueError.of(network, "num_classes", f"is {num_classes} but the data has {len(class_names)} classes (+ background)")
     given = getattr(network, "num_keypoints", 0)
-    if keypoints and given and given != keypoints:
-        raise ConfigError(f"model.init_args.network.init_args.num_keypoints is {given} but the data's objects have {keypoints}")
+    if given and class_names and keypoints != given:
+        detail = "but the data's objects have none" if not keypoints else f"but the data's objects have {keypoints}"
+        raise ArgumentValueError.of(network, "num_keypoints", f"is {given} {detail}")
 
 
 class DetectionModule(TaskModule):
     """Training and official evaluation of a torchvision detector.
 
     Args:
-        network: a ``TorchvisionDetector``. A network with a ``build`` step that is not built yet
-            is built here for the data's classes (``len(class_names) + 1``) and keypoints; a built
-            one must have ``num_classes == len(class_names) + 1`` when the data names its classes.
+        network: a ``TorchvisionDetector`` (complete after its ``__init__``); its ``num_classes``
+            must be ``len(class_names) + 1`` when the data names its classes (``fit_to_data``).
         optimizer: the optimiser factory (LightningCLI's ``optimizer:``); ``None``: SGD, lr 0.02,
             momentum 0.9, weight decay 1e-4 (torchvision's reference for 16 images per step).
         scheduler: the scheduler factory, stepped per epoch (``MultiStepLR`` at epochs 16, 22 of 26
@@ -117,7 +109,7 @@ class DetectionModule(TaskModule):
         channels_last: bool = False,
         data_facts: DataFacts | None = None,
     ) -> None:
-        # Before the base: its channels_last converts the weights the build makes.
+        # Before the base builds anything: a network that contradicts the data is the first error.
         fit_to_data(network, data_facts or DataFacts())
         super().__init__(network, optimizer, scheduler, log_images, channels_last, data_facts)
         if warmup_iters < 0 or not 0 < warmup_factor <= 1:

@@ -221,7 +221,7 @@ def test_the_yaml_gives_the_classes_and_a_count_that_contradicts_the_data_is_one
     code = run_cli(["fit", "--config", TINY, "--model.init_args.network.init_args.num_classes", "4", "--run.root", str(tmp_path), "--run.wandb", "disabled"])
     assert code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "num_classes" in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("convlab: model.init_args.network.init_args.num_classes is 4 but the data has 6"), lines
 
 
 # ---------------------------------------------------------------------- fits through the CLI

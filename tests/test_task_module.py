@@ -239,7 +239,7 @@ def test_detection_checks_a_complete_network_against_the_data():
 
     network = FasterRCNN(MobileNetV3FPN(width_mult=0.25), num_classes=3, box_head_fcs=[16, 16])
     DetectionModule(network, data_facts=DataFacts(class_names=("a", "b")))
-    with pytest.raises(ConfigError, match=r"network\.init_args\.num_classes is 3 but the data has 4 classes"):
+    with pytest.raises(ConfigError, match=r"^FasterRCNN\.num_classes is 3 but the data has 4 classes"):
         DetectionModule(network, data_facts=DataFacts(class_names=("a", "b", "c", "d")))
     DetectionModule(network, data_facts=DataFacts())  # data without class names: the network's own
 
@@ -265,3 +265,16 @@ def test_detection_builds_a_network_that_waits_for_the_data():
     assert network.calls == [(3, 3)]
     with pytest.raises(ConfigError, match="needs the classes"):
         fit_to_data(Waiting(), DataFacts())
+
+
+def test_detection_refuses_a_keypoint_network_on_data_without_its_keypoints():
+    from lightning_modules.detection import DetectionModule
+    from lightning_modules.networks.detection_backbones import MobileNetV3FPN
+    from lightning_modules.networks.keypoint_rcnn import KeypointRCNN
+
+    network = KeypointRCNN(MobileNetV3FPN(width_mult=0.25), num_classes=2, num_keypoints=4, box_head_fcs=[16, 16], keypoint_head_layers=[8])
+    DetectionModule(network, data_facts=DataFacts(class_names=("person",), keypoint_names=("a", "b", "c", "d")))
+    with pytest.raises(ConfigError, match=r"^KeypointRCNN\.num_keypoints is 4 but the data's objects have none"):
+        DetectionModule(network, data_facts=DataFacts(class_names=("person",)))
+    with pytest.raises(ConfigError, match=r"^KeypointRCNN\.num_keypoints is 4 but the data's objects have 17"):
+        DetectionModule(network, data_facts=DataFacts(class_names=("person",), keypoint_names=tuple(f"k{i}" for i in range(17))))
