@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 __all__ = [
-    "SpecError", "Schema", "spec_dataclass", "computed", "load_yaml", "validate", "item_where", "check", "ref", "config_files",
+    "SpecError", "Schema", "spec_dataclass", "computed", "load_yaml", "validate", "item_where", "check", "ref", "named", "config_files",
     "template_fields", "Template", "Number", "Integer", "Count", "Flag", "Name", "Identifier", "ConfigKey", "OverrideKey", "Overrides",
     "Mapping", "Keyed", "Items", "OneOrMore", "shorthand", "NAME", "KEY", "CONFIG",
 ]
@@ -80,16 +80,20 @@ def check(test: Callable[[Any], bool], message: str) -> AfterValidator:
     return AfterValidator(run)
 
 
+def named(value: Any, info: ValidationInfo, section: str, message: str) -> Any:
+    """``value`` when it is a key of the document's ``section`` (``validate``'s context is the document),
+    else ``ValueError(message)``; ``message`` may name the value and the ``{known}`` keys."""
+    known = (info.context or {}).get(section)
+    known = known if isinstance(known, dict) else {}
+    if value not in known:
+        raise ValueError(message.format(value=value, known=", ".join(map(str, known)) or "none defined"))
+    return value
+
+
 def ref(section: str, message: str) -> AfterValidator:
-    """A name that must be a key of the document's ``section`` (``validate``'s context is the document);
-    ``message`` may name the value and the ``{known}`` keys."""
-    def run(value: Any, info: ValidationInfo) -> Any:
-        known = (info.context or {}).get(section)
-        known = known if isinstance(known, dict) else {}
-        if value not in known:
-            raise ValueError(message.format(value=value, known=", ".join(map(str, known)) or "none defined"))
-        return value
-    return AfterValidator(run)
+    """The type of a name of an entry of the document's ``section`` (see ``named``); a value that is
+    not text (an entry stated inline, where the type allows one) is not looked up."""
+    return AfterValidator(lambda value, info: named(value, info, section, message) if isinstance(value, str) else value)
 
 
 def config_files(resolve: Callable[[str], Path]) -> Any:

@@ -1,21 +1,7 @@
-"""Search specs: ``experiments/search/<name>.yaml``, loaded and checked before any trial runs.
+"""Search specs: ``experiments/search/<name>.yaml`` (README.md, "The spec"), checked before any trial runs.
 
-A spec names the base config(s), the fixed overrides, the search space (``search.space.SpaceEntry``),
-the objective(s), the sampler and pruner, the trial budget and the parallel slots. Its format is
-``SearchSpec`` (the fields are the keys, the comments what each means)::
-
-    base: experiments/configs/<task>/<config>.yaml   # or a list, composed in order
-    overrides: {trainer.max_epochs: 4}
-    space:
-      model.init_args.optimizer.init_args.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
-      model.init_args.optimizer:                # a mapping of choices: label -> config value
-        {type: categorical, choices: {rmsprop: {class_path: torch.optim.RMSprop}, sgd: {class_path: torch.optim.SGD}}}
-      model.init_args.optimizer.init_args.momentum: {type: float, low: 0.0, high: 0.95, when: {model.optimizer: sgd}}
-    objectives: [{metric: val/accuracy, direction: maximize}, {metric: params, direction: minimize}]
-    sampler: {name: tpe, seed: 0}
-    budget: {n_trials: 12, trial_timeout: 1800}
-
-Every mistake a user can fix raises ``SpecError`` with one line that names the entry.
+The format is ``SearchSpec``: its fields are the keys (a space entry: ``search.space.SpaceEntry``).
+Every mistake raises ``SpecError`` with one line that names the entry.
 """
 from __future__ import annotations
 
@@ -41,12 +27,10 @@ Direction = Annotated[Literal["maximize", "minimize"],
 
 
 @spec_dataclass
-class Objective(Schema):
-    """What a trial reports (a bare string: its ``metric``): ``reduce`` best or last epoch's value."""
-
+class Objective(Schema):  # what a trial reports (a bare string: its metric)
     metric: Annotated[str, check(bool, "missing")]
     direction: Direction = "maximize"
-    reduce: Literal["best", "last"] = "best"
+    reduce: Literal["best", "last"] = "best"  # the best or the last validation's value
 
     @property
     def measured(self) -> bool:
@@ -66,7 +50,9 @@ class Retrain(TypedDict, total=False):
     seeds: Annotated[list[Integer], check(bool, "give a list of integer seeds")]
 
 
-Objectives = OneOrMore[Annotated[Objective, shorthand("metric")]]
+Objectives = Annotated[OneOrMore[Annotated[Objective, shorthand("metric")]], check(bool, "give a list of {{metric, direction}}"),
+                       check(lambda v: len({o.metric for o in v}) == len(v), "a metric appears twice"),
+                       check(lambda v: len(v) > 1 or not v[0].measured, "{value[0].metric} alone needs no training; add a trained metric")]
 Component = Annotated[Mapping[str, Any] | None, shorthand("name")]  # {name, **Optuna arguments} or the name
 MEASURE = Literal["input_shape", "latency_batch_size", "latency_warmup", "latency_iterations", "enabled"]
 
@@ -110,9 +96,6 @@ class SearchSpec(Schema):
     def pruning(self) -> bool:
         return self.pruner.get("name", "none") != "none"
 
-    def entry(self, name: str) -> Entry:
-        return next(e for e in self.entries if e.name == name)
-
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, study: str | None = None,
               pruner: str | None = None) -> SearchSpec:
@@ -127,19 +110,15 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, study: 
         raise SpecError(f"{path}: a search spec is a mapping")
     if pruner is not None:
         raw["pruner"] = {"name": pruner}
-    fixed = {**(raw.get("overrides") or {}), **(overrides or {})}
-    spec = validate(SearchSpec, {**raw, "study": str(study or raw.get("study") or path.stem), "overrides": fixed})
-    spec.path, spec.raw, spec.entries = path, raw, make_entries(spec.space)
-    also_fixed = [key for key in spec.space if key in fixed]
+    spec = validate(SearchSpec, {**raw, "study": str(study or raw.get("study") or path.stem)})
+    spec.overrides.update(validate(Overrides, overrides or {}, where="overrides"))
+    # What the study stores (its attribute, spec.yaml, the W&B config) is the file with the numbers as checked.
+    spec.raw = {**raw, **{key: getattr(spec, key) for key in ("constraints", "retrain") if raw.get(key)}}
+    spec.path, spec.entries = path, make_entries(spec.space)
+    also_fixed = [key for key in spec.space if key in spec.overrides]
     if also_fixed:
         raise SpecError(f"space.{also_fixed[0]}: also fixed in overrides")
-    if spec.objectives == [] and "objectives" in raw:
-        raise SpecError("objectives: give a list of {metric, direction}")
-    spec.objectives = spec.objectives if spec.objectives is not None else spec.objective or []
-    if len(spec.objectives) == 1 and spec.objectives[0].measured:
-        raise SpecError(f"objectives[0].metric: {spec.objectives[0].metric} alone needs no training; add a trained metric")
-    if len({o.metric for o in spec.objectives}) != len(spec.objectives):
-        raise SpecError("objectives: a metric appears twice")
+    spec.objectives = spec.objectives or spec.objective or []
     spec.sampler = component("sampler", spec.sampler, spec.entries, spec.multi_objective)
     spec.pruner = component("pruner", spec.pruner, spec.entries, spec.multi_objective)
     spec.n_trials, spec.timeout, spec.trial_timeout = (spec.budget.get(k) for k in ("n_trials", "timeout", "trial_timeout"))

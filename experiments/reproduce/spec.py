@@ -1,27 +1,8 @@
-"""Table specs: ``experiments/tables/<table>.yaml``, loaded and checked before any run starts.
+"""Table specs: ``experiments/tables/<table>.yaml`` (README.md, "Writing a table"), checked before any run starts.
 
-A table spec is a paper table (or an ablation) as a runnable object: which configs make its rows,
-which metrics make its columns, what the paper reports in each cell and where it says so, how close
-counts as reproduced, and how to run it at two scales. Its format is ``TableSpec`` and the
-dataclasses it holds: their fields are the keys, their comments what each means. In short::
-
-    sources: {table3: {paper: "Author et al., Venue 2020", where: "Table 3", split: "Dataset val"}}
-    derive: {heads: model.init_args.network.init_args.num_heads}   # a row var read from its config
-    columns: {final: {metric: "val/acc_head{heads}", label: Final, scale: 100}}
-    rows:
-      h2: {section: Equal size, override: {model.init_args.network.init_args.num_heads: 2}, paper: {final: 87.4}}
-      h4: {section: Equal size, override: {model.init_args.network.init_args.num_heads: 4},
-           paper: {final: {value: 88.1, source: table3, tolerance: 1.5}}, profiles: {quick: {skip: true}}}
-    profiles:
-      quick: {base: experiments/configs/<task>/<name>_synthetic_quick.yaml, seeds: 2, compare: false}
-      paper: {base: experiments/configs/<task>/<name>_<dataset>.yaml,
-              data: {key: data.init_args.source.init_args.root, dir: <dataset>, help: "where to get it"}}
-    checks: [{name: more heads higher, order: [h2.final, h4.final]}, {name: x, all: ["h2.final <= h4.final"]}]
-    plots: [{name: size, kind: against_var, var: heads, columns: [final]}]
-
-``core.specs.validate`` checks the types and ``parse_table`` what one entry says of another. Every
-mistake a user can fix raises ``TableSpecError`` with one line that names the entry
-(``rows.h2.paper.finall: unknown column ...``).
+A paper table (or an ablation) as a runnable object. The format is ``TableSpec`` and the dataclasses it
+holds: their fields are the keys, their comments what each means. ``core.specs.validate`` checks types
+and names, ``parse_table`` what one entry says of another; each mistake raises ``TableSpecError``, one line.
 """
 from __future__ import annotations
 
@@ -30,20 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from pydantic import PlainValidator, ValidationInfo
+
 from core.io import PROJECT_ROOT
 from core.specs import (
     ConfigKey, Count, Flag, Identifier, Integer, Items, Keyed, Mapping, Name, Number, OneOrMore, OverrideKey, Schema, SpecError,
-    Template, check, computed, config_files, item_where, load_yaml, ref, shorthand, spec_dataclass, template_fields, validate,
+    Template, check, computed, config_files, item_where, load_yaml, named, ref, shorthand, spec_dataclass, template_fields, validate,
 )
 
 __all__ = [
-    "TableSpecError", "TableSpec", "Source", "Column", "PaperCell", "Row", "RowProfile", "Profile", "DataSpec",
-    "Check", "Comparison", "CellRef", "Plot", "TrainedFloor", "load_table", "table_path", "available_tables", "TABLES_DIR",
-    "REPO_ROOT", "template_fields", "resolve_config_path",
+    "TableSpecError", "TableSpec", "Source", "Column", "PaperCell", "Row", "RowProfile", "Profile", "DataSpec", "Check", "Comparison",
+    "CellRef", "Plot", "TrainedFloor", "load_table", "table_path", "available_tables", "TABLES_DIR", "resolve_config_path",
 ]
 
-REPO_ROOT = PROJECT_ROOT  # one project root for the whole suite (core.io)
-TABLES_DIR = REPO_ROOT / "experiments" / "tables"
+TABLES_DIR = PROJECT_ROOT / "experiments" / "tables"
 OPERATORS = ("<=", ">=", "<", ">")
 _REF = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\.([A-Za-z0-9_-]+)\s*$")  # <row>.<column>
 
@@ -56,7 +37,7 @@ def resolve_config_path(path: str) -> Path:
     """A config path as written in a spec: absolute, relative to the working directory, or
     relative to the repository root (so a spec works from any directory)."""
     p = Path(path)
-    return p if p.is_absolute() or p.exists() else REPO_ROOT / p
+    return p if p.is_absolute() or p.exists() else PROJECT_ROOT / p
 
 
 Bases = config_files(resolve_config_path)
@@ -86,24 +67,23 @@ class Source(Schema):  # where a paper number comes from (a bare string: its pap
 
 
 @spec_dataclass
-class Column(Schema):  # a bare string: its metric
-    metric: Annotated[Template, check(bool, "missing (a logged metric such as val/acc, may hold {{row var}} fields)")]  # {var}: a
-    # row's var; a row without one of them has no such cell
+class Column(Schema):  # a bare string: its metric, whose {var} fields are row vars (a row that lacks one has no such cell)
+    metric: Annotated[Template, check(bool, "missing (a logged metric such as val/acc, may hold {{row var}} fields)")]
     label: str = ""  # default: the name
     scale: Number = 1.0
     digits: Annotated[Integer, check(lambda v: 0 <= v <= 6, "expected an integer from 0 to 6, got {value!r}")] = 1
     note: str = ""
     name: str = computed("")
 
-    def has_cell(self, row: "Row") -> bool:
-        """Whether ``row`` has this column's cell: its vars (stated or derived) fill the template."""
-        return template_fields(self.metric) <= set(row.vars) | set(row.derived)
+    def lacks(self, row: "Row") -> list[str]:
+        """The template's vars that ``row`` neither states nor derives (none: the row has this column's cell)."""
+        return sorted(template_fields(self.metric) - set(row.vars) - set(row.derived))
 
     def metric_for(self, row: "Row") -> str | None:
         """The logged metric of this column for ``row``, or None when the row lacks a variable
         of the template (the cell does not exist). Derived vars must have been resolved
         (``experiments.reproduce.plan.compose_plan``)."""
-        if not self.has_cell(row):
+        if self.lacks(row):
             return None
         unresolved = sorted(template_fields(self.metric) - set(row.vars))
         if unresolved:
@@ -114,7 +94,8 @@ class Column(Schema):  # a bare string: its metric
 @spec_dataclass
 class PaperCell(Schema):  # a bare number: its value
     value: Number
-    source: Any = None  # a source's name or an inline source in the file, the Source once loaded
+    source: Annotated[Any, check(lambda v: isinstance(v, (str, dict)), "give a source's name or a mapping {{paper, where, ...}}"),
+                      ref("sources", "{value!r} is not one of the sources ({known})")] = None  # or inline; the Source once loaded
     tolerance: Tolerance | None = None  # the table's unless the cell states one (null: not judged)
     note: str = ""
 
@@ -172,7 +153,7 @@ class Profile(Schema):
 
 
 @dataclass(frozen=True)
-class CellRef:
+class CellRef:  # <row>.<column> in the file
     row: str
     column: str
 
@@ -180,8 +161,8 @@ class CellRef:
         return f"{self.row}.{self.column}"
 
 
-@dataclass
-class Comparison:
+@dataclass(frozen=True)
+class Comparison:  # '<cell> <op> <cell>' in the file, op one of OPERATORS
     left: CellRef
     op: str
     right: CellRef
@@ -193,14 +174,37 @@ class Comparison:
         return f"{self.left} {self.op} {self.right}"
 
 
+def _cell(text: Any, info: ValidationInfo) -> CellRef:
+    match = _REF.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a cell reference <row>.<column>")
+    for section, name in zip(("rows", "columns"), match.groups()):
+        named(name, info, section, f"{{value!r}} is not a {section[:-1]} ({section}: {{known}})")
+    return CellRef(*match.groups())
+
+
+def _comparison(text: Any, info: ValidationInfo) -> Comparison:
+    op = next((op for op in OPERATORS if op in str(text)), None)
+    if op is None:
+        raise ValueError(f"{text!r} has no comparison operator ({', '.join(OPERATORS)})")
+    left, right = str(text).split(op, 1)
+    return Comparison(_cell(left, info), op, _cell(right, info))
+
+
 @spec_dataclass
 class Check(Schema):  # an ordering the paper reports, checked on our means (in every profile or in profiles)
     name: Annotated[str, check(bool, "missing (what the check states, e.g. 'deeper is better')")]
-    order: Annotated[list[str], check(lambda v: len(v) >= 2, "give two or more cells <row>.<column>, in increasing order")] | None = None
-    all: Annotated[OneOrMore[str], check(bool, "give a list of comparisons such as 'hg2.halfway < hg2.final'")] | None = None  # < <= > >=
+    order: Annotated[list[Annotated[CellRef, PlainValidator(_cell)]],
+                     check(lambda v: len(v) >= 2, "give two or more cells <row>.<column>, in increasing order")] | None = None
+    all: Annotated[OneOrMore[Annotated[Comparison, PlainValidator(_comparison)]],
+                   check(bool, "give a list of comparisons such as 'hg2.halfway < hg2.final'")] | None = None
     paper: str = ""
     profiles: OneOrMore[ProfileRef] | None = None
-    comparisons: list[Comparison] = computed(factory=list)
+
+    @property
+    def comparisons(self) -> list[Comparison]:
+        """``order`` as each cell below the next, or ``all``."""
+        return [Comparison(a, "<", b) for a, b in zip(self.order, self.order[1:])] if self.order else self.all or []
 
     def applies(self, profile: str) -> bool:
         return self.profiles is None or profile in self.profiles
@@ -208,12 +212,8 @@ class Check(Schema):  # an ordering the paper reports, checked on our means (in 
 
 @spec_dataclass
 class Plot(Schema):
-    """per_output: ``metric`` with {k} at k = 1..<the row var ``count``> (the outputs of a multi-output
-    network) per row; against_var: ``columns`` against the numeric row var ``var``; bars: mean +- std
-    per row, paper marks; curves: a column per epoch."""
-
     name: Name
-    kind: Literal["per_output", "against_var", "curves", "bars"]
+    kind: Literal["per_output", "against_var", "curves", "bars"]  # README.md ("Writing a table") says what each draws
     title: str = ""
     rows: Annotated[list[RowRef], check(bool, "give a list of rows")] | None = None
     columns: OneOrMore[ColumnRef] | None = None
@@ -266,14 +266,12 @@ def available_tables(tables_dir: Path | None = None) -> list[str]:
 
 def table_path(name_or_path: str | Path, tables_dir: Path | None = None) -> Path:
     text = str(name_or_path)
-    if Path(text).suffix in (".yaml", ".yml") or "/" in text:
-        if Path(text).is_file():
-            return Path(text)
+    path = Path(text) if Path(text).suffix in (".yaml", ".yml") or "/" in text else (tables_dir or TABLES_DIR) / f"{text}.yaml"
+    if path.is_file():
+        return path
+    if path == Path(text):
         raise TableSpecError(f"table spec {text} not found")
-    path = (tables_dir or TABLES_DIR) / f"{text}.yaml"
-    if not path.is_file():
-        raise TableSpecError(f"table {text!r}: no {path} (tables: {', '.join(available_tables(tables_dir)) or 'none'})")
-    return path
+    raise TableSpecError(f"table {text!r}: no {path} (tables: {', '.join(available_tables(tables_dir)) or 'none'})")
 
 
 def parse_table(raw: Any, path: Path) -> TableSpec:
@@ -308,60 +306,39 @@ def _fail(where: str, message: str) -> None:
 
 
 def _check_row(spec: TableSpec, row: Row) -> None:
-    """A row's profiles and paper cells; each cell gets its source and tolerance."""
+    """A row's profiles and paper cells; each cell gets its Source and tolerance."""
     for name, profile in row.profiles.items():
         if profile.data_dir is not None and spec.profiles[name].data is None:
             _fail(f"rows.{row.name}.profiles.{name}.data_dir", f"profile {name} has no data section (data.key) to apply it to")
-    default = spec.sources.get(spec.source or "") or (next(iter(spec.sources.values())) if len(spec.sources) == 1 else None)
+    default = spec.source or (next(iter(spec.sources)) if len(spec.sources) == 1 else None)
     for column, cell in row.paper.items():
         where = f"rows.{row.name}.paper.{column}"
-        if not spec.columns[column].has_cell(row):
-            missing = sorted(template_fields(spec.columns[column].metric) - set(row.vars))
+        if missing := spec.columns[column].lacks(row):
             _fail(where, f"the row has no {column} cell: its vars lack {', '.join(missing)} for {spec.columns[column].metric!r}")
         if isinstance(cell.source, dict):
             cell.source = validate(Source, cell.source, TableSpecError, where=f"{where}.source", context=spec.raw)
             cell.source.name = f"{where}.source"
-        elif cell.source is not None and cell.source not in spec.sources:
-            _fail(f"{where}.source", f"{cell.source!r} is not one of the sources ({', '.join(spec.sources) or 'none defined'})")
-        cell.source = spec.sources[cell.source] if isinstance(cell.source, str) else cell.source or default
-        if cell.source is None:
+        elif (cell.source or default) is None:
             _fail(f"{where}.source", "every paper number needs a source (set it here or a table-level `source:`)")
+        else:
+            cell.source = spec.sources[cell.source or default]
         stated = spec.raw["rows"][row.name]["paper"][column]
-        if not (isinstance(stated, dict) and "tolerance" in stated):
+        if not (isinstance(stated, dict) and "tolerance" in stated):  # a stated null: not judged
             cell.tolerance = spec.tolerance
 
 
 def _check_check(spec: TableSpec, where: str, item: Check) -> None:
-    """A check's cells exist (in its profiles); its comparisons are built."""
+    """A check states its cells one way, and they exist in every profile it applies to."""
     if (item.order is None) == (item.all is None):
         _fail(where, "give either order: [cells, increasing] or all: ['a < b', ...]")
-    if item.order is not None:
-        refs = [_ref(spec, f"{where}.order[{j}]", text) for j, text in enumerate(item.order)]
-        item.comparisons = [Comparison(a, "<", b) for a, b in zip(refs, refs[1:])]
-    for j, text in enumerate(item.all or []):
-        op = next((op for op in OPERATORS if op in text), None)
-        if op is None:
-            _fail(f"{where}.all[{j}]", f"{text!r} has no comparison operator ({', '.join(OPERATORS)})")
-        left, right = text.split(op, 1)
-        item.comparisons.append(Comparison(_ref(spec, f"{where}.all[{j}]", left), op, _ref(spec, f"{where}.all[{j}]", right)))
-    skipped = [(ref.row, p) for cmp in item.comparisons for ref in (cmp.left, cmp.right)
-               for p in item.profiles or [] if not spec.rows[ref.row].in_profile(p)]
-    if skipped:
-        _fail(where, f"row {skipped[0][0]} skips profile {skipped[0][1]}")
-
-
-def _ref(spec: TableSpec, where: str, text: str) -> CellRef:
-    match = _REF.match(text)
-    if not match:
-        _fail(where, f"{text!r} is not a cell reference <row>.<column>")
-    row, column = match.groups()
-    if row not in spec.rows:
-        _fail(where, f"{row!r} is not a row (rows: {', '.join(spec.rows)})")
-    if column not in spec.columns:
-        _fail(where, f"{column!r} is not a column (columns: {', '.join(spec.columns)})")
-    if not spec.columns[column].has_cell(spec.rows[row]):
-        _fail(where, f"row {row} has no {column} cell (it lacks a variable of {spec.columns[column].metric!r})")
-    return CellRef(row, column)
+    cells = [(f"order[{j}]", cell) for j, cell in enumerate(item.order or [])]
+    cells += [(f"all[{j}]", cell) for j, cmp in enumerate(item.all or []) for cell in (cmp.left, cmp.right)]
+    for key, cell in cells:
+        if missing := spec.columns[cell.column].lacks(spec.rows[cell.row]):
+            _fail(f"{where}.{key}", f"row {cell.row} has no {cell.column} cell (its vars lack {', '.join(missing)})")
+        skipped = [p for p in item.profiles or [] if not spec.rows[cell.row].in_profile(p)]
+        if skipped:
+            _fail(where, f"row {cell.row} skips profile {skipped[0]}")
 
 
 def _check_plot(spec: TableSpec, where: str, plot: Plot) -> None:
