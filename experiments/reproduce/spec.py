@@ -21,7 +21,7 @@ from core.specs import (
 
 __all__ = [
     "TableSpecError", "TableSpec", "Source", "Column", "PaperCell", "Row", "RowProfile", "Profile", "DataSpec", "Check", "Comparison",
-    "CellRef", "Plot", "TrainedFloor", "load_table", "table_path", "available_tables", "TABLES_DIR", "resolve_config_path",
+    "CellRef", "Plot", "TrainedFloor", "load_table", "available_tables", "TABLES_DIR", "resolve_config_path",
 ]
 
 TABLES_DIR = PROJECT_ROOT / "experiments" / "tables"
@@ -255,23 +255,17 @@ class TableSpec(Schema):
 
 
 def load_table(name_or_path: str | Path, tables_dir: Path | None = None) -> TableSpec:
-    """Read and check a table spec: a name in ``experiments/tables`` or a path."""
-    path = table_path(name_or_path, tables_dir)
+    """Read and check a table spec: a name in ``tables_dir`` (default ``experiments/tables``) or a path."""
+    text = str(name_or_path)
+    path = Path(text) if Path(text).suffix in (".yaml", ".yml") or "/" in text else (tables_dir or TABLES_DIR) / f"{text}.yaml"
+    if not path.is_file():
+        raise TableSpecError(f"table spec {text} not found" if path == Path(text) else
+                             f"table {text!r}: no {path} (tables: {', '.join(available_tables(tables_dir)) or 'none'})")
     return parse_table(load_yaml(path, TableSpecError), path)
 
 
 def available_tables(tables_dir: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (tables_dir or TABLES_DIR).glob("*.yaml"))
-
-
-def table_path(name_or_path: str | Path, tables_dir: Path | None = None) -> Path:
-    text = str(name_or_path)
-    path = Path(text) if Path(text).suffix in (".yaml", ".yml") or "/" in text else (tables_dir or TABLES_DIR) / f"{text}.yaml"
-    if path.is_file():
-        return path
-    if path == Path(text):
-        raise TableSpecError(f"table spec {text} not found")
-    raise TableSpecError(f"table {text!r}: no {path} (tables: {', '.join(available_tables(tables_dir)) or 'none'})")
 
 
 def parse_table(raw: Any, path: Path) -> TableSpec:
@@ -284,8 +278,8 @@ def parse_table(raw: Any, path: Path) -> TableSpec:
         entry.label = entry.label or entry.name
     all_vars = {var for row in spec.rows.values() for var in row.vars} | set(spec.derive)
     for column in spec.columns.values():
-        if template_fields(column.metric) - all_vars:
-            _fail(f"columns.{column.name}.metric", f"{{{sorted(template_fields(column.metric) - all_vars)[0]}}} is not a var of any row")
+        if unknown := sorted(template_fields(column.metric) - all_vars):
+            _fail(f"columns.{column.name}.metric", f"{{{unknown[0]}}} is not a var of any row")
     for row in spec.rows.values():
         row.derived = tuple(spec.derive)
         _check_row(spec, row)
@@ -336,8 +330,7 @@ def _check_check(spec: TableSpec, where: str, item: Check) -> None:
     for key, cell in cells:
         if missing := spec.columns[cell.column].lacks(spec.rows[cell.row]):
             _fail(f"{where}.{key}", f"row {cell.row} has no {cell.column} cell (its vars lack {', '.join(missing)})")
-        skipped = [p for p in item.profiles or [] if not spec.rows[cell.row].in_profile(p)]
-        if skipped:
+        if skipped := [p for p in item.profiles or [] if not spec.rows[cell.row].in_profile(p)]:
             _fail(where, f"row {cell.row} skips profile {skipped[0]}")
 
 
@@ -353,9 +346,8 @@ def _check_plot(spec: TableSpec, where: str, plot: Plot) -> None:
             count = row.vars.get(plot.count)
             if plot.count not in spec.derive and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
                 _fail(where, f"row {row.name} needs an integer var {plot.count!r} (its number of outputs)")
-            missing = template_fields(plot.metric) - {"k"} - set(row.vars) - set(spec.derive)
-            if missing:
-                _fail(f"{where}.metric", f"row {row.name} lacks the var {sorted(missing)[0]!r}")
+            if missing := sorted(template_fields(plot.metric) - {"k"} - set(row.vars) - set(spec.derive)):
+                _fail(f"{where}.metric", f"row {row.name} lacks the var {missing[0]!r}")
     elif plot.kind == "against_var":
         if not plot.var:
             _fail(f"{where}.var", "the numeric row var on the x axis")
