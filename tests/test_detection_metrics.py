@@ -480,10 +480,10 @@ def test_voc_ap_by_hand():
 
 
 def test_voc_ap_formulas():
-    # 11-point AP at recall exactly 3/10: thresholds 0, .1, .2, .3 are reached (4 / 11); the float
-    # threshold 0.30000000000000004 of arange(0, 1.1, 0.1) would have missed 0.3.
-    tp = np.array([3])
-    assert voc_ap_07(tp / 10, np.array([1.0]), tp, 10) == pytest.approx(4 / 11)
+    # 11-point AP at recall exactly 3/10: the devkit's thresholds are arange(0, 1.1, 0.1), whose
+    # fourth is 0.30000000000000004, which 0.3 misses: 0, .1 and .2 are reached (3 / 11, not 4 / 11).
+    assert voc_ap_07(np.array([3 / 10]), np.array([1.0])) == pytest.approx(3 / 11, abs=1e-15)
+    assert voc_ap_07(np.array([3 / 10]), np.array([1.0])) == devkit_ap(np.array([3 / 10]), np.array([1.0]), use_07=True)
     # Area AP: recall .5 at precision 1, then recall 1 at precision 2/3 -> .5 + .5 * 2/3.
     assert voc_ap_area(np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3])) == pytest.approx(0.5 + 1 / 3)
     # F T T with 2 positives: recall 0, .5, 1; precision 0, 1/2, 2/3. The envelope lifts the
@@ -492,6 +492,181 @@ def test_voc_ap_formulas():
     recall, precision = np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.5, 2 / 3])
     assert voc_ap_area(recall, precision) == pytest.approx(2 / 3)
     assert voc_ap_07(recall, precision) == pytest.approx(2 / 3)
+
+
+# ------------------------------------------------------------------ the devkit, copied for the tests
+def devkit_ap(rec: np.ndarray, prec: np.ndarray, use_07: bool) -> float:
+    """py-faster-rcnn's ``voc_ap``, line for line (the 11-point loop is also ``VOCevaldet.m``'s)."""
+    if use_07:
+        ap = 0.0
+        for t in np.arange(0.0, 1.1, 0.1):
+            if np.sum(rec >= t) == 0:
+                p = 0
+            else:
+                p = np.max(prec[rec >= t])
+            ap = ap + p / 11.0
+        return ap
+    mrec = np.concatenate(([0.0], rec, [1.0]))
+    mpre = np.concatenate(([0.0], prec, [0.0]))
+    for i in range(mpre.size - 1, 0, -1):
+        mpre[i - 1] = np.maximum(mpre[i - 1], mpre[i])
+    i = np.where(mrec[1:] != mrec[:-1])[0]
+    return np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
+
+
+def devkit_counts(targets: list[dict], predictions: list[dict], label: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """py-faster-rcnn's ``voc_eval`` for one class over the images, up to its cumulative true and
+    false positive counts: ``(tp, fp, npos)``.
+
+    Two departures, both the evaluator's documented protocol: the IoU is the continuous one (no +1
+    on widths and heights), and a match needs ``ovmax >= 0.5`` as in ``VOCevaldet.m`` (voc_eval
+    writes ``>``). The sort is stable, as MATLAB's ``sort`` in the devkit.
+    """
+    class_recs, npos = {}, 0
+    for index, target in enumerate(targets):
+        keep = (target["labels"] == label).numpy()
+        difficult = target["difficult"].numpy()[keep]
+        class_recs[index] = {"bbox": target["boxes"].double().numpy()[keep], "difficult": difficult,
+                             "det": [False] * int(keep.sum())}
+        npos += int((~difficult).sum())
+    image_ids, confidence, boxes = [], [], []
+    for index, prediction in enumerate(predictions):
+        keep = (prediction["labels"] == label).numpy()
+        image_ids += [index] * int(keep.sum())
+        confidence += prediction["scores"].double().numpy()[keep].tolist()
+        boxes += prediction["boxes"].double().numpy()[keep].tolist()
+    sorted_ind = np.argsort(-np.array(confidence), kind="stable")
+    BB = np.array(boxes).reshape(-1, 4)[sorted_ind]
+    image_ids = [image_ids[x] for x in sorted_ind]
+    nd = len(image_ids)
+    tp, fp = np.zeros(nd), np.zeros(nd)
+    for d in range(nd):
+        R = class_recs[image_ids[d]]
+        bb = BB[d, :].astype(float)
+        ovmax = -np.inf
+        BBGT = R["bbox"].astype(float)
+        if BBGT.size > 0:
+            ixmin = np.maximum(BBGT[:, 0], bb[0])
+            iymin = np.maximum(BBGT[:, 1], bb[1])
+            ixmax = np.minimum(BBGT[:, 2], bb[2])
+            iymax = np.minimum(BBGT[:, 3], bb[3])
+            iw = np.maximum(ixmax - ixmin, 0.0)
+            ih = np.maximum(iymax - iymin, 0.0)
+            inters = iw * ih
+            uni = (bb[2] - bb[0]) * (bb[3] - bb[1]) + (BBGT[:, 2] - BBGT[:, 0]) * (BBGT[:, 3] - BBGT[:, 1]) - inters
+            overlaps = inters / uni
+            ovmax = np.max(overlaps)
+            jmax = np.argmax(overlaps)
+        if ovmax >= 0.5:
+            if not R["difficult"][jmax]:
+                if not R["det"][jmax]:
+                    tp[d] = 1.0
+                    R["det"][jmax] = 1
+                else:
+                    fp[d] = 1.0
+        else:
+            fp[d] = 1.0
+    return np.cumsum(tp), np.cumsum(fp), npos
+
+
+def devkit_class_ap(targets: list[dict], predictions: list[dict], label: int) -> tuple[float, float]:
+    """voc_eval's (11-point AP, area AP) of one class; NaN, NaN for a class without positives."""
+    tp, fp, npos = devkit_counts(targets, predictions, label)
+    if npos == 0:
+        return math.nan, math.nan
+    rec = tp / float(npos)
+    prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    return devkit_ap(rec, prec, use_07=True), devkit_ap(rec, prec, use_07=False)
+
+
+def exact_threshold_ap(tp: np.ndarray, fp: np.ndarray, npos: int) -> float:
+    """The 11-point AP with the thresholds k / 10 meant (``10 tp >= k npos``), not the devkit's."""
+    prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    return sum(prec[10 * tp >= k * npos].max() if (10 * tp >= k * npos).any() else 0.0 for k in range(11)) / 11
+
+
+def grid_scene(rng: np.random.Generator, index: int, positives: dict[int, int], cells: int = 8) -> tuple[dict, dict]:
+    """One image of 20 px objects on a grid of ``cells x cells`` 30 px cells: ``positives[label]``
+    objects of each label (plus a difficult one now and then); each object found (a box within 2 px,
+    IoU > 0.6) with probability 0.6, sometimes twice (a duplicate); false positives on empty cells
+    and half-shifted boxes (IoU 1/3). Scores are distinct."""
+    slots = rng.permutation(cells * cells)
+    boxes, labels, difficult, pred_boxes, pred_labels = [], [], [], [], []
+
+    def cell(slot: int) -> np.ndarray:
+        x, y = divmod(int(slot), cells)
+        return np.array([30.0 * x, 30.0 * y, 30.0 * x + 20, 30.0 * y + 20])
+
+    used = 0
+    for label, count in positives.items():
+        for hard in [False] * count + [True] * int(rng.random() < 0.3):
+            box = cell(slots[used])
+            used += 1
+            boxes.append(box)
+            labels.append(label)
+            difficult.append(hard)
+            for _ in range(int(rng.random() < 0.6) + int(rng.random() < 0.1)):
+                pred_boxes.append(box + rng.uniform(-2, 2, 4))
+                pred_labels.append(label)
+            if rng.random() < 0.15:
+                pred_boxes.append(box + np.array([10.0, 0.0, 10.0, 0.0]))
+                pred_labels.append(label)
+    for _ in range(int(rng.integers(0, 4))):
+        pred_boxes.append(cell(slots[used]))
+        used += 1
+        pred_labels.append(int(rng.choice(list(positives))))
+    scores = rng.permutation(len(pred_boxes)) / max(len(pred_boxes), 1) * 0.9 + rng.uniform(0, 0.01)
+    target = simple_target(index, np.array(boxes).reshape(-1, 4).tolist(), labels, difficult=difficult, size=(256, 256))
+    prediction = {"boxes": torch.tensor(np.array(pred_boxes).reshape(-1, 4), dtype=torch.float64),
+                  "labels": torch.tensor(pred_labels, dtype=torch.int64), "scores": torch.tensor(scores, dtype=torch.float64)}
+    return target, prediction
+
+
+def test_voc07_recall_exactly_at_a_threshold_is_the_devkits():
+    # Class "a": 10 positives, 3 found first, then 2 false positives: recall .1 .2 .3 .3 .3,
+    # precision 1 1 1 .75 .6. The devkit's threshold 0.30000000000000004 is missed by recall 0.3:
+    # AP = 3 / 11 (the exact threshold 0.3 would give 4 / 11).
+    # Class "b": 10 positives, 7 found: recall 0.7 misses 0.7000000000000001 -> 7 / 11 (not 8 / 11).
+    a = [[30.0 * i, 0.0, 30.0 * i + 20, 20.0] for i in range(10)]
+    b = [[30.0 * i, 60.0, 30.0 * i + 20, 80.0] for i in range(10)]
+    target = simple_target(0, a + b, [1] * 10 + [2] * 10, size=(128, 320))
+    found_a = a[:3] + [[0.0, 100.0, 20.0, 120.0], [40.0, 100.0, 60.0, 120.0]]
+    prediction = {"boxes": torch.tensor(found_a + b[:7], dtype=torch.float64),
+                  "labels": torch.tensor([1] * 5 + [2] * 7),
+                  "scores": torch.tensor([0.9, 0.8, 0.7, 0.5, 0.4] + [0.9 - 0.05 * i for i in range(7)], dtype=torch.float64)}
+    evaluator = VOCEvaluator(class_names=("a", "b"))
+    evaluator.update([prediction], [target])
+    stats = evaluator.compute()
+    voc07 = evaluator.per_class()["voc07"]
+    assert voc07["a"] == pytest.approx(3 / 11, abs=1e-12) and voc07["b"] == pytest.approx(7 / 11, abs=1e-12)
+    for label, name in ((1, "a"), (2, "b")):
+        assert (voc07[name], evaluator.per_class()["voc12"][name]) == devkit_class_ap([target], [prediction], label)
+    assert stats["voc07/mAP"] == pytest.approx(5 / 11, abs=1e-12)
+
+
+def test_voc_ap_equals_the_devkit_on_random_cases():
+    rng = np.random.default_rng(7)
+    moved = 0  # cases where the devkit's float thresholds differ from the exact k / 10
+    for case in range(40):
+        images = int(rng.integers(1, 5))
+        scenes = [grid_scene(rng, i, {1: int(rng.choice([1, 2, 3, 5])), 2: int(rng.choice([0, 1, 5]))}) for i in range(images)]
+        targets, predictions = [s[0] for s in scenes], [s[1] for s in scenes]
+        evaluator = VOCEvaluator(class_names=("a", "b"))
+        evaluator.update(predictions, targets)
+        stats = evaluator.compute()
+        per_class = evaluator.per_class()
+        expected = {}
+        for label, name in ((1, "a"), (2, "b")):
+            expected[name] = devkit_class_ap(targets, predictions, label)
+            got = (per_class["voc07"][name], per_class["voc12"][name])
+            if math.isnan(expected[name][0]):
+                assert all(math.isnan(v) for v in got), (case, name)
+                continue
+            assert got == pytest.approx(expected[name], abs=1e-12), (case, name)
+            moved += abs(exact_threshold_ap(*devkit_counts(targets, predictions, label)) - got[0]) > 1e-9
+        scored = [v[0] for v in expected.values() if not math.isnan(v[0])]
+        assert stats["voc07/mAP"] == pytest.approx(float(np.mean(scored)), abs=1e-12)
+    assert moved >= 3, moved  # the cases do test the float thresholds
 
 
 def test_voc_iou_threshold_is_inclusive():

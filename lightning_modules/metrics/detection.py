@@ -42,7 +42,7 @@ from core.skeletons import COCO_SKELETON
 
 __all__ = [
     "COCOEvaluator", "VOCEvaluator", "image_record", "gather_records", "voc_ap_07", "voc_ap_area",
-    "COCO_PERSON_SIGMAS", "STAT_NAMES",
+    "COCO_PERSON_SIGMAS", "STAT_NAMES", "VOC07_RECALL_THRESHOLDS",
 ]
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
@@ -471,24 +471,30 @@ class COCOEvaluator(_DetectionEvaluator):
 
 
 # ------------------------------------------------------------------------------------------- VOC
-def voc_ap_07(recall: np.ndarray, precision: np.ndarray, true_positives: np.ndarray | None = None,
-              positives: int | None = None) -> float:
-    """VOC2007's 11-point AP: the mean over ``t = 0, 0.1, .., 1`` of the highest precision at a
-    recall >= t (0 where none).
+# The devkit's recall thresholds: py-faster-rcnn's voc_eval takes np.arange(0., 1.1, 0.1), whose
+# floats hold 0.30000000000000004, 0.6000000000000001 and 0.7000000000000001, so a recall of exactly
+# 3/10, 6/10 or 7/10 does not reach its threshold. That is the official number; we keep it.
+VOC07_RECALL_THRESHOLDS = np.arange(0.0, 1.1, 0.1)
 
-    With ``true_positives`` (cumulative counts) and ``positives`` the test ``recall >= t`` is made
-    exactly as ``10 * tp >= k * positives``: the devkit's ``0:0.1:1`` and py-faster-rcnn's
-    ``np.arange(0, 1.1, 0.1)`` hold 0.30000000000000004 for 0.3, which a recall of exactly 3/10 (a
-    float 0.29999999999999999) misses; we score the threshold that was meant.
+
+def voc_ap_07(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC2007's 11-point AP exactly as the devkit computes it (py-faster-rcnn's ``voc_eval``, the
+    loop of ``VOCevaldet.m``): for each ``t`` of ``np.arange(0., 1.1, 0.1)`` the highest precision
+    at a recall ``>= t`` (0 where none), each divided by 11 and added in order.
+
+    Args:
+        recall, precision: the curve, one point per ranked detection; recall as ``voc_eval``
+            computes it, ``tp / positives`` in float64.
+
+    Returns:
+        The AP. The float thresholds (see ``VOC07_RECALL_THRESHOLDS``) are the devkit's: a recall of
+        exactly 0.3 misses the threshold 0.30000000000000004, and so does the official AP.
     """
-    total = 0.0
-    for k in range(11):
-        if true_positives is not None and positives is not None:
-            reached = 10 * true_positives >= k * positives
-        else:
-            reached = recall >= k / 10
-        total += precision[reached].max() if reached.any() else 0.0
-    return float(total / 11)  # one division: eleven 1/11 added up is not 1.0
+    ap = 0.0
+    for threshold in VOC07_RECALL_THRESHOLDS:
+        reached = recall >= threshold
+        ap += (precision[reached].max() if reached.any() else 0.0) / 11.0
+    return float(ap)
 
 
 def voc_ap_area(recall: np.ndarray, precision: np.ndarray) -> float:
@@ -522,8 +528,8 @@ class VOCEvaluator(_DetectionEvaluator):
     IoU: the devkit adds 1 to widths and heights (integer pixel boxes, inclusive corners); our
     boxes are continuous pixel coordinates (``[0, W]``), so the IoU is the plain continuous one.
 
-    ``compute()`` -> ``{"voc07/mAP": float, "voc12/mAP": float}``: the 11-point AP (VOC2007) and
-    the area AP (VOC2010 onwards), averaged over the classes with at least one non-difficult
+    ``compute()`` -> ``{"voc07/mAP": float, "voc12/mAP": float}``: the 11-point AP (VOC2007, with
+    the devkit's float recall thresholds: ``voc_ap_07``) and the area AP (VOC2010 onwards), averaged over the classes with at least one non-difficult
     ground truth (NaN when no class has one). ``per_class()`` -> ``{"voc07": {name: ap},
     "voc12": {name: ap}}``, NaN for classes without positives, 0 for a class with positives but
     no detection.
@@ -613,11 +619,12 @@ class VOCEvaluator(_DetectionEvaluator):
         # The devkit keeps an ignored detection as tp = fp = 0: it repeats the previous point of the
         # curve (or adds recall 0, precision 0), which changes neither AP; drop it.
         outcome = outcome[outcome >= 0]
-        true_positives = np.cumsum(outcome == 1)
-        false_positives = np.cumsum(outcome == 0)
-        recall = true_positives / positives
+        # As voc_eval: cumulative counts, recall tp / positives and precision in float64.
+        true_positives = np.cumsum(outcome == 1).astype(np.float64)
+        false_positives = np.cumsum(outcome == 0).astype(np.float64)
+        recall = true_positives / float(positives)
         precision = true_positives / np.maximum(true_positives + false_positives, np.finfo(np.float64).eps)
-        return voc_ap_07(recall, precision, true_positives, positives), voc_ap_area(recall, precision)
+        return voc_ap_07(recall, precision), voc_ap_area(recall, precision)
 
 
 def _iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
