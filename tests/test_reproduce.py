@@ -310,6 +310,76 @@ def test_claims_hold_or_are_contradicted_only_beyond_the_seed_noise(tmp_path):
     assert "Of 2 claims: 1 hold, 1 contradicted, 0 not resolved at this budget." in report
 
 
+def test_report_says_how_many_seeds_an_unresolved_claim_needs(tmp_path):
+    # one.final 10/12/14 against two.final 13/15/17: difference -3, SD 2 a side (d = 1.5), p = 0.14,
+    # not resolved, in the claimed direction: 9 seeds a row give Welch's test 80% power (0.848 at 9,
+    # 0.797 at 8). two.first equals two.final in every seed: a difference of 0, which no number of
+    # seeds resolves.
+    _fabricate(tmp_path, {
+        **{("one", s): [_epoch(0.10 + 0.02 * s)] for s in range(3)},
+        **{("two", s): [_epoch(0.13 + 0.02 * s, 0.13 + 0.02 * s)] for s in range(3)},
+    })
+    assert main_report([TINY, "--root", str(tmp_path), "--wandb", "disabled", "--seeds", "3"]) == 0
+    summary = json.loads((tmp_path / "tables/table_tiny/quick/summary.json").read_text())
+    checks = {c["name"]: c for c in summary["checks"]}
+    (beat,) = checks["two stacks beat one"]["comparisons"]
+    assert beat["verdict"] == "not resolved" and beat["p"] == pytest.approx(0.14007, abs=1e-4)
+    assert beat["seeds_needed"]["per_row"] == 9 and beat["seeds_needed"]["to_contradict"] is None
+    (below,) = checks["first stack below final"]["comparisons"]
+    assert below["seeds_needed"]["per_row"] is None
+    assert "0.01 <= p < 0.05" in summary["power_rule"] and "80% power" in summary["power_rule"]
+    report = (tmp_path / "tables/table_tiny/report.md").read_text()
+    assert summary["power_rule"] in report
+    assert ("    - seeds needed: 9 a row for 80% power (Welch, two-sided p < 0.05, taking the observed difference -3.00 "
+            "and SDs 2.00 and 2.00 as true; now 3 and 3)") in report
+    assert "    - seeds needed: no number of seeds resolves it in the paper's direction (the observed difference is 0)" in report
+
+    # The first stack 2 points above the final one with a spread of 2: the wrong sign (p = 0.29).
+    _fabricate(tmp_path / "wrong", {
+        **{("one", s): [_epoch(0.10 + 0.02 * s)] for s in range(3)},
+        **{("two", s): [_epoch(0.15 + 0.02 * s, 0.13 + 0.02 * s)] for s in range(3)},
+    })
+    assert main_report([TINY, "--root", str(tmp_path / "wrong"), "--wandb", "disabled", "--seeds", "3"]) == 0
+    summary = json.loads((tmp_path / "wrong/tables/table_tiny/quick/summary.json").read_text())
+    (below,) = {c["name"]: c for c in summary["checks"]}["first stack below final"]["comparisons"]
+    assert below["verdict"] == "not resolved" and below["difference"] == pytest.approx(2.0)
+    # d = 1: 17 seeds a row would find the difference, the other way round.
+    assert below["seeds_needed"] == {"per_row": None, "to_contradict": 17, "text": (
+        "no number of seeds resolves it in the paper's direction (the observed difference +2.00 has the other sign; "
+        "17 a row would contradict it with 80% power)")}
+    assert f"    - seeds needed: {below['seeds_needed']['text']}" in (tmp_path / "wrong/tables/table_tiny/report.md").read_text()
+
+
+def test_seeds_needed_only_under_unresolved_or_fragile_comparisons(tmp_path):
+    # one.final 10/12/14 against two.final 15/17/19: p = 0.038, holds but in the fragile band (4
+    # seeds a row for 80% power); the first stack 10 points below the final one in every seed:
+    # p = 0.004, holds firmly, no line.
+    _fabricate(tmp_path, {
+        **{("one", s): [_epoch(0.10 + 0.02 * s)] for s in range(3)},
+        **{("two", s): [_epoch(0.05 + 0.02 * s, 0.15 + 0.02 * s)] for s in range(3)},
+    })
+    assert main_report([TINY, "--root", str(tmp_path), "--wandb", "disabled", "--seeds", "3"]) == 0
+    summary = json.loads((tmp_path / "tables/table_tiny/quick/summary.json").read_text())
+    checks = {c["name"]: c for c in summary["checks"]}
+    (beat,) = checks["two stacks beat one"]["comparisons"]
+    assert beat["verdict"] == "holds" and 0.01 <= beat["p"] < 0.05 and beat["seeds_needed"]["per_row"] == 4
+    (below,) = checks["first stack below final"]["comparisons"]
+    assert below["verdict"] == "holds" and below["seeds_needed"] is None
+    report = (tmp_path / "tables/table_tiny/report.md").read_text()
+    assert report.count("    - seeds needed: ") == 1
+
+    # Under a trained floor no number of seeds helps: a row under it is not resolved whatever the test says.
+    raw = _tiny_raw()
+    raw["profiles"]["quick"]["trained"] = {"column": "final", "min": 15}
+    spec_path = tmp_path / "table_tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    assert main_report([str(spec_path), "--root", str(tmp_path), "--wandb", "disabled", "--seeds", "3"]) == 0
+    summary = json.loads((tmp_path / "tables/table_tiny/quick/summary.json").read_text())
+    (beat,) = {c["name"]: c for c in summary["checks"]}["two stacks beat one"]["comparisons"]
+    assert beat["verdict"] == "not resolved" and beat["seeds_needed"]["per_row"] is None
+    assert beat["seeds_needed"]["text"].startswith("none would resolve it while a row is under the trained floor")
+
+
 def test_a_row_under_the_trained_floor_resolves_no_claim(tmp_path):
     # The data of the test above: one.final about 11, two.final about 21, two.first about 25. With a
     # floor of 15 on the final column, "one" is under-trained: its significant difference is not

@@ -49,3 +49,59 @@ def test_verdicts():
     assert constant.p == 0.0 and verdict(constant, "<") == HOLDS
     with pytest.raises(ValueError):
         verdict(apart, "==")
+
+
+# ------------------------------------------------------------------------- seeds to resolve a claim
+@pytest.mark.parametrize("d, n", [(0.5, 64), (0.8, 26), (1.0, 17)])
+def test_seeds_for_80_percent_power_match_the_textbook(d, n):
+    # Cohen (1988), Table 2.4.1: the two-sample t-test, two-sided alpha 0.05, power 0.80, n per group.
+    # With equal spreads Welch's degrees of freedom are the pooled test's, 2n - 2.
+    from core.stats import seeds_to_resolve, welch_power
+
+    assert seeds_to_resolve(d, 1.0, 1.0) == n
+    assert seeds_to_resolve(-d, 1.0, 1.0) == n  # the direction is the observed one
+    assert seeds_to_resolve(10 * d, 10.0, 10.0) == n  # only d = difference / SD matters
+    assert welch_power(d, 1.0, 1.0, n) >= 0.8 > welch_power(d, 1.0, 1.0, n - 1)
+
+
+def test_power_at_d_1_with_17_a_group():
+    from core.stats import welch_power
+
+    assert welch_power(1.0, 1.0, 1.0, 17) == pytest.approx(0.8070, abs=5e-4)  # G*Power 3.1: 0.8070367
+    # The normal approximation n = 2 (z_.975 + z_.8)^2 / d^2 = 15.7 is the large-sample limit: at
+    # d = 0.1 the t-test needs 1571 a group against 1570 by the formula.
+    from core.stats import seeds_to_resolve
+
+    assert seeds_to_resolve(0.1, 1.0, 1.0) in (1571, 1572)
+
+
+def test_welch_power_with_unequal_spreads_agrees_with_simulation():
+    # 20000 simulated experiments of n = 6 a side, SDs 1 and 3, means 2.5 apart: the share in which
+    # Welch's test is significant with the right sign is the computed power (to the simulation's
+    # standard error, about 0.0035).
+    import numpy as np
+    from scipy.stats import ttest_ind
+
+    from core.stats import seeds_to_resolve, welch_power
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(2.5, 1.0, size=(20000, 6))
+    b = rng.normal(0.0, 3.0, size=(20000, 6))
+    result = ttest_ind(a, b, axis=1, equal_var=False)
+    simulated = float(np.mean((result.pvalue < 0.05) & (result.statistic > 0)))
+    assert welch_power(2.5, 1.0, 3.0, 6) == pytest.approx(simulated, abs=0.015)
+    n = seeds_to_resolve(2.5, 1.0, 3.0)
+    assert welch_power(2.5, 1.0, 3.0, n) >= 0.8 > welch_power(2.5, 1.0, 3.0, n - 1)
+
+
+def test_seeds_to_resolve_edge_cases():
+    from core.stats import seeds_to_resolve, welch_power
+
+    assert seeds_to_resolve(0.0, 1.0, 2.0) is None and welch_power(0.0, 1.0, 1.0, 10) == 0.0  # no difference
+    assert seeds_to_resolve(1.0, 0.0, 0.0) == 2  # no spread: two seeds a side are significant
+    assert seeds_to_resolve(1e-6, 1.0, 1.0) is None  # beyond any budget
+    assert seeds_to_resolve(1.0, 0.0, 1.0) == seeds_to_resolve(1.0, 1.0, 0.0)  # which side is noisy does not matter
+    with pytest.raises(ValueError):
+        welch_power(1.0, 1.0, 1.0, 1)
+    with pytest.raises(ValueError):
+        seeds_to_resolve(1.0, 1.0, 1.0, power=1.0)

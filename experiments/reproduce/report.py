@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core.io import read_json, shown_path, write_atomic, write_json_atomic
-from experiments.reproduce.checks import CheckResult, evaluate_checks, rule_text, under_trained_rows
+from experiments.reproduce.checks import CheckResult, evaluate_checks, power_rule_text, rule_text, under_trained_rows
 from experiments.reproduce.collect import Cell, Collected
 from experiments.reproduce.plan import table_dir
 from experiments.reproduce.plots import make_plots
@@ -257,7 +257,7 @@ def _claims_lines(ctx: _Context) -> list[str]:
     checks, profile, spec = ctx.checks, ctx.profile, ctx.spec
     if not checks:
         return []
-    out = [f"## Claims ({profile.name} profile)", "", f"How to read a verdict: {rule_text()}", ""]
+    out = [f"## Claims ({profile.name} profile)", "", f"How to read a verdict: {rule_text()}", "", power_rule_text(), ""]
     if profile.trained is not None:
         floor = profile.trained
         label = spec.columns[floor.column].label
@@ -272,8 +272,11 @@ def _claims_lines(ctx: _Context) -> list[str]:
         paper = f" Paper: {result.paper}." if result.paper else ""
         seeds_text = f" (the claimed order in {result.seeds_holding[0]}/{result.seeds_holding[1]} same-seed pairs)" if result.seeds_holding[1] else ""
         out.append(f"- **{result.name}**: {mark}{seeds_text}.{paper}")
-        for detail in result.details:
+        for index, detail in enumerate(result.details):
             out.append(f"  - {detail}")
+            needed = result.comparisons[index].get("seeds_needed") if index < len(result.comparisons) else None
+            if needed:
+                out.append(f"    - seeds needed: {needed['text']}")
     out.append("")
     counts = {status: sum(r.status == status for r in checks) for status in ("holds", "contradicted", "not resolved")}
     out.append(f"Of {len(checks)} claims: {counts['holds']} hold, {counts['contradicted']} contradicted, "
@@ -325,6 +328,7 @@ def _summary(ctx: _Context) -> dict[str, Any]:
         "cells": [_cell_summary(cell, profile) for cell in collected.cells.values() if cell.metric is not None and cell.row in row_names],
         "params": collected.params,
         "rule": rule_text() if checks else None,
+        "power_rule": power_rule_text() if checks else None,
         "trained_floor": None if profile.trained is None else {
             "column": profile.trained.column, "min": profile.trained.min, "under": under_trained_rows(collected)},
         "checks": [{"name": c.name, "status": c.status, "details": c.details, "paper": c.paper, "comparisons": c.comparisons}
