@@ -8,14 +8,26 @@ check them by hand:
 * ``best_so_far``: the best value of a single-objective study (the objective's direction decides),
   or the size of the Pareto front of a multi-objective one;
 * ``progress_line``: the one line.
+
+While work runs, ``LiveStatus`` shows how far each running piece is (``epoch_text``: ``epoch 3/10 ·
+Final 45.20 · 2 min``): on a terminal one status line rewritten in place with a carriage return,
+below the lines already printed; in a log file (not a TTY) one line per piece when its epoch
+advances, at most one per piece every ``log_interval`` seconds, so a log grows by a line per epoch
+at most.
 """
 from __future__ import annotations
 
 import math
+import shutil
 import statistics
-from typing import Sequence
+import sys
+import threading
+import time
+from typing import Callable, Sequence, TextIO
 
-__all__ = ["format_duration", "eta_seconds", "pareto_front", "best_so_far", "progress_line", "SEPARATOR"]
+__all__ = [
+    "format_duration", "eta_seconds", "pareto_front", "best_so_far", "progress_line", "epoch_text", "LiveStatus", "SEPARATOR",
+]
 
 SEPARATOR = " · "
 
@@ -107,3 +119,104 @@ def progress_line(done: int, total: int | None, message: str, *, best: str | Non
     if eta is not None and eta > 0 and (total is None or done < total):
         parts.append(f"~{format_duration(eta)} left")
     return SEPARATOR.join(parts)
+
+
+def epoch_text(validated: int, epochs: int | None, value: str | None = None, seconds: float | None = None) -> str:
+    """``epoch 3/10 · Final 45.20 · 2 min``: the epochs validated so far (of ``epochs`` when known),
+    the last validation's value as the caller formats it (left out when there is none yet) and the
+    time the work has run."""
+    parts = [f"epoch {validated}/{epochs}" if epochs else f"epoch {validated}"]
+    if value:
+        parts.append(value)
+    if seconds is not None:
+        parts.append(format_duration(seconds))
+    return SEPARATOR.join(parts)
+
+
+class LiveStatus:
+    """The state of the pieces of work running now, and the lines printed around it.
+
+    Args:
+        stream: where the status goes (default: ``sys.stdout`` when the status is made).
+        prefix: put before every line (``"convlab reproduce: "``).
+        tty: draw one status line in place (default: whether ``stream`` is a terminal).
+        log_interval: without a terminal, the least seconds between two lines of the same piece.
+        clock: seconds, for ``log_interval`` (a test's fake clock).
+        width: the terminal's width (default: asked of the terminal); the status line is cut to it,
+            since a wrapped line cannot be rewritten with a carriage return.
+
+    ``update(key, step, text, line)`` sets a piece's state: ``text`` for the status line, ``line``
+    (default ``text``) for a log, printed when ``step`` (its epochs validated) passed the last one
+    printed. ``remove(key)`` when it ends; ``message(line)`` prints a line of its own (the status
+    line is cleared first and drawn again below it); ``close()`` clears the status line. Safe to
+    call from several threads.
+    """
+
+    def __init__(self, stream: TextIO | None = None, prefix: str = "", tty: bool | None = None, log_interval: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic, width: int | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.prefix = prefix
+        if tty is None:
+            isatty = getattr(self.stream, "isatty", None)
+            tty = bool(isatty and isatty())
+        self.tty = tty
+        self.log_interval = log_interval
+        self.clock = clock
+        self.width = width
+        self._texts: dict[str, str] = {}
+        self._logged: dict[str, tuple[int, float]] = {}  # key -> (step, clock) of its last log line
+        self._drawn = ""
+        self._lock = threading.RLock()
+
+    def update(self, key: str, step: int | None, text: str, line: str | None = None) -> None:
+        with self._lock:
+            self._texts[key] = text
+            if self.tty:
+                self._draw()
+                return
+            last_step, last_time = self._logged.get(key, (0, -math.inf))
+            if step is not None and step > last_step and self.clock() - last_time >= self.log_interval:
+                self._logged[key] = (step, self.clock())
+                self._write(self.stream, self.prefix + (line if line is not None else text))
+
+    def remove(self, key: str) -> None:
+        with self._lock:
+            self._texts.pop(key, None)
+            self._logged.pop(key, None)
+            if self.tty:
+                self._draw()
+
+    def message(self, line: str, stream: TextIO | None = None) -> None:
+        """Print ``line`` (to ``stream``, default the status's), above the status line."""
+        with self._lock:
+            drawn = self._drawn
+            self._clear()
+            self._write(stream or self.stream, line)
+            if drawn:
+                self._draw()
+
+    def close(self) -> None:
+        with self._lock:
+            self._texts.clear()
+            self._clear()
+
+    def _draw(self) -> None:
+        line = self.prefix + " | ".join(self._texts.values()) if self._texts else ""
+        width = self.width or shutil.get_terminal_size(fallback=(100, 24)).columns
+        line = line[: max(1, width - 1)]
+        if line == self._drawn:
+            return
+        # Spaces over what is left of a longer line; no escape codes, so any terminal shows it.
+        self.stream.write("\r" + line + " " * max(0, len(self._drawn) - len(line)) + ("" if line else "\r"))
+        self.stream.flush()
+        self._drawn = line
+
+    def _clear(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\r" + " " * len(self._drawn) + "\r")
+            self.stream.flush()
+            self._drawn = ""
+
+    @staticmethod
+    def _write(stream: TextIO, line: str) -> None:
+        print(line, file=stream, flush=True)

@@ -141,3 +141,211 @@ def test_reproduce_runner_progress_line():
     assert runner._progress("finished x in 50s") == "[5/8] finished x in 50s · ~60 s left"
     runner.trained = 5
     assert runner._progress("finished y in 50s") == "[8/8] finished y in 50s"
+
+
+# ------------------------------------------------------------- the running runs, while they train
+def test_epoch_text():
+    from core.progress import epoch_text
+
+    assert epoch_text(3, 10, "Final 45.20", 125) == "epoch 3/10 · Final 45.20 · 2 min"
+    assert epoch_text(0, 10, None, 4) == "epoch 0/10 · 4 s"  # nothing validated yet: no value
+    assert epoch_text(2, None) == "epoch 2"
+
+
+class _Terminal:
+    """A stream that says it is a terminal, and keeps what was written."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def _screen(text: str) -> list[str]:
+    """What a terminal shows after ``text``: a carriage return goes back to the start of the line,
+    and what is written then covers what was there."""
+    lines, line, column = [], [], 0
+    for char in text:
+        if char == "\n":
+            lines.append("".join(line).rstrip())
+            line, column = [], 0
+        elif char == "\r":
+            column = 0
+        else:
+            if column < len(line):
+                line[column] = char
+            else:
+                line.append(char)
+            column += 1
+    return lines + ["".join(line).rstrip()]
+
+
+def test_live_status_on_a_terminal_rewrites_one_line():
+    from core.progress import LiveStatus
+
+    terminal = _Terminal()
+    status = LiveStatus(terminal, prefix="x: ", width=60)
+    assert status.tty  # asked of the stream
+    status.update("a", 0, "a epoch 0/3")
+    status.update("b", 0, "b epoch 0/3")
+    assert _screen(terminal.text) == ["x: a epoch 0/3 | b epoch 0/3"]
+    status.update("a", 1, "a epoch 1/3 · Final 12.50")
+    assert "\n" not in terminal.text  # rewritten in place
+    assert _screen(terminal.text) == ["x: a epoch 1/3 · Final 12.50 | b epoch 0/3"]
+    written = len(terminal.text)
+    status.update("a", 1, "a epoch 1/3 · Final 12.50")
+    assert len(terminal.text) == written  # nothing changed: nothing drawn
+    # A line of its own goes above the status line, which is drawn again below it.
+    status.message("x: finished c")
+    assert _screen(terminal.text) == ["x: finished c", "x: a epoch 1/3 · Final 12.50 | b epoch 0/3"]
+    status.remove("a")  # a shorter line covers all of the longer one
+    assert _screen(terminal.text) == ["x: finished c", "x: b epoch 0/3"]
+    status.update("b", 2, "b " + "y" * 100)  # cut to the terminal's width: a wrapped line cannot be rewritten
+    assert max(len(line) for line in terminal.text.split("\r")) <= 59
+    status.close()
+    assert _screen(terminal.text) == ["x: finished c", ""]
+
+
+def test_live_status_in_a_log_writes_a_line_per_epoch_at_most():
+    import io
+
+    from core.progress import LiveStatus
+
+    now = [0.0]
+    log = io.StringIO()
+    status = LiveStatus(log, prefix="x: ", log_interval=30.0, clock=lambda: now[0])
+    assert not status.tty
+    for step, seconds in ((0, 0), (0, 2), (1, 4), (1, 6), (1, 8), (2, 20), (3, 40), (3, 45)):
+        now[0] = seconds
+        status.update("a", step, f"short {step}", f"a epoch {step}")
+    # No line before the first validation; one at epoch 1; epoch 2 comes 16 s later, inside the
+    # interval, and is not written; epoch 3, 36 s after the last line, is.
+    assert log.getvalue() == "x: a epoch 1\nx: a epoch 3\n"
+    status.message("x: finished a")
+    status.close()
+    assert log.getvalue() == "x: a epoch 1\nx: a epoch 3\nx: finished a\n"
+    # Every epoch once, with no interval.
+    log = io.StringIO()
+    status = LiveStatus(log, log_interval=0.0)
+    for step in (1, 1, 1, 2, 2, 3):
+        status.update("a", step, f"a {step}")
+        status.update("b", 1, "b 1")
+    assert log.getvalue() == "a 1\nb 1\na 2\na 3\n"
+
+
+def _tiny_plan(root):
+    from experiments.recipe import ConfigComposer
+    from experiments.reproduce import compose_plan, load_table, plan_runs
+
+    spec = load_table("tests/configs/table_tiny.yaml")
+    runs = plan_runs(spec, "quick", [0], str(root))
+    return compose_plan(spec, spec.profile("quick"), [0], runs, ConfigComposer())
+
+
+def _grow(metrics, epochs):
+    """A running run's metrics.csv with ``epochs`` validations (the final column of row two is
+    val/pckh_limbs_stack2): a train row and a validation row per epoch, as the CSV logger writes."""
+    rows = ["epoch,step,train/loss,val/pckh,val/pckh_limbs_stack2"]
+    for epoch in range(epochs):
+        rows += [f"{epoch},{3 + 4 * epoch},0.5,,", f"{epoch},{3 + 4 * epoch},,0.4,{0.1 * (epoch + 1):.2f}"]
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.usefixtures("in_repo")
+@pytest.mark.parametrize("tty", [True, False])
+def test_runner_shows_a_running_runs_epochs_from_its_metrics_csv(tmp_path, tty):
+    import io
+
+    from core.progress import LiveStatus
+    from experiments.reproduce.runner import Reproducer
+
+    plan = _tiny_plan(tmp_path)
+    run = next(r for r in plan.runs if r.key == "two")
+    stream = _Terminal() if tty else io.StringIO()
+    reproducer = Reproducer(plan, status=LiveStatus(stream, prefix="p: ", log_interval=0.0, width=200))
+    started = time.time()
+    reproducer.show(run, started)  # nothing on disk yet
+    for epochs in (1, 1, 2):
+        _grow(run.directory / "metrics.csv", epochs)
+        reproducer.show(run, started)
+    _grow(run.directory / "metrics.csv", 2)
+    reproducer.show(run, started)
+    text = stream.text if tty else stream.getvalue()
+    if tty:
+        # The status line names the row and seed, the epochs of max_epochs (2 in the profile), the
+        # first column's label and its last value x 100, and the time; it never starts a new line.
+        assert "\n" not in text
+        assert re.fullmatch(r"p: two/seed0 epoch 2/2 · Final 20\.00 · \d+ s", _screen(text)[-1]), _screen(text)
+        assert "epoch 0/2 · " in text and "epoch 1/2 · Final 10.00 · " in text
+    else:
+        # One line per epoch, the first column's value, nothing before the first validation.
+        lines = text.splitlines()
+        assert [re.sub(r" · \d+ s$", "", line) for line in lines] == [
+            "p: running  tables/table_tiny/quick/two/seed0 epoch 1/2 · Final 10.00",
+            "p: running  tables/table_tiny/quick/two/seed0 epoch 2/2 · Final 20.00",
+        ]
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_runner_without_a_column_metric_shows_the_monitor(tmp_path):
+    import io
+
+    from core.progress import LiveStatus
+    from experiments.reproduce.runner import Reproducer
+
+    plan = _tiny_plan(tmp_path)
+    run = next(r for r in plan.runs if r.key == "one")
+    plan.spec.columns = {"halfway": plan.spec.columns["halfway"]}  # row one has no halfway cell
+    plan.composed[run.config_hash].setdefault("run", {})["monitor"] = "val/pckh"
+    log = io.StringIO()
+    reproducer = Reproducer(plan, status=LiveStatus(log, log_interval=0.0))
+    _grow(run.directory / "metrics.csv", 1)
+    reproducer.show(run, time.time())
+    assert re.fullmatch(r"running  tables/table_tiny/quick/one/seed0 epoch 1/2 · val/pckh 0\.4000 · \d+ s\n", log.getvalue())
+
+
+_FAKE_FIT = """
+import sys, time, yaml
+from pathlib import Path
+run = yaml.safe_load(open(sys.argv[1]))["run"]
+metrics = Path(run["root"]) / run["name"] / "metrics.csv"
+metrics.parent.mkdir(parents=True, exist_ok=True)
+with open(metrics, "w") as f:
+    f.write("epoch,step,val/pckh,val/pckh_limbs_stack1,val/pckh_limbs_stack2\\n")
+for epoch in range(3):
+    time.sleep(0.8)
+    with open(metrics, "a") as f:
+        f.write(f"{epoch},{epoch},0.5,0.{epoch + 1},0.{epoch + 2}\\n")
+time.sleep(1.5)  # the last epoch stays on show for 15 polls before the run ends
+"""
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_reproduce_shows_progress_while_a_fake_run_trains(tmp_path, monkeypatch):
+    """The runner's own thread, polling a child whose metrics.csv grows by an epoch every 0.8 s (no
+    training): in a log, lines of increasing epochs, one per epoch at most, then the finished line."""
+    import io
+    import sys
+
+    from core.progress import LiveStatus
+    from experiments.reproduce import runner as runner_module
+
+    plan = _tiny_plan(tmp_path)
+    plan.runs = [r for r in plan.runs if r.key == "one"]
+    plan.composed[plan.runs[0].config_hash]["trainer"]["max_epochs"] = 3
+    monkeypatch.setattr(runner_module, "experiments_command", lambda *args: [sys.executable, "-c", _FAKE_FIT, args[-3]])
+    log = io.StringIO()
+    reproducer = runner_module.Reproducer(plan, status=LiveStatus(log, prefix=runner_module.PREFIX, log_interval=0.0), poll=0.1)
+    assert reproducer.execute(), reproducer.failures
+    lines = log.getvalue().splitlines()
+    shown = [int(m.group(1)) for line in lines for m in [re.match(r"convlab reproduce: running  \S+/one/seed0 epoch (\d)/3 · Final ", line)] if m]
+    assert shown == sorted(set(shown)) and shown and shown[-1] == 3, lines
+    assert re.match(r"convlab reproduce: \[1/1\] finished tables/table_tiny/quick/one/seed0 in \d+s \(3 epochs validated\)$", lines[-1]), lines
