@@ -21,19 +21,23 @@ A record is never silently trained on or silently dropped. A split left without 
 **Filtered records.** A record that is well formed but that the reader leaves out by its format's
 documented rules (a COCO crowd annotation, a person below ``min_keypoints``) is not a bad record:
 the reader counts it with ``checker.filtered(kind, file)`` under either policy, and the report
-lists those counts under ``filtered``.
+lists those counts under ``filtered``; with ``splits`` also under ``filtered_by_split``, and with
+``rule`` what becomes of such records under ``filtered_rules`` (a COCO detection crowd is kept for
+evaluation as an ignore region and left out of training only).
 
 The kinds the readers use: ``missing_field``, ``wrong_type``, ``non_finite``, ``visibility_flag``,
 ``box_outside_image``, ``empty_box``, ``unknown_category``, ``unknown_image``, ``keypoint_count``,
-``no_joints``, ``image_missing``, ``path_outside_root``, ``duplicate``, ``polygon_points``,
-``size_mismatch``. A segmentation label image is checked only when its pixels are read, in
-``load``: ``BadRecordError`` of kind ``size_mismatch``, ``label_value`` or ``label_format``.
+``no_joints``, ``image_missing``, ``path_outside_root``, ``duplicate``, ``duplicate_image_id``,
+``polygon_points``, ``size_mismatch``. A segmentation label image is checked only when its pixels
+are read, in ``load``: ``BadRecordError`` of kind ``size_mismatch``, ``label_value`` or
+``label_format``.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -100,10 +104,15 @@ class RecordProblem(Exception):
 
 
 def inside_root(root: Path, relative: Any, field: str) -> Path:
-    """``root / relative`` for a path taken from an annotation; ``..`` or an absolute path that
-    leaves ``root`` is a ``path_outside_root`` problem."""
+    """``root / relative`` for a path taken from an annotation: an absolute path (even one that
+    points into ``root``: annotation files name their files relative to it, COCO's among them, and
+    an absolute one would not survive a move of the data) or a ``..`` that leaves ``root`` is a
+    ``path_outside_root`` problem."""
     if not isinstance(relative, str) or not relative:
         raise RecordProblem("wrong_type", f"field {field!r} must be a file name, got {relative!r}")
+    if Path(relative).is_absolute():
+        raise RecordProblem("path_outside_root", f"field {field!r} = {relative!r} is an absolute path; "
+                            f"an annotation names its file relative to {root}")
     candidate = (root / relative).resolve()
     base = root.resolve()
     if not candidate.is_relative_to(base):
@@ -162,6 +171,8 @@ class RecordChecker:
         self.per_file: dict[str, dict[str, int]] = {}
         self.skipped: list[dict[str, str]] = []
         self.filtered_counts: Counter[str] = Counter()
+        self.filtered_splits: dict[str, Counter[str]] = {}
+        self.filtered_rules: dict[str, str] = {}
 
     @contextlib.contextmanager
     def record(self, file: Path | str, where: str) -> Iterator[None]:
@@ -196,15 +207,25 @@ class RecordChecker:
                 detail = "the annotation list is empty"
             raise BadRecordError(file, f"no usable record for the {split} split ({detail})", kind="empty")
 
-    def filtered(self, kind: str, file: Path | str | None = None) -> None:
-        """Count a well-formed record that the reader leaves out by its format's documented rules
-        (``kind``: e.g. ``iscrowd``, ``few_keypoints``): the same under either policy, and listed in
-        the report, so that nothing is dropped without a word. With ``file`` its entry in the report's
-        ``files`` counts it too."""
-        self.filtered_counts[kind] += 1
+    def filtered(self, kind: str, file: Path | str | None = None, count: int = 1, splits: Sequence[str] = (),
+                 rule: str | None = None) -> None:
+        """Count ``count`` well-formed records that the reader leaves out by its format's documented
+        rules (``kind``: e.g. ``iscrowd``, ``few_keypoints``): the same under either policy, and
+        listed in the report, so that nothing is dropped without a word.
+
+        ``file``: its entry in the report's ``files`` counts them too. ``splits``: the splits they
+        belong to (a file read for val and test: both), each counting them in the report's
+        ``filtered_by_split`` (a count of 0 is kept there: the split was looked at and has none).
+        ``rule``: what becomes of such records (the report's ``filtered_rules[kind]``), where more
+        happens than the reader leaving them out."""
+        self.filtered_counts[kind] += count
+        for split in splits:
+            self.filtered_splits.setdefault(split, Counter())[kind] += count
+        if rule is not None:
+            self.filtered_rules[kind] = rule
         if file is not None:
             entry = self.per_file.setdefault(str(file), {"read": 0, "skipped": 0})
-            entry["filtered"] = entry.get("filtered", 0) + 1
+            entry["filtered"] = entry.get("filtered", 0) + count
 
     @property
     def total_skipped(self) -> int:
@@ -221,6 +242,8 @@ class RecordChecker:
             "skipped_records": self.skipped,
             "skipped_records_listed": len(self.skipped),
             "filtered": dict(sorted(self.filtered_counts.items())),
+            "filtered_by_split": {split: dict(sorted(counts.items())) for split, counts in self.filtered_splits.items()},
+            "filtered_rules": dict(sorted(self.filtered_rules.items())),
         }
 
     def summary(self) -> str:

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     for split, report in reports.items():
         dropped = ", ".join(f"{n} {what}" for what, n in sorted(report["dropped"].items()))
         print(f"convert {args.source_format} -> {args.target_format} {split}: {report['images']} images, {report['objects']} objects"
-              f" -> {args.dst}" + (f" (left out: {dropped})" if dropped else ""))
+              f" -> {args.dst}" + (f" (left out: {dropped})" if dropped else "")
+              + (f" ({report['rounded']} box(es) rounded to whole pixels)" if report["rounded"] else ""))
     return 0
 
 

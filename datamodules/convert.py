@@ -22,8 +22,10 @@ every annotation file is written atomically (``core.io.write_atomic``). The imag
 What survives (lossless where the target can hold it):
 
 * boxes: to float rounding into COCO (``[x, y, w, h]`` floats) and YOLO (normalised, 8 decimals);
-  VOC stores whole 1-based pixels, ``xmin = round(x1) + 1``, ``xmax = round(x2)``: exact for boxes
-  on whole pixels (every box that came from VOC), rounded otherwise;
+  VOC stores whole 1-based pixels, ``xmin = round(x1) + 1``, ``xmax = round(x2)`` (at least one
+  pixel wide and high): exact for boxes on whole pixels (every box that came from VOC), rounded
+  otherwise, and each box written with other coordinates than the source's is counted
+  (``rounded``);
 * class names and their order (labels); the category ids of a COCO target are the source's
   ``category_ids`` (COCO's own ids survive COCO to COCO; VOC and YOLO have no ids, so their
   classes become ``1 .. C``);
@@ -37,7 +39,8 @@ What survives (lossless where the target can hold it):
   annotation ids are kept when they are distinct integers.
 
 Each split's report (``convert`` returns them, the CLI prints them) counts the images and objects
-written and everything left out or dropped.
+written, everything left out or dropped (``dropped``, by what), and the boxes written rounded to
+whole pixels (``rounded``: VOC only; 0 for COCO and YOLO).
 """
 from __future__ import annotations
 
@@ -85,7 +88,8 @@ def convert(
     copy: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Read ``splits`` of the ``source_format`` dataset at ``src`` and write them in
-    ``target_format`` at ``dst``; returns each split's report ``{images, objects, dropped}``.
+    ``target_format`` at ``dst``; returns each split's report
+    ``{images, objects, dropped, rounded}`` (see the module's docstring).
 
     ``year`` and ``voc_lists`` (split -> VOC list name) place VOC's folders and lists, for a VOC
     source and a VOC target alike. Errors are ``ConfigError``s naming the file."""
@@ -194,7 +198,7 @@ def write_coco(source: DetectionSource, split: str, records: list[DetectionRecor
         "categories": categories,
     }
     write_atomic(dst / COCO_ANNOTATIONS.format(split=split), json.dumps(content))
-    return {"images": len(images), "objects": len(annotations), "dropped": dict(dropped)}
+    return {"images": len(images), "objects": len(annotations), "dropped": dict(dropped), "rounded": 0}
 
 
 # ---------------------------------------------------------------------------------------------- VOC
@@ -208,7 +212,7 @@ def write_voc(source: DetectionSource, split: str, records: list[DetectionRecord
     ids = [Path(name).stem for name in names]
     _distinct(ids, split, "VOC id (the image file's stem)")
     dropped = Counter()
-    objects = 0
+    objects = rounded = 0
     for record, name, image_id in zip(records, names, ids):
         height, width = _size(record)
         _place(Path(record.image), folder / "JPEGImages" / name, copy)
@@ -231,14 +235,18 @@ def write_voc(source: DetectionSource, split: str, records: list[DetectionRecord
             ET.SubElement(obj, "truncated").text = str(int(truncated[k]) if truncated is not None else 0)
             ET.SubElement(obj, "difficult").text = str(int(record.difficult[k]))
             box = ET.SubElement(obj, "bndbox")
-            for key, value in zip(("xmin", "ymin", "xmax", "ymax"), _voc_box(record.boxes[k])):
+            written = _voc_box(record.boxes[k])
+            for key, value in zip(("xmin", "ymin", "xmax", "ymax"), written):
                 ET.SubElement(box, key).text = str(value)
+            # What the VOC reader reads back (xmin - 1, ymin - 1, xmax, ymax) is not the source's box.
+            xmin, ymin, xmax, ymax = written
+            rounded += int([xmin - 1, ymin - 1, xmax, ymax] != [float(v) for v in record.boxes[k]])
             objects += 1
             _count_dropped(dropped, record, k)
         ET.indent(root)
         write_atomic(folder / "Annotations" / f"{image_id}.xml", ET.tostring(root, encoding="unicode") + "\n")
     write_atomic(folder / "ImageSets" / "Main" / f"{list_name}.txt", "".join(f"{i}\n" for i in ids))
-    return {"images": len(records), "objects": objects, "dropped": dict(dropped)}
+    return {"images": len(records), "objects": objects, "dropped": dict(dropped), "rounded": rounded}
 
 
 def _voc_box(box: np.ndarray) -> tuple[int, int, int, int]:
@@ -278,7 +286,7 @@ def write_yolo(source: DetectionSource, split: str, records: list[DetectionRecor
             _count_dropped(dropped, record, k)
         # An empty file for an image without objects: Ultralytics reads it as a background image.
         write_atomic(dst / "labels" / split / f"{Path(name).stem}.txt", "".join(lines))
-    return {"images": len(records), "objects": objects, "dropped": dict(dropped)}
+    return {"images": len(records), "objects": objects, "dropped": dict(dropped), "rounded": 0}
 
 
 def _write_data_yaml(dst: Path, names: Sequence[str], splits: Sequence[str]) -> None:

@@ -21,7 +21,8 @@ Conventions (torchvision's detection models and references):
 Crowd regions (COCO ``iscrowd``) and VOC's ``difficult`` objects are kept in the targets with
 their flags: evaluation ignores them (COCO and VOC protocols), and training drops them (a crowd
 box is not one object; a difficult one is neither a positive nor a negative), as detectron2 and
-MMDetection do.
+MMDetection do. ``COCODetection`` counts the crowd regions in its report (``filtered["iscrowd"]``,
+per split under ``filtered_by_split``, this rule under ``filtered_rules``).
 """
 from __future__ import annotations
 

@@ -344,7 +344,8 @@ CASES: list[tuple[str, Callable[[Path], Callable[[str], Any]], str, int]] = [
     ("coco-sem-no-segmentation", lambda r: _coco_semantic(r, lambda c: c["annotations"][3].pop("segmentation")), "missing_field", 1),
     ("coco-sem-iscrowd", lambda r: _coco_semantic(r, lambda c: c["annotations"][3].__setitem__("iscrowd", 2)), "wrong_type", 1),
     ("coco-sem-duplicate-annotation", lambda r: _coco_semantic(r, lambda c: c["annotations"][3].__setitem__("id", 10)), "duplicate", 1),
-    ("coco-sem-duplicate-image", lambda r: _coco_semantic(r, lambda c: c["images"].append(dict(c["images"][1]))), "duplicate", 1),
+    # an image id twice: both entries left out (their annotations cannot be told apart)
+    ("coco-sem-duplicate-image", lambda r: _coco_semantic(r, lambda c: c["images"].append(dict(c["images"][1]))), "duplicate_image_id", 2),
     ("coco-sem-image-missing", lambda r: _coco_semantic(r, lambda c: c["images"][1].__setitem__("file_name", "gone.jpg")), "image_missing", 1),
     ("coco-sem-path-outside-root", lambda r: _coco_semantic(r, lambda c: c["images"][1].__setitem__("file_name", "../val2017/000000000002.jpg")), "path_outside_root", 1),
     ("coco-sem-no-width", lambda r: _coco_semantic(r, lambda c: c["images"][1].pop("width")), "missing_field", 1),
@@ -367,6 +368,9 @@ CASES: list[tuple[str, Callable[[Path], Callable[[str], Any]], str, int]] = [
     ("coco-det-image-missing", lambda r: _coco_det(r, lambda c: c["images"][1].__setitem__("file_name", "gone.jpg")), "image_missing", 1),
     ("coco-det-path-outside-root", lambda r: _coco_det(r, lambda c: c["images"][1].__setitem__("file_name", "../val2017/000000000002.jpg")),
      "path_outside_root", 1),
+    ("coco-det-absolute-path", lambda r: _coco_det(r, lambda c: c["images"][1].__setitem__("file_name", str(r / "train2017" / "000000000002.jpg"))),
+     "path_outside_root", 1),
+    ("coco-det-duplicate-image", lambda r: _coco_det(r, lambda c: c["images"][2].__setitem__("id", 1)), "duplicate_image_id", 2),
     # VOC detection: objects of 000007.xml, and trainval list lines
     ("voc-det-box-outside-image", lambda r: _voc_det(r, ("<xmax>25</xmax>", "<xmax>40</xmax>")), "box_outside_image", 1),
     ("voc-det-zero-size", lambda r: _voc_det(r, ("<xmax>25</xmax>", "<xmax>4</xmax>")), "empty_box", 1),

@@ -113,7 +113,9 @@ def test_coco_skip_empty_box_only_files_and_one_split(tmp_path):
     source = COCODetection(str(root), skip_empty=True)
     assert [r.image_id for r in source.records("train")] == [1, 2]  # image 3 left out of train only
     assert [r.image_id for r in source.records("val")] == [1, 2, 3]
-    assert source.data_report()["filtered"] == {"no_annotation": 1}
+    report = source.data_report()
+    assert report["filtered"] == {"iscrowd": 2, "no_annotation": 1}  # image 1's crowd, in train and in val
+    assert report["filtered_by_split"] == {"train": {"iscrowd": 1, "no_annotation": 1}, "val": {"iscrowd": 1}, "test": {"iscrowd": 1}}
     assert not COCODetection(str(root), masks=False).has_masks
     assert COCODetection(str(root), masks=False).records("train")[0].masks is None
 
@@ -407,7 +409,7 @@ def test_convert_coco_to_yolo_and_back(tmp_path):
     original = COCODetection(str(src))
     reports = convert("coco", "yolo", src, tmp_path / "yolo")
     # Image 1's crowd is left out; the masks of the 3 objects kept and the person's keypoints are dropped.
-    assert reports["train"] == {"images": 3, "objects": 3, "dropped": {"crowd": 1, "masks": 3, "keypoints": 1}}
+    assert reports["train"] == {"images": 3, "objects": 3, "dropped": {"crowd": 1, "masks": 3, "keypoints": 1}, "rounded": 0}
     data = yaml.safe_load((tmp_path / "yolo" / "data.yaml").read_text())
     assert data["names"] == {0: "person", 1: "airplane", 2: "toothbrush"} and data["nc"] == 3 and data["val"] == "images/val"
     assert (tmp_path / "yolo" / "labels" / "train" / "000000000003.txt").read_text() == ""  # a negative keeps its empty file
@@ -428,7 +430,7 @@ def test_convert_coco_to_voc_and_back_with_integer_boxes(tmp_path):
     src = coco_detection_folder(tmp_path / "coco", integer_boxes=True)
     original = COCODetection(str(src))
     reports = convert("coco", "voc", src, tmp_path / "voc")
-    assert reports["val"] == {"images": 3, "objects": 3, "dropped": {"crowd": 1, "masks": 3, "keypoints": 1}}
+    assert reports["val"] == {"images": 3, "objects": 3, "dropped": {"crowd": 1, "masks": 3, "keypoints": 1}, "rounded": 0}
     voc_root = tmp_path / "voc" / "VOC2007"
     assert (voc_root / "ImageSets/Main/trainval.txt").read_text() == "000000000001\n000000000002\n000000000003\n"
     assert (voc_root / "classes.txt").read_text() == "person\nairplane\ntoothbrush\n"

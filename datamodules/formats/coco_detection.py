@@ -14,7 +14,11 @@ Conventions (``datamodules.detection``):
   (after the check below), as torchvision's detection reference does;
 * labels: the categories sorted by id are the labels ``1 .. C`` (COCO's 80 ids 1..90 have gaps);
   ``category_ids[label - 1]`` is the file's id, used to write and evaluate COCO results;
-* ``iscrowd`` is kept as the record's flag (evaluation ignores crowds, training drops them);
+* ``iscrowd`` is kept as the record's flag: training drops crowd regions, evaluation keeps them as
+  ignore regions (pycocotools' ``COCOeval`` on the official file, or on the ground truth built from
+  the targets; the VOC protocol ignores them as difficult objects). The crowd annotations of the
+  images read are counted in the report, ``filtered["iscrowd"]`` and per split under
+  ``filtered_by_split`` (0 for a split without any), with that rule under ``filtered_rules``;
 * masks: each object's ``segmentation`` as it is in the file, polygons (one or several parts) or
   RLE (compressed or not); ``load_masks`` decodes them with ``pycocotools.mask`` at the image's
   size, as ``COCO.annToMask``. A file without any segmentation (a box-only COCO file, or one that
@@ -37,13 +41,14 @@ detectron2's ``filter_empty_annotations``; val and test keep every image.
 
 Checks, per image (a failure is a bad record, the whole image with its objects: training on an
 image with one object dropped would teach that the object is background): the image's ``id``
-appears once (``duplicate``), it has ``file_name``, ``width`` and ``height`` (``missing_field``)
-of positive integers (``wrong_type``), its file is inside the image folder
-(``path_outside_root``) and there (``image_missing``); each of its annotations has a unique
-``id`` (``duplicate``), a ``category_id`` of the file's categories (``unknown_category``),
-``iscrowd`` 0 or 1 (``wrong_type``), a ``bbox`` of four finite numbers (``wrong_type``,
-``non_finite``) with positive width and height (``empty_box``) inside the image up to a pixel of
-rounding (``box_outside_image``), a finite ``area``; with masks, a ``segmentation``
+appears once (else every image of that id is a bad record, ``duplicate_image_id``, left out with
+the id's annotations: they cannot be told apart), it has ``file_name``, ``width`` and ``height``
+(``missing_field``) of positive integers (``wrong_type``), its file is a relative path inside the
+image folder (``path_outside_root``, also for an absolute path) and there (``image_missing``);
+each of its annotations has a unique ``id`` (``duplicate``), a ``category_id`` of the file's
+categories (``unknown_category``), ``iscrowd`` 0 or 1 (``wrong_type``), a ``bbox`` of four finite
+numbers (``wrong_type``, ``non_finite``) with positive width and height (``empty_box``) inside the
+image up to a pixel of rounding (``box_outside_image``), a finite ``area``; with masks, a ``segmentation``
 (``missing_field``) checked by ``coco_json.coco_segmentation`` (``polygon_points`` for a polygon of
 fewer than 3 points, ``size_mismatch`` for an RLE of another size); with keypoints, ``3 * J``
 numbers (``keypoint_count``), finite, flags in {0, 1, 2} (``visibility_flag``). An annotation
@@ -87,6 +92,11 @@ from datamodules.formats.sources import DetectionFileSource
 from datamodules.formats.validators import clip_box, image_file, known, number, positive_int, problem_at, record_field
 
 __all__ = ["COCODetection"]
+
+# What becomes of the crowd annotations the report counts (``filtered_rules["iscrowd"]``).
+CROWD_RULE = ("crowd regions (iscrowd 1): kept in the records; left out of training samples; evaluation keeps them as "
+              "ignore regions (COCO protocol: pycocotools' COCOeval, on the official annotation file or on the ground "
+              "truth built from the targets; VOC protocol: as difficult objects)")
 
 
 class COCODetection(DetectionFileSource):
@@ -171,6 +181,9 @@ class COCODetection(DetectionFileSource):
             self.splits[split] = parsed[key]
         if "test" not in self.splits and "val" in self.splits:
             self.splits["test"] = self.splits["val"]
+        for (path, _, _), records in parsed.items():
+            self.checker.filtered("iscrowd", path, count=sum(int(r.iscrowd.sum()) for r in records), rule=CROWD_RULE,
+                                  splits=[split for split, read in self.splits.items() if read is records])
 
     @property
     def category_ids(self) -> tuple[int, ...]:
@@ -228,27 +241,22 @@ class COCODetection(DetectionFileSource):
                                 if name.startswith("left_") and "right_" + name[5:] in index)
 
     def _read(self, path: Path, content: dict[str, Any], images: Path, drop_empty: bool) -> list[DetectionRecord]:
-        image_ids, by_image = coco_annotations_by_image(path, content, self.checker)
-        seen_images: set[Any] = set()
+        image_ids, by_image = coco_annotations_by_image(path, content, self.checker)  # duplicated image ids are left out there
         seen_annotations: set[Any] = set()
         records = []
         for info, where, objects in coco_images(content, image_ids, by_image):
             with self.checker.record(path, where):
-                record = self._record(path, info, images, objects, seen_images, seen_annotations)
+                record = self._record(path, info, images, objects, seen_annotations)
                 if drop_empty and not (~record.iscrowd).any():
-                    self.checker.filtered("no_annotation", path)
+                    self.checker.filtered("no_annotation", path, splits=["train"])
                     continue
                 records.append(record)
         return records
 
-    def _record(self, path: Path, info: Any, images: Path, annotations: list[tuple[int, Any]],
-                seen_images: set, seen_annotations: set) -> DetectionRecord:
+    def _record(self, path: Path, info: Any, images: Path, annotations: list[tuple[int, Any]], seen_annotations: set) -> DetectionRecord:
         image_id = record_field(info, "id")
         if not isinstance(image_id, (int, str)):
             raise RecordProblem("wrong_type", f"field 'id' must be an integer, got {image_id!r}")
-        if image_id in seen_images:
-            raise RecordProblem("duplicate", f"image id {image_id!r} appears more than once in 'images'")
-        seen_images.add(image_id)
         width, height = (positive_int(record_field(info, key), key) for key in ("width", "height"))
         file = image_file(images, record_field(info, "file_name"), "file_name")
         joints = len(self.keypoint_names) if self.keypoint_category_id is not None else 0

@@ -46,33 +46,73 @@ def coco_content(path: Path, task: str) -> dict[str, Any]:
     return content
 
 
+def _image_id(info: Any) -> Any:
+    """An ``images`` entry's ``id`` when it is one (an int or a str), else ``None``."""
+    image_id = info.get("id") if isinstance(info, dict) else None
+    return image_id if isinstance(image_id, (int, str)) else None
+
+
 def coco_annotations_by_image(path: Path, content: dict[str, Any], checker: RecordChecker) -> tuple[set[Any], dict[Any, list[tuple[int, Any]]]]:
-    """The file's image ids, and its annotations grouped by image id, each with its index in the
-    file. An annotation that is not an object, or whose ``image_id`` is none of the images', is a
-    bad record (``checker``'s policy)."""
-    image_ids = {info["id"] for info in content["images"] if isinstance(info, dict) and isinstance(info.get("id"), (int, str))}
+    """The ids of the file's images that the readers may read, and their annotations grouped by
+    image id, each with its index in the file.
+
+    An id that several ``images`` entries share cannot say whose its annotations are: every entry of
+    it is a bad record of kind ``duplicate_image_id`` (``checker``'s policy: the error names the
+    file, the image and the id), and the id is left out of the returned ids with its annotations,
+    so that no image receives another's objects; ``coco_images`` yields none of those entries. An
+    annotation that is not an object, or whose ``image_id`` is none of the images', is a bad record
+    (``unknown_image``)."""
+    ids = [_image_id(info) for info in content["images"]]
+    entries: dict[Any, list[int]] = {}
+    for index, image_id in enumerate(ids):
+        if image_id is not None:
+            entries.setdefault(image_id, []).append(index)
+    duplicated = {image_id for image_id, indices in entries.items() if len(indices) > 1}
+    image_ids = set(entries) - duplicated
     by_image: dict[Any, list[tuple[int, Any]]] = {}
+    orphans: dict[Any, int] = {}  # the annotations of a duplicated id, left out with its images
     for index, annotation in enumerate(content["annotations"]):
         image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
         if known(image_ids, image_id):
             by_image.setdefault(image_id, []).append((index, annotation))
+            continue
+        if known(duplicated, image_id):
+            orphans[image_id] = orphans.get(image_id, 0) + 1
             continue
         where = f"annotation {annotation['id']!r}" if isinstance(annotation, dict) and "id" in annotation else f"annotations[{index}]"
         with checker.record(path, where):
             if not isinstance(annotation, dict):
                 raise RecordProblem("wrong_type", f"expected an object, got {type(annotation).__name__}")
             raise RecordProblem("unknown_image", f"image_id {image_id!r} is not one of the file's images")
+    for image_id in sorted(duplicated, key=repr):
+        names = {i: content["images"][i].get("file_name") for i in entries[image_id]}
+        for index, name in names.items():
+            others = ", ".join(repr(other) for i, other in names.items() if i != index)
+            with checker.record(path, _where(index, image_id, name)):
+                raise RecordProblem("duplicate_image_id", f"image id {image_id!r} is also the id of {others}: its "
+                                    f"{orphans.get(image_id, 0)} annotation(s) cannot be told apart, so every image of "
+                                    "this id is left out with them")
     return image_ids, by_image
 
 
+def _where(index: int, image_id: Any, name: Any) -> str:
+    """``image 7 ('a.jpg')``, or ``images[3]`` for an entry without an id."""
+    return f"images[{index}]" if image_id is None else f"image {image_id!r}" + (f" ({name!r})" if isinstance(name, str) else "")
+
+
 def coco_images(content: dict[str, Any], image_ids: set[Any], by_image: Mapping[Any, list[tuple[int, Any]]]) -> Iterator[tuple[Any, str, list[tuple[int, Any]]]]:
-    """Per entry of ``images``: the entry, where it is (``image 7 ('a.jpg')`` or ``images[3]``, for
-    the one-line error) and its annotations (``coco_annotations_by_image``)."""
+    """Per entry of ``images`` to read: the entry, where it is (``image 7 ('a.jpg')`` or
+    ``images[3]``, for the one-line error) and its annotations. ``image_ids`` and ``by_image`` are
+    ``coco_annotations_by_image``'s: an entry whose id is valid but not in ``image_ids`` is one of a
+    duplicated id, already counted there, and is not yielded; an entry without a valid id is (the
+    reader rejects it)."""
     for index, info in enumerate(content["images"]):
-        image_id = info.get("id") if isinstance(info, dict) else None
+        image_id = _image_id(info)
+        if image_id is not None and image_id not in image_ids:
+            continue
+        raw_id = info.get("id") if isinstance(info, dict) else None
         name = info.get("file_name") if isinstance(info, dict) else None
-        where = f"images[{index}]" if image_id is None else f"image {image_id!r}" + (f" ({name!r})" if isinstance(name, str) else "")
-        yield info, where, (by_image.get(image_id, []) if known(image_ids, image_id) else [])
+        yield info, _where(index, raw_id, name), (by_image.get(image_id, []) if image_id is not None else [])
 
 
 def coco_segmentation(value: Any, height: int, width: int) -> Any:
