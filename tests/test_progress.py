@@ -324,7 +324,7 @@ for epoch in range(3):
     time.sleep(0.8)
     with open(metrics, "a") as f:
         f.write(f"{epoch},{epoch},0.5,0.{epoch + 1},0.{epoch + 2}\\n")
-time.sleep(1.5)  # the last epoch stays on show for 15 polls before the run ends
+time.sleep(3.0)  # the last epoch stays on show for 30 polls before the run ends (a loaded CI machine too)
 """
 
 
