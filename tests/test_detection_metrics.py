@@ -19,11 +19,19 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from core.skeletons import COCO_SKELETON
+from lightning_modules.metrics.coco_keypoints import COCOKeypointAP
 from lightning_modules.metrics.detection import (
-    STAT_NAMES, COCOEvaluator, VOCEvaluator, gather_records, image_record, voc_ap_07, voc_ap_area,
+    COCO_BACKENDS, STAT_NAMES, COCOEvaluator, VOCEvaluator, gather_records, image_record, voc_ap_07, voc_ap_area,
 )
+from lightning_modules.metrics.detection_bench import synthetic_evaluation
 
 # ------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(params=COCO_BACKENDS)
+def backend(request) -> str:
+    """Each COCO backend: every COCO test runs on both and is checked against pycocotools itself."""
+    return request.param
+
+
 # Non-contiguous COCO category ids; label i + 1 is CATEGORY_IDS[i].
 CLASS_NAMES = ("cat", "dog", "bird")
 CATEGORY_IDS = (3, 7, 12)
@@ -212,7 +220,7 @@ def assert_stats_equal(ours: dict[str, float], theirs: list[float], iou_type: st
 
 
 # ---------------------------------------------------------------------------- COCO vs pycocotools
-def test_coco_bbox_and_segm_equal_pycocotools(tmp_path):
+def test_coco_bbox_and_segm_equal_pycocotools(tmp_path, backend):
     gt = instances_gt()
     gt_file = write_json(tmp_path / "instances.json", gt)
     direct = {
@@ -226,7 +234,7 @@ def test_coco_bbox_and_segm_equal_pycocotools(tmp_path):
     predictions = predictions_from(gt, DETECTIONS)
     for annotation_file, targets in ((gt_file, targets_from(gt)), (None, targets_from(gt, with_masks=True))):
         evaluator = COCOEvaluator(("bbox", "segm"), class_names=CLASS_NAMES, category_ids=CATEGORY_IDS,
-                                  annotation_file=annotation_file)
+                                  annotation_file=annotation_file, backend=backend)
         # Two batches, as a validation loop feeds them.
         evaluator.update(predictions[:2], targets[:2])
         evaluator.update(predictions[2:], targets[2:])
@@ -279,7 +287,7 @@ def keypoints_gt() -> tuple[dict, dict[int, list[float]], list]:
     return gt, det_keypoints, detections
 
 
-def test_coco_keypoints_equal_pycocotools(tmp_path):
+def test_coco_keypoints_equal_pycocotools(tmp_path, backend):
     gt, det_keypoints, detections = keypoints_gt()
     gt_file = write_json(tmp_path / "person_keypoints.json", gt)
     kp_results = [{"image_id": d[0], "category_id": d[1], "keypoints": det_keypoints[i], "score": d[3]}
@@ -292,7 +300,7 @@ def test_coco_keypoints_equal_pycocotools(tmp_path):
 
     predictions = predictions_from(gt, detections, det_keypoints)
     for annotation_file in (gt_file, None):
-        evaluator = COCOEvaluator(("bbox", "keypoints"), class_names=("person",), annotation_file=annotation_file)
+        evaluator = COCOEvaluator(("bbox", "keypoints"), class_names=("person",), annotation_file=annotation_file, backend=backend)
         evaluator.update(predictions, targets_from(gt, with_keypoints=True))
         stats = evaluator.compute()
         assert_stats_equal(stats, direct["keypoints"], "keypoints")
@@ -302,17 +310,17 @@ def test_coco_keypoints_equal_pycocotools(tmp_path):
         assert first["keypoints"] == det_keypoints[0] and first["score"] == detections[0][3]
 
 
-def test_keypoint_sigmas_must_match_the_keypoints():
+def test_keypoint_sigmas_must_match_the_keypoints(backend):
     target = {"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([1]), "area": torch.tensor([100.0]),
               "keypoints": torch.tensor([[[2.0, 2.0, 2.0], [8.0, 8.0, 2.0]]]), "image_id": torch.tensor(1),
               "index": torch.tensor(0), "size": torch.tensor([16, 16])}
     prediction = {"boxes": target["boxes"].clone(), "labels": torch.tensor([1]), "scores": torch.tensor([0.9]),
                   "keypoints": target["keypoints"].clone()}
     # Two keypoints, not COCO's 17: the uniform default sigma; perfect keypoints score 1.
-    evaluator = COCOEvaluator(("keypoints",))
+    evaluator = COCOEvaluator(("keypoints",), backend=backend)
     evaluator.update([prediction], [target])
     assert evaluator.compute()["keypoints/AP"] == pytest.approx(1.0)
-    evaluator = COCOEvaluator(("keypoints",), keypoint_sigmas=[0.1] * 17)
+    evaluator = COCOEvaluator(("keypoints",), keypoint_sigmas=[0.1] * 17, backend=backend)
     evaluator.update([prediction], [target])
     with pytest.raises(ValueError, match="keypoint_sigmas"):
         evaluator.compute()
@@ -335,8 +343,8 @@ def simple_prediction(boxes, labels, scores) -> dict:
             "labels": torch.tensor(labels, dtype=torch.int64), "scores": torch.tensor(scores, dtype=torch.float32)}
 
 
-def test_coco_empty_predictions_score_zero_and_per_class_names():
-    evaluator = COCOEvaluator(("bbox",), class_names=("a", "b"))
+def test_coco_empty_predictions_score_zero_and_per_class_names(backend):
+    evaluator = COCOEvaluator(("bbox",), class_names=("a", "b"), backend=backend)
     evaluator.update([simple_prediction([], [], [])], [simple_target(0, [[0, 0, 10, 10]], [1])])
     stats = evaluator.compute()
     assert set(stats) == {f"bbox/{name}" for name in STAT_NAMES["bbox"]}
@@ -351,14 +359,14 @@ def test_coco_empty_predictions_score_zero_and_per_class_names():
     assert stats and all(v == 0.0 for v in stats.values())
 
 
-def test_coco_per_class_and_images_without_objects():
+def test_coco_per_class_and_images_without_objects(backend):
     # Image 0: one "a" found perfectly. Image 1: no object, one confident "a" detection on it.
     targets = [simple_target(0, [[0, 0, 10, 10]], [1]), simple_target(1, [], [])]
     predictions = [simple_prediction([[0, 0, 10, 10]], [1], [0.5]), simple_prediction([[20, 20, 30, 30]], [1], [0.9])]
-    alone = COCOEvaluator(class_names=("a", "b"))
+    alone = COCOEvaluator(class_names=("a", "b"), backend=backend)
     alone.update(predictions[:1], targets[:1])
     assert alone.compute()["bbox/AP"] == pytest.approx(1.0)
-    both = COCOEvaluator(class_names=("a", "b"))
+    both = COCOEvaluator(class_names=("a", "b"), backend=backend)
     both.update(predictions, targets)
     stats = both.compute()
     # The image without objects is still an image: its false positive, ranked first, halves the
@@ -369,17 +377,17 @@ def test_coco_per_class_and_images_without_objects():
     assert math.isnan(per_class["bbox"]["b"])  # no ground truth of "b"
 
 
-def test_coco_difficult_objects_are_ignored():
+def test_coco_difficult_objects_are_ignored(backend):
     # A missed difficult object costs no recall, and a detection on one is neither a true nor a
     # false positive: AP 1 (counted as positives, the missed one would make it 2/3).
     target = simple_target(0, [[0, 0, 10, 10], [30, 30, 50, 50], [0, 40, 20, 60]], [1, 1, 1], difficult=[False, True, True])
     prediction = simple_prediction([[0, 0, 10, 10], [30, 30, 50, 50]], [1, 1], [0.5, 0.9])
-    evaluator = COCOEvaluator(class_names=("a",))
+    evaluator = COCOEvaluator(class_names=("a",), backend=backend)
     evaluator.update([prediction], [target])
     assert evaluator.compute()["bbox/AP"] == pytest.approx(1.0)
 
 
-def test_results_are_json_with_rle_masks():
+def test_results_are_json_with_rle_masks(backend):
     masks = torch.zeros(2, 1, 16, 20)
     masks[0, 0, 2:6, 3:9] = 0.8
     masks[1, 0, 10:14, 0:5] = 0.6
@@ -388,7 +396,7 @@ def test_results_are_json_with_rle_masks():
                   "scores": torch.tensor([0.75, 0.5]), "masks": masks}
     target = simple_target(0, [[3, 2, 9, 6]], [2], image_id=5, size=(16, 20))
     target["masks"] = (masks[:1, 0] > 0.5).to(torch.uint8)
-    evaluator = COCOEvaluator(("bbox", "segm"), class_names=("a", "b"), category_ids=(10, 20))
+    evaluator = COCOEvaluator(("bbox", "segm"), class_names=("a", "b"), category_ids=(10, 20), backend=backend)
     evaluator.update([prediction], [target])
     results = json.loads(json.dumps(evaluator.results()))
     assert [r["category_id"] for r in results] == [20, 10]
@@ -402,18 +410,84 @@ def test_results_are_json_with_rle_masks():
     assert evaluator.per_class()["segm"]["b"] == pytest.approx(1.0)
 
 
+def assert_close_with_nan(ours: dict, theirs: dict, where: str) -> None:
+    assert ours.keys() == theirs.keys(), where
+    for key in ours:
+        if math.isnan(theirs[key]):
+            assert math.isnan(ours[key]), (where, key)
+        else:
+            assert ours[key] == pytest.approx(theirs[key], abs=1e-6), (where, key)
+
+
+def test_coco_backends_agree_on_a_random_evaluation():
+    # 40 synthetic images, 4 classes, boxes and masks: matched, missed, duplicate and false
+    # detections, difficult objects (ignored regions), small, medium and large objects.
+    predictions, targets = synthetic_evaluation(images=40, classes=4, size=400, masks=True, seed=3)
+    names = ("a", "b", "c", "d")
+    results = {}
+    for backend in COCO_BACKENDS:
+        evaluator = COCOEvaluator(("bbox", "segm"), class_names=names, backend=backend)
+        for first in range(0, len(predictions), 8):
+            evaluator.update(predictions[first:first + 8], targets[first:first + 8])
+        results[backend] = (evaluator.compute(), evaluator.per_class())
+    (stats, per_class), (fast_stats, fast_per_class) = results["pycocotools"], results["faster_coco_eval"]
+    assert len(stats) == 24 and 0.2 < stats["bbox/AP"] < 0.9 and 0.2 < stats["segm/AP"] < 0.9
+    assert all(value > 0 for value in stats.values())  # no stat is -1: every area range has objects
+    assert_close_with_nan(fast_stats, stats, "stats")
+    for iou_type in ("bbox", "segm"):
+        assert_close_with_nan(fast_per_class[iou_type], per_class[iou_type], iou_type)
+
+
+def test_coco_keypoint_ap_backends_equal_pycocotools(tmp_path):
+    gt, det_keypoints, detections = keypoints_gt()
+    gt_file = write_json(tmp_path / "person_keypoints.json", gt)
+    kp_results = [{"image_id": d[0], "category_id": d[1], "keypoints": det_keypoints[i], "score": d[3]}
+                  for i, d in enumerate(detections)]
+    direct = direct_stats(gt_file, write_json(tmp_path / "kp.json", kp_results), "keypoints")
+    points = torch.tensor([det_keypoints[i] for i in range(len(detections))], dtype=torch.float64).reshape(-1, 17, 3)
+    for backend in COCO_BACKENDS:
+        metric = COCOKeypointAP(gt_file, backend=backend)
+        metric.update([d[0] for d in detections], points[:, :, :2], points[:, :, 2], torch.tensor([d[3] for d in detections]))
+        stats = metric.compute()
+        assert [stats[name].item() for name in ("AP", "AP50", "AP75", "APm", "APl", "AR")] == pytest.approx(direct[:6], abs=1e-6), backend
+
+
+def test_an_unknown_coco_backend_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="COCO backend must be one of"):
+        COCOEvaluator(backend="detectron2")
+    gt_file = write_json(tmp_path / "person_keypoints.json", keypoints_gt()[0])
+    with pytest.raises(ValueError, match="COCO backend must be one of"):
+        COCOKeypointAP(gt_file, backend="fast")
+
+
+def test_detection_module_passes_its_coco_backend_to_the_evaluators():
+    from core.facts import DataFacts
+    from lightning_modules.detection import DetectionModule
+    from lightning_modules.networks.detection_backbones import MobileNetV3FPN
+    from lightning_modules.networks.faster_rcnn import FasterRCNN
+
+    network = FasterRCNN(MobileNetV3FPN(width_mult=0.25), num_classes=3, box_head_fcs=[16, 16])
+    facts = DataFacts(class_names=("a", "b"))
+    default = DetectionModule(network, protocols=["coco", "voc"], data_facts=facts)
+    chosen = DetectionModule(network, protocols=["coco", "voc"], coco_backend="faster_coco_eval", data_facts=facts)
+    for module, backend in ((default, "pycocotools"), (chosen, "faster_coco_eval")):
+        for split in ("val", "test"):
+            coco = [e for e in module.evaluators[split] if isinstance(e, COCOEvaluator)]
+            assert [e.backend for e in coco] == [backend], (backend, split)
+
+
 def test_labels_outside_the_classes_are_refused():
     evaluator = COCOEvaluator(class_names=("a",))
     with pytest.raises(ValueError, match="labels must lie in 1..1"):
         evaluator.update([simple_prediction([[0, 0, 5, 5]], [2], [0.5])], [simple_target(0, [], [])])
 
 
-def test_an_image_updated_twice_counts_once():
+def test_an_image_updated_twice_counts_once(backend):
     # A DistributedSampler pads with repeated images; the first record of an image stands.
     targets = [simple_target(0, [[0, 0, 10, 10]], [1]), simple_target(1, [[0, 0, 10, 10]], [1])]
     good = [simple_prediction([[0, 0, 10, 10]], [1], [0.9]), simple_prediction([[0, 0, 10, 10]], [1], [0.8])]
     bad = simple_prediction([[20, 20, 30, 30]], [1], [0.95])
-    for make in (lambda: COCOEvaluator(class_names=("a",)), lambda: VOCEvaluator(class_names=("a",))):
+    for make in (lambda: COCOEvaluator(class_names=("a",), backend=backend), lambda: VOCEvaluator(class_names=("a",))):
         once, twice = make(), make()
         once.update(good, targets)
         twice.update(good, targets)

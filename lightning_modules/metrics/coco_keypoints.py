@@ -1,4 +1,5 @@
-"""COCO keypoint AP (OKS-based), computed by pycocotools' ``COCOeval`` at the end of an epoch.
+"""COCO keypoint AP (OKS-based), computed by pycocotools' ``COCOeval`` (or faster-coco-eval's
+``COCOeval_faster``, by ``backend``) at the end of an epoch.
 
 Predictions are gathered as list states (``dist_reduce_fx="cat"``, so under DDP every rank's
 people are joined before ``compute``), turned into a COCO result list and evaluated against the
@@ -25,6 +26,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from core.coco import load_coco
 from core.errors import AnnotationFormatError, DataNotFoundError
+from lightning_modules.metrics.detection import CocoBackend, coco_api, coco_of
 
 __all__ = ["COCOKeypointAP"]
 
@@ -36,6 +38,8 @@ class COCOKeypointAP(Metric):
 
     Args:
         annotation_file: COCO keypoint ground truth (e.g. ``person_keypoints_val2017.json``).
+        backend: who computes the AP: ``"pycocotools"`` (the reference) or ``"faster_coco_eval"``
+            (its C++ port; the same numbers to 1e-6 on the suite's test cases).
 
     ``update(image_ids, keypoints, joint_scores, person_scores=None)``: ``image_ids`` ``(N,)`` COCO
     image ids; ``keypoints`` ``(N, K, 2)`` in original image pixel coordinates (COCO's own, 0-based);
@@ -51,13 +55,17 @@ class COCOKeypointAP(Metric):
     higher_is_better = True
     is_differentiable = False
 
-    def __init__(self, annotation_file: str, **kwargs) -> None:
+    def __init__(self, annotation_file: str, backend: CocoBackend = "pycocotools", **kwargs) -> None:
         super().__init__(**kwargs)
+        coco_api(backend)  # an unknown or missing backend fails here, not at the first compute
+        self.backend = backend
         path = Path(annotation_file)
         if not path.is_file():
             raise DataNotFoundError("COCO annotation file", path)
         self.annotation_file = str(path)
         self._coco = load_coco(path)
+        if backend != "pycocotools":  # load_coco checked the file; index it for the backend
+            self._coco = coco_of(self._coco.dataset, backend)
         person = self._coco.getCatIds(catNms=["person"])
         if not person:
             raise AnnotationFormatError(path, "no 'person' category")
@@ -111,8 +119,7 @@ class COCOKeypointAP(Metric):
         return {name: torch.tensor(float(value), dtype=torch.float64) for name, value in zip(STAT_NAMES, stats)}
 
     def _evaluate(self, results: list[dict], image_ids: list[int]) -> np.ndarray:
-        from pycocotools.cocoeval import COCOeval
-
+        _, COCOeval = coco_api(self.backend)
         with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress and table
             detections = self._coco.loadRes(results)
             evaluator = COCOeval(self._coco, detections, iouType="keypoints")
