@@ -244,29 +244,6 @@ def test_detection_checks_a_complete_network_against_the_data():
     DetectionModule(network, data_facts=DataFacts())  # data without class names: the network's own
 
 
-def test_detection_builds_a_network_that_waits_for_the_data():
-    from lightning_modules.detection import fit_to_data
-
-    class Waiting(nn.Module):
-        num_classes = None
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.detector = None
-            self.calls: list[tuple[int, int]] = []
-
-        def build(self, num_classes: int, num_keypoints: int = 0) -> None:
-            self.calls.append((num_classes, num_keypoints))
-            self.detector, self.num_classes = nn.Identity(), num_classes
-
-    network = Waiting()
-    fit_to_data(network, DataFacts(class_names=("a", "b"), keypoint_names=("x", "y", "z")))
-    fit_to_data(network, DataFacts(class_names=("a", "b")))  # built: checked, not built again
-    assert network.calls == [(3, 3)]
-    with pytest.raises(ConfigError, match="needs the classes"):
-        fit_to_data(Waiting(), DataFacts())
-
-
 def test_detection_refuses_a_keypoint_network_on_data_without_its_keypoints():
     from lightning_modules.detection import DetectionModule
     from lightning_modules.networks.detection_backbones import MobileNetV3FPN
