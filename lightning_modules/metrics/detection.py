@@ -44,7 +44,7 @@ from core.skeletons import COCO_SKELETON
 
 __all__ = [
     "COCOEvaluator", "VOCEvaluator", "image_record", "gather_records", "voc_ap_07", "voc_ap_area",
-    "COCO_PERSON_SIGMAS", "STAT_NAMES", "VOC07_RECALL_THRESHOLDS", "CocoBackend", "coco_api",
+    "COCO_PERSON_SIGMAS", "STAT_NAMES", "VOC07_RECALL_THRESHOLDS", "CocoBackend", "COCO_BACKENDS", "coco_api", "coco_of",
 ]
 
 # Who computes COCO AP: pycocotools (the reference) or faster-coco-eval (its C++ port, equal on
