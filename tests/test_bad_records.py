@@ -301,6 +301,7 @@ CASES: list[tuple[str, Callable[[Path], Callable[[str], Any]], str, int]] = [
     ("coco-duplicate-id", lambda r: _coco(r, _set_annotation(3, id=10)), "duplicate", 1),
     ("coco-image-missing", lambda r: _coco(r, lambda c: c["images"][1].__setitem__("file_name", "gone.jpg")), "image_missing", 1),
     ("coco-path-outside-root", lambda r: _coco(r, lambda c: c["images"][1].__setitem__("file_name", "../../annotations/x.jpg")), "path_outside_root", 1),
+    ("coco-duplicate-image", lambda r: _coco(r, lambda c: c["images"].append(dict(c["images"][1]))), "duplicate_image_id", 2),
     # CSV boxes (classification + localisation)
     ("csv-nan-coordinate", lambda r: _csv(r, ["images/d.png,nan,1,10,10,circle"]), "non_finite", 1),
     ("csv-text-coordinate", lambda r: _csv(r, ["images/d.png,one,1,10,10,circle"]), "wrong_type", 1),

@@ -4,6 +4,8 @@ maps): the 2017 layout's paths, the file's dictionary, its annotations grouped b
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterator
@@ -52,46 +54,48 @@ def _image_id(info: Any) -> Any:
     return image_id if isinstance(image_id, (int, str)) else None
 
 
-def coco_annotations_by_image(path: Path, content: dict[str, Any], checker: RecordChecker) -> tuple[set[Any], dict[Any, list[tuple[int, Any]]]]:
-    """The ids of the file's images that the readers may read, and their annotations grouped by
-    image id, each with its index in the file.
-
-    An id that several ``images`` entries share cannot say whose its annotations are: every entry of
-    it is a bad record of kind ``duplicate_image_id`` (``checker``'s policy: the error names the
-    file, the image and the id), and the id is left out of the returned ids with its annotations,
-    so that no image receives another's objects; ``coco_images`` yields none of those entries. An
-    annotation that is not an object, or whose ``image_id`` is none of the images', is a bad record
-    (``unknown_image``)."""
-    ids = [_image_id(info) for info in content["images"]]
+def duplicated_image_ids(path: Path, content: dict[str, Any], checker: RecordChecker) -> set[Any]:
+    """The image ids that several ``images`` entries share. Such an id cannot say whose its
+    annotations are: every entry of it is a bad record of kind ``duplicate_image_id`` (``checker``'s
+    policy: the error names the file, the image and the id), and a reader leaves the id out with
+    its annotations, so that no image receives another's objects."""
     entries: dict[Any, list[int]] = {}
-    for index, image_id in enumerate(ids):
-        if image_id is not None:
+    for index, info in enumerate(content["images"]):
+        if (image_id := _image_id(info)) is not None:
             entries.setdefault(image_id, []).append(index)
     duplicated = {image_id for image_id, indices in entries.items() if len(indices) > 1}
-    image_ids = set(entries) - duplicated
-    by_image: dict[Any, list[tuple[int, Any]]] = {}
-    orphans: dict[Any, int] = {}  # the annotations of a duplicated id, left out with its images
-    for index, annotation in enumerate(content["annotations"]):
-        image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
-        if known(image_ids, image_id):
-            by_image.setdefault(image_id, []).append((index, annotation))
-            continue
-        if known(duplicated, image_id):
-            orphans[image_id] = orphans.get(image_id, 0) + 1
-            continue
-        where = f"annotation {annotation['id']!r}" if isinstance(annotation, dict) and "id" in annotation else f"annotations[{index}]"
-        with checker.record(path, where):
-            if not isinstance(annotation, dict):
-                raise RecordProblem("wrong_type", f"expected an object, got {type(annotation).__name__}")
-            raise RecordProblem("unknown_image", f"image_id {image_id!r} is not one of the file's images")
+    orphans = Counter(a.get("image_id") for a in content["annotations"] if isinstance(a, dict) and known(duplicated, a.get("image_id")))
     for image_id in sorted(duplicated, key=repr):
         names = {i: content["images"][i].get("file_name") for i in entries[image_id]}
         for index, name in names.items():
             others = ", ".join(repr(other) for i, other in names.items() if i != index)
             with checker.record(path, _where(index, image_id, name)):
                 raise RecordProblem("duplicate_image_id", f"image id {image_id!r} is also the id of {others}: its "
-                                    f"{orphans.get(image_id, 0)} annotation(s) cannot be told apart, so every image of "
+                                    f"{orphans[image_id]} annotation(s) cannot be told apart, so every image of "
                                     "this id is left out with them")
+    return duplicated
+
+
+def coco_annotations_by_image(path: Path, content: dict[str, Any], checker: RecordChecker) -> tuple[set[Any], dict[Any, list[tuple[int, Any]]]]:
+    """The ids of the file's images that the readers may read (none of ``duplicated_image_ids``),
+    and their annotations grouped by image id, each with its index in the file; ``coco_images``
+    yields no entry of a duplicated id. An annotation that is not an object, or whose ``image_id``
+    is none of the images', is a bad record (``unknown_image``)."""
+    duplicated = duplicated_image_ids(path, content, checker)
+    image_ids = {image_id for info in content["images"] if (image_id := _image_id(info)) is not None} - duplicated
+    by_image: dict[Any, list[tuple[int, Any]]] = {}
+    for index, annotation in enumerate(content["annotations"]):
+        image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+        if known(image_ids, image_id):
+            by_image.setdefault(image_id, []).append((index, annotation))
+            continue
+        if known(duplicated, image_id):
+            continue  # counted with its images in duplicated_image_ids
+        where = f"annotation {annotation['id']!r}" if isinstance(annotation, dict) and "id" in annotation else f"annotations[{index}]"
+        with checker.record(path, where):
+            if not isinstance(annotation, dict):
+                raise RecordProblem("wrong_type", f"expected an object, got {type(annotation).__name__}")
+            raise RecordProblem("unknown_image", f"image_id {image_id!r} is not one of the file's images")
     return image_ids, by_image
 
 

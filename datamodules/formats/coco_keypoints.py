@@ -22,6 +22,8 @@ Checks, per annotation (a failure is a bad record; ``on_bad_record`` decides): t
 there (``id``, ``image_id``, ``category_id``, ``num_keypoints``, ``keypoints``, ``bbox``) and the
 id is not repeated (``duplicate``); ``image_id`` is one of the file's ``images`` (``unknown_image``;
 such an orphan has no image to train on) and that image has ``file_name``, ``width``, ``height``;
+no other image shares its id (``duplicate_image_id``: every image of the id is left out with its
+annotations, which cannot be told apart);
 ``category_id`` is one of the file's ``categories`` (``unknown_category``); ``keypoints`` holds
 17 x ``[x, y, v]`` (``keypoint_count``), every number finite, also for ``v = 0`` keypoints (COCO
 writes numbers there, and a NaN would reach the loss), and every ``v`` in {0, 1, 2}
@@ -46,10 +48,10 @@ import numpy as np
 from core.errors import AnnotationFormatError, ConfigError
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_box, check_flags, check_required, finite_array
 from core.skeletons import COCO_SKELETON, PCK_TORSO, PoseProtocol, Skeleton
-from datamodules.formats.coco_json import COCO_SPLITS, coco_required_paths
+from datamodules.formats.coco_json import COCO_SPLITS, coco_required_paths, duplicated_image_ids
 from datamodules.formats.files import load_json, resolve
 from datamodules.formats.sources import ImageFileSource
-from datamodules.formats.validators import image_file, number, record_field
+from datamodules.formats.validators import image_file, known, number, record_field
 from datamodules.pose import PoseRecord
 
 __all__ = ["COCOKeypoints"]
@@ -139,10 +141,13 @@ class COCOKeypoints(ImageFileSource):
         names = person[0].get("keypoints")
         if names is not None and len(names) != NUM_JOINTS:
             raise AnnotationFormatError(path, f"the person category lists {len(names)} keypoints, not COCO's {NUM_JOINTS}")
-        image_info = {info.get("id"): info for info in content["images"] if isinstance(info, dict)}
+        duplicated = duplicated_image_ids(path, content, self.checker)
+        image_info = {info.get("id"): info for info in content["images"] if isinstance(info, dict) and not known(duplicated, info.get("id"))}
         seen: set[Any] = set()
         records = []
         for index, annotation in enumerate(annotations):
+            if isinstance(annotation, dict) and known(duplicated, annotation.get("image_id")):
+                continue  # counted with its images in duplicated_image_ids
             with self.checker.record(path, _where(index, annotation, image_info)):
                 record = self._record(path, annotation, images, image_info, categories, person[0].get("id"), seen)
                 if record is not None:
