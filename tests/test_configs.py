@@ -126,11 +126,11 @@ def test_detection_recipe_configs_build_torchvisions_models(name, params, compos
 
 
 @pytest.mark.parametrize("config", sorted(TASKS.values()))
-def test_bench_reports_through_the_contract(tmp_path, config, composer):
+def test_bench_reports_through_the_contract_in_channels_last(tmp_path, config, composer):
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, "-m", "experiments", "bench", "--config", config, "--steps", "3", "--warmup", "1", "--repeats", "2",
-         "--loader-batches", "2", "--out", str(out)],
+         "--loader-batches", "2", "--channels-last", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -139,6 +139,7 @@ def test_bench_reports_through_the_contract(tmp_path, config, composer):
     assert report["params"] == sum(p.numel() for p in model.network.parameters())
     assert report["input_shape"] == list(model.example_input_array.shape[1:])
     assert report["forward_gflops_per_image"] > 0
+    assert report["channels_last"] is True and " channels_last" in result.stdout  # every task takes it (TaskModule)
     assert len(report["ratio_per_repeat"]) == 2 and report["lightning_to_bare_ratio"] > 0
     assert report["train_images_per_s"]["bare"] > 0 and set(report["latency_ms"]) == {"batch1", f"batch{report['batch_size']}"}
     assert report["loader_images_per_s"] > 0 and report["loader_workers"] == 0
