@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 __all__ = [
     "WelchResult", "welch", "student_t_sf2", "student_t_quantile", "verdict", "welch_power", "seeds_to_resolve",
-    "RULE", "HOLDS", "CONTRADICTED", "NOT_RESOLVED",
+    "RULE", "HOLDS", "CONTRADICTED", "NOT_RESOLVED", "ALPHA", "LEVEL", "FRAGILE_P", "POWER", "rule_text", "power_rule_text",
+    "seeds_needed",
 ]
 
 HOLDS = "holds"
@@ -213,3 +214,63 @@ def seeds_to_resolve(difference: float, sd_a: float, sd_b: float, alpha: float =
         else:
             low = middle
     return high
+
+
+ALPHA = 0.05
+LEVEL = 95.0
+FRAGILE_P = 0.01  # a resolved comparison with FRAGILE_P <= p < ALPHA gets the seeds-needed line too
+POWER = 0.8
+
+POWER_RULE = (
+    "Seeds needed (under every comparison not resolved, and every one resolved with {low:g} <= p < {alpha:g}): the "
+    "smallest number of seeds a row, the same in both rows, at which the same test (Welch, two-sided, p < {alpha:g}) "
+    "would find the observed difference, with its sign, with {power:g}% power, taking the observed difference of "
+    "the means and the two cells' sample standard deviations as the true ones (noncentral t with Welch-Satterthwaite "
+    "degrees of freedom). Those are estimates from a few seeds themselves: read the number as an order of magnitude. "
+    "A difference of 0, or one with the other sign, is resolved in the paper's direction by no number of seeds."
+)
+
+
+def rule_text() -> str:
+    """The rule every verdict of a report is made by, in words."""
+    return RULE.format(alpha=ALPHA, level=LEVEL)
+
+
+def power_rule_text() -> str:
+    """How the seeds-needed line under a comparison is computed, and when it is shown, in words."""
+    return POWER_RULE.format(low=FRAGILE_P, alpha=ALPHA, power=100 * POWER)
+
+
+def seeds_needed(test: WelchResult, op: str, outcome: str, sd_left: float | None, sd_right: float | None, digits: int,
+                 under_trained: bool = False, claim: str = "the paper's direction") -> dict[str, Any] | None:
+    """The seeds-needed entry of a comparison judged ``outcome``: ``{"per_row": n, "to_contradict": m,
+    "text": ...}`` (``per_row``: seeds a row for ``POWER`` in the claimed direction, None when no number
+    does; ``to_contradict``: the same for the other direction, when the observed difference has it),
+    or None for a comparison that is resolved with p < ``FRAGILE_P``. ``claim`` names the direction
+    the comparison's ``op`` claims, in the texts."""
+    if outcome != NOT_RESOLVED and not (test.p is not None and FRAGILE_P <= test.p < ALPHA):
+        return None
+    entry: dict[str, Any] = {"per_row": None, "to_contradict": None}
+    if under_trained:
+        entry["text"] = "none would resolve it while a row is under the trained floor (more seeds do not train a network further)"
+        return entry
+    if test.p is None or sd_left is None or sd_right is None:
+        entry["text"] = "unknown (a cell has fewer than 2 seeds: no spread to plan with)"
+        return entry
+    difference = test.difference
+    if difference == 0.0:
+        entry["text"] = f"no number of seeds resolves it in {claim} (the observed difference is 0)"
+        return entry
+    n = seeds_to_resolve(difference, sd_left, sd_right, alpha=ALPHA, power=POWER)
+    count = "more than 100000" if n is None else str(n)
+    claimed = -1.0 if op in ("<", "<=") else 1.0
+    if (difference > 0) != (claimed > 0):
+        entry["to_contradict"] = n
+        entry["text"] = (f"no number of seeds resolves it in {claim} (the observed difference {difference:+.{digits}f} "
+                         f"has the other sign; {count} a row would contradict it with {100 * POWER:g}% power)")
+        return entry
+    entry["per_row"] = n
+    entry["text"] = (f"{count} a row for {100 * POWER:g}% power (Welch, two-sided p < {ALPHA:g}, taking the observed difference "
+                     f"{difference:+.{digits}f} and SDs {sd_left:.{digits}f} and {sd_right:.{digits}f} as true; "
+                     f"now {test.n[0]} and {test.n[1]})")
+    return entry

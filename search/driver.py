@@ -34,7 +34,7 @@ from core.io import shown_path, write_atomic
 from core.processes import SlotPool, experiments_command
 from core.progress import best_so_far, eta_seconds, progress_line
 from experiments.recipe import ConfigComposer, get_dotted, measure_network, override_tree
-from search.space import params_to_values, suggest_params
+from search.space import default_params, params_to_values, suggest_params
 from search.spec import Objective, SearchSpec, SpecError, build_pruner, build_sampler, grid_size
 from search.storage import (
     DRIVER_ATTR,
@@ -46,6 +46,7 @@ from search.storage import (
     is_rdb,
     make_stale_callback,
     open_storage,
+    retry_attrs,
     retry_chain_root,
     sweep_orphans,
 )
@@ -101,14 +102,18 @@ class SearchDriver:
         report: bool = True,
         retrain_top_k: int | None = None,
         retrain_seeds: list[int] | None = None,
+        retrain_trials: list[int] | None = None,
     ) -> None:
         self.spec = spec
         self.n_trials = n_trials if n_trials is not None else spec.n_trials
         self.slots = slots or spec.slots
         self.timeout = timeout if timeout is not None else spec.timeout
         self.write_report = report
-        self.retrain_top_k = retrain_top_k if retrain_top_k is not None else spec.retrain.get("top_k", 0)
+        self.retrain_trials = retrain_trials if retrain_trials is not None else spec.retrain.get("trials")
+        self.retrain_top_k = retrain_top_k if retrain_top_k is not None else 0 if self.retrain_trials else spec.retrain.get("top_k", 0)
         self.retrain_seeds = retrain_seeds or spec.retrain.get("seeds", [1, 2, 3])
+        if len(self.retrain_seeds) < 2:
+            raise SpecError("--retrain-seeds: give at least 2 seeds (a verdict needs a spread)")
         self.storage_arg = storage
         self.me = DriverIdentity()
         self.stop_event = threading.Event()
@@ -142,10 +147,11 @@ class SearchDriver:
                 spec.objectives = [Objective(**o) for o in module_objectives(self.composer, config)]
             except ValueError as error:
                 raise SpecError(f"objectives: {error}") from None
+        _check_resource(spec, get_dotted(self.base_dict, "trainer.max_epochs"))
         shape = spec.measure.get("input_shape")
         self.input_shape = tuple(int(s) for s in shape) if shape else None
         if spec.sampler["name"] == "grid":
-            size = grid_size(spec.entries)
+            size = grid_size(spec.entries) + (1 if spec.default_trial else 0)  # the default visits no grid point
             self.n_trials = min(self.n_trials or size, size)
         self.url = absolute_url(self.storage_arg or spec.storage.get("url") or str(self.study_dir / "journal.log"), self.cwd)
         self.heartbeat_interval = int(spec.storage.get("heartbeat_interval", 20))
@@ -189,6 +195,8 @@ class SearchDriver:
                 study.set_user_attr("search:spec", json.loads(json.dumps(spec.raw, default=str)))
                 study.set_user_attr("search:objectives", [o.__dict__ for o in spec.objectives])
                 study.set_metric_names([o.metric for o in spec.objectives])
+                if spec.default_trial:
+                    self._enqueue_default(study)
             elif attrs.get("search:spec", {}).get("space") != json.loads(json.dumps(spec.raw.get("space"), default=str)):
                 say(f"warning: the search space differs from the one study {spec.study!r} started with")
             ordinal = int(attrs.get("search:drivers", 0))
@@ -198,6 +206,16 @@ class SearchDriver:
         self.study = study
         write_atomic(self.study_dir / "spec.yaml", yaml.safe_dump(spec.raw, sort_keys=False))
         return study
+
+    def _enqueue_default(self, study: Any) -> None:
+        """Trial 0: the base config's own values of the searched parameters (``default_params``:
+        clipped into the space where they lie outside it, each such case noted in the study's
+        ``search:default`` attribute and the report)."""
+        params, notes = default_params(self.spec.entries, self.base_dict)
+        study.enqueue_trial(params, user_attrs={"default": True})
+        study.set_user_attr("search:default", {"params": params, "notes": notes})
+        for note in notes:
+            say(f"default trial: {note}")
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
@@ -224,19 +242,35 @@ class SearchDriver:
         if self.interrupted:
             return 130
         if self.write_report:
-            self.finish(study)
+            if self.finish(study) == 130:
+                return 130
         return 1 if self.errors else 0
 
-    def finish(self, study: Any) -> None:
-        from search.report import retrain_top_k, write_outputs, write_wandb_summary
+    def finish(self, study: Any, train: bool = True) -> int:
+        """Retrain the chosen trials and the default over seeds (``search.retrain``; ``train`` False:
+        only what ``retrain.json`` holds), then write the verdict, the winner's config, the report
+        and the W&B summary. 130 when interrupted during the retraining (its finished runs are kept)."""
+        from search.report import write_outputs, write_wandb_summary
+        from search.retrain import candidates, judge, retrain
 
-        retrain = None
-        if self.retrain_top_k:
-            retrain = retrain_top_k(self, study, self.retrain_top_k, self.retrain_seeds)
-        outputs = write_outputs(study, self.spec, self.composer, self.study_dir, retrain=retrain, storage_url=self.url)
+        retrained = None
+        chosen = candidates(study, self.spec, self.retrain_top_k, self.retrain_trials)
+        if chosen:
+            try:
+                retrained = retrain(self, study, chosen, self.retrain_seeds, self.spec.retrain.get("timeout"), train=train)
+            except KeyboardInterrupt:
+                self.pool.stopping.set()
+            if self.pool.stopping.is_set():
+                say("interrupted during the retraining: its finished runs are kept in retrain.json; the same command continues it")
+                return 130
+            retrained["verdict"] = judge(retrained)
+        outputs = write_outputs(study, self.spec, self.composer, self.study_dir, retrained=retrained, storage_url=self.url,
+                                run_budget={"n_trials": self.n_trials, "timeout": self.timeout, "slots": self.slots,
+                                            "max_epochs": get_dotted(self.base_dict, "trainer.max_epochs")})
         for label, path in outputs.items():
             say(f"{label:<11} {shown_path(path)}")
-        write_wandb_summary(study, self.spec, self.base_dict, self.study_dir, self.uuid)
+        write_wandb_summary(study, self.spec, self.base_dict, self.study_dir, self.uuid, retrained=retrained)
+        return 0
 
     def _out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -299,7 +333,7 @@ class SearchDriver:
         measured: dict[str, float] = {}
         if spec.measure.get("enabled", True) or spec.constraints or any(o.measured for o in spec.objectives):
             try:
-                measured = self._measure(self.composer.parse(spec.base, override_tree({**spec.overrides, **values})))
+                measured = self._measure(self.composer.parse(spec.base, override_tree({**spec.trial_fixed, **values})))
             except Exception as error:
                 self._tell_fail(trial, "invalid_config", f"{type(error).__name__}: {error}")
                 return None
@@ -374,7 +408,7 @@ class SearchDriver:
         }
         if spec.wandb:
             run_section["wandb"] = spec.wandb
-        override = override_tree({**spec.overrides, **values})
+        override = override_tree({**spec.trial_fixed, **values})
         # The fixed overrides may set run keys (--set run.root=...): the trial's own go on top.
         override["run"] = {**override.get("run", {}), "root": str(self.runs_root), **run_section}
         override_path = attempt / "override.yaml"
@@ -502,10 +536,7 @@ class SearchDriver:
             frozen = self.study._storage.get_trial(trial._trial_id)
             count = int(frozen.user_attrs.get("retry_count", 0))
             if count < self.max_retry:
-                self.study.enqueue_trial(
-                    frozen.params, user_attrs={"retry_of": trial.number, "retry_count": count + 1, "retry_reason": reason},
-                    skip_if_exists=False,
-                )
+                self.study.enqueue_trial(frozen.params, user_attrs=retry_attrs(frozen, reason), skip_if_exists=False)
         first_line = detail.strip().splitlines()[0] if detail.strip() else ""
         self._say_finished(f"trial {trial.number} FAIL ({reason}): {first_line[:200]}")
 
@@ -536,6 +567,19 @@ class SearchDriver:
         directions = [d.name.lower() for d in self.study.directions]
         best = best_so_far([(t.number, t.values) for t in trials if t.state == TrialState.COMPLETE], directions)
         return progress_line(done, total, message, best=best, eta=eta)
+
+
+def _check_resource(spec: SearchSpec, max_epochs: Any) -> None:
+    """A multi-fidelity pruner's resource is epochs trained (``search.trial``): its bounds must lie
+    within the epochs a trial trains."""
+    pruner = spec.pruner
+    if pruner["name"] not in ("successive_halving", "hyperband") or not isinstance(max_epochs, int) or max_epochs < 1:
+        return
+    low, high = pruner.get("min_resource", "auto"), pruner.get("max_resource", "auto")
+    if isinstance(low, int) and low >= max_epochs:
+        raise SpecError(f"pruner.min_resource: {low} epochs, but a trial trains {max_epochs} (trainer.max_epochs): nothing to prune")
+    if isinstance(high, int) and high != max_epochs:
+        raise SpecError(f"pruner.max_resource: {high} epochs, but a trial trains {max_epochs} (trainer.max_epochs); make them equal")
 
 
 def _violation(constraints: dict[str, float], measured: dict[str, float]) -> str | None:

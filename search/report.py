@@ -23,12 +23,14 @@ from typing import Any
 
 import yaml
 
-from core.io import write_atomic
+from core.io import shown_path, write_atomic
 from experiments.recipe import get_dotted, log_summary_run, override_tree, resolve_wandb_mode
+from core.stats import LEVEL, rule_text
+from search.retrain import summarise
 from search.space import params_to_values
 from search.spec import SearchSpec
 
-__all__ = ["write_outputs", "write_best_config", "write_wandb_summary", "retrain_top_k", "best_trials"]
+__all__ = ["write_outputs", "write_best_config", "write_wandb_summary", "best_trials", "verdict_lines"]
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -54,8 +56,10 @@ def best_trials(study: Any, spec: SearchSpec) -> list[Any]:
     return sorted(study.best_trials, key=lambda t: -sign * t.values[0])
 
 
-def write_best_config(composer: Any, spec: SearchSpec, trial: Any, path: Path, note: str = "") -> Path:
-    """The trial's configuration (base + fixed overrides + its parameters) as one runnable YAML."""
+def write_best_config(composer: Any, spec: SearchSpec, trial: Any, path: Path, note: str = "", judged: str = "") -> Path:
+    """The trial's configuration as one runnable YAML: base + the spec's ``overrides`` + its
+    parameters, at the base config's budget (the trials' ``trial_overrides`` are not in it).
+    ``judged`` is the verdict on it against the default, in words, for the header."""
     values = params_to_values(trial.params, spec.entries)
     config = composer.parse(spec.base, override_tree({**spec.overrides, **values}))
     tree = composer.to_dict(config)
@@ -71,6 +75,9 @@ def write_best_config(composer: Any, spec: SearchSpec, trial: Any, path: Path, n
         f"# Base config(s): {', '.join(spec.base)}. Train it again with:\n"
         f"#   python -m experiments fit --config {path}\n"
         f"# Parameters: {json.dumps(trial.params, default=str)}\n"
+        + (f"# At the base config's budget (without the trials' trial_overrides: {json.dumps(spec.trial_overrides)}).\n"
+           if spec.trial_overrides else "")
+        + (f"# {judged}\n" if judged else "")
     )
     write_atomic(path, header + yaml.safe_dump(tree, sort_keys=False))
     return path
@@ -106,7 +113,7 @@ def _plots(study: Any, spec: SearchSpec, plot_dir: Path) -> dict[str, str]:
         jobs.append(("intermediate_values", "Intermediate values (pruning)", lambda: ovm.plot_intermediate_values(study)))
     if spec.multi_objective and len(spec.objectives) in (2, 3):
         names = [o.metric for o in spec.objectives]
-        jobs.append(("pareto_front", "Pareto front", lambda: ovm.plot_pareto_front(study, target_names=names)))
+        jobs.append(("pareto_front", "Pareto front", lambda: _mark_default(ovm.plot_pareto_front(study, target_names=names), study)))
     jobs.append(("pruned", "Pruned and failed trials", lambda: _pruned_plot(study, plt)))
     out: dict[str, str] = {}
     import optuna
@@ -136,6 +143,18 @@ def _plots(study: Any, spec: SearchSpec, plot_dir: Path) -> dict[str, str]:
                 plt.close("all")
     optuna.logging.set_verbosity(verbosity)
     return out
+
+
+def _mark_default(axes: Any, study: Any) -> Any:
+    """The default trial (the base config's values) as a star on a Pareto-front plot."""
+    from optuna.trial import TrialState
+
+    default = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("default")]
+    if default:
+        axes.scatter(*[[v] for v in default[-1].values], marker="*", s=260, c="tab:red", edgecolors="black", zorder=5,
+                     label=f"default (trial {default[-1].number})")
+        axes.legend(loc="best")
+    return axes
 
 
 def _figure_of(axes: Any) -> Any:
@@ -175,20 +194,27 @@ def _pruned_plot(study: Any, plt: Any) -> Any:
 
 # ------------------------------------------------------------------------------------- report
 def write_outputs(
-    study: Any, spec: SearchSpec, composer: Any, study_dir: Path, retrain: dict[str, Any] | None = None, storage_url: str | None = None
+    study: Any, spec: SearchSpec, composer: Any, study_dir: Path, retrained: dict[str, Any] | None = None,
+    storage_url: str | None = None, run_budget: dict[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Write the best configuration(s), ``trials.csv``, the plots and ``report.md`` of a study;
-    returns ``{label: path}`` of what was written."""
+    """Write the winner's configuration (after the retraining, with its verdict), ``trials.csv``,
+    the plots, ``summary.json`` and ``report.md`` of a study; returns ``{label: path}`` of what was
+    written. ``retrained`` is ``search.retrain.retrain``'s result with its ``verdict``; ``run_budget``
+    the budget this run of the driver had (default: the spec's)."""
     study_dir = Path(study_dir)
     trials = study.get_trials(deepcopy=False)
     best = best_trials(study, spec)
-    outputs = _write_best_configs(composer, spec, best, study_dir)
+    outputs = _write_best_configs(composer, spec, study, best, study_dir, retrained)
     outputs.update(_write_trials_csv(study, study_dir))
     plots = _plots(study, spec, study_dir / "plots")
-    lines = _summary_lines(spec, trials)
+    summary = _write_summary(study, spec, trials, best, retrained, study_dir)
+    lines = [f"# Study `{spec.study}`", ""]
+    lines += verdict_lines(spec, retrained)
+    lines += _summary_lines(spec, trials, run_budget)
+    lines += _default_lines(study, spec)
     lines += _best_lines(spec, best, outputs)
-    lines += _retrain_lines(spec, retrain)
-    lines += _pruning_lines(spec, trials, best)
+    lines += _retrain_lines(spec, retrained)
+    lines += _pruning_lines(spec, trials, best, summary, study_dir, (run_budget or {}).get("max_epochs"))
     lines += _failure_lines(trials)
     lines += _trial_lines(spec, trials)
     lines += _plot_lines(plots)
@@ -199,11 +225,19 @@ def write_outputs(
     return outputs
 
 
-def _write_best_configs(composer: Any, spec: SearchSpec, best: list[Any], study_dir: Path) -> dict[str, str]:
-    """``<study>_best.yaml`` and, for several objectives, every Pareto trial's under ``pareto/``."""
+def _write_best_configs(composer: Any, spec: SearchSpec, study: Any, best: list[Any], study_dir: Path,
+                        retrained: dict[str, Any] | None) -> dict[str, str]:
+    """``<study>_best.yaml`` (the retrained winner with its verdict, else the best trial) and, for
+    several objectives, every Pareto trial's under ``pareto/``."""
     outputs: dict[str, str] = {}
+    verdict = (retrained or {}).get("verdict") or {}
+    winner = None
+    if verdict.get("winner_trial") is not None and not spec.multi_objective:
+        winner = study.trials[verdict["winner_trial"]]
     if best:
-        outputs["best config"] = str(write_best_config(composer, spec, best[0], study_dir / f"{spec.study}_best.yaml"))
+        chosen = winner or best[0]
+        judged = _judged_words(spec, retrained) if winner is not None else "Not judged against the default (no retraining)."
+        outputs["best config"] = str(write_best_config(composer, spec, chosen, study_dir / f"{spec.study}_best.yaml", judged=judged))
         if spec.multi_objective:
             for t in best:
                 write_best_config(composer, spec, t, study_dir / "pareto" / f"{spec.study}_trial-{t.number:04d}.yaml", " (Pareto front)")
@@ -227,18 +261,20 @@ def _superseded(trials: list[Any]) -> set[int]:
     return {int(t.user_attrs["retry_of"]) for t in trials if t.user_attrs.get("retry_of") is not None}
 
 
-def _summary_lines(spec: SearchSpec, trials: list[Any]) -> list[str]:
-    """The title and the study's set-up: spec, objectives, sampler and pruner, budget, trial states."""
+def _summary_lines(spec: SearchSpec, trials: list[Any], run_budget: dict[str, Any] | None) -> list[str]:
+    """The study's set-up: spec, objectives, sampler and pruner, this run's budget, trial states."""
     states = Counter(t.state.name for t in trials)
     rejected = [t for t in trials if t.user_attrs.get("rejected")]
     superseded = _superseded(trials)
+    budget = {"n_trials": spec.n_trials, "timeout": spec.timeout, "slots": spec.slots, **(run_budget or {})}
     return [
-        f"# Study `{spec.study}`",
+        "## Set-up",
         "",
         f"- spec: `{spec.path}`; base config(s): {', '.join(f'`{b}`' for b in spec.base)}",
         f"- objectives: {', '.join(f'{o.metric} ({o.direction}, {o.reduce})' for o in spec.objectives)}",
         f"- sampler: `{spec.sampler}`; pruner: `{spec.pruner}`",
-        f"- budget: {spec.n_trials} trials" + (f", {spec.timeout:.0f} s" if spec.timeout else "") + f"; slots: {spec.slots}",
+        f"- budget of this run: {budget['n_trials'] or 'no count of'} trials" + (f", {budget['timeout']:.0f} s" if budget["timeout"] else "")
+        + f"; slots: {budget['slots']}",
         f"- trials: {len(trials)} — " + ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
         + (f" (of the PRUNED, {len(rejected)} rejected before launch by the constraints)" if rejected else "")
         + (f"; {len(superseded)} orphaned trial(s) retried" if superseded else ""),
@@ -262,36 +298,157 @@ def _best_lines(spec: SearchSpec, best: list[Any], outputs: dict[str, str]) -> l
     return lines
 
 
-def _retrain_lines(spec: SearchSpec, retrain: dict[str, Any] | None) -> list[str]:
-    """The top configurations trained again over seeds: mean ± std of the first objective."""
-    if not retrain:
+def _mean_std(summary: dict[str, Any], digits: int = 4) -> str:
+    if summary["mean"] is None:
+        return "no finished run"
+    std = f" ± {summary['std']:.{digits}f}" if summary["std"] is not None else ""
+    return f"{summary['mean']:.{digits}f}{std} (n={summary['n']})"
+
+
+def _judged_words(spec: SearchSpec, retrained: dict[str, Any] | None) -> str:
+    """The verdict on the winner against the default in one sentence (the first line of the report)."""
+    verdict = (retrained or {}).get("verdict") or {}
+    comparisons = verdict.get("comparisons") or []
+    if not comparisons:
+        return "No retrained run finished: no verdict against the default."
+    if spec.multi_objective:
+        held = [f"trial {c['trial']} {c['metric']}: {c['verdict']}" for c in comparisons]
+        return "Picked trials against the default (better than the default?): " + "; ".join(held) + "."
+    c = comparisons[0]
+    test = c["test"] or {}
+    p = f", p = {test['p']:.3g}" if test.get("p") is not None else ""
+    values = f"{c['metric']} {_mean_std(c['candidate'])} against the default's {_mean_std(c['default'])}{p}"
+    if c["verdict"] == "holds":
+        return f"The winner, trial {c['trial']}, beats the default: {values}."
+    if c["verdict"] == "contradicted":
+        return f"The winner, trial {c['trial']}, does not beat the default: the default is better, {values}."
+    return f"The winner, trial {c['trial']}, does not beat the default (not resolved at this budget): {values}."
+
+
+def verdict_lines(spec: SearchSpec, retrained: dict[str, Any] | None) -> list[str]:
+    """The report's first lines: the default's and the winner's values at the base config's budget
+    (mean ± std over seeds), the difference with its interval and p-value, the verdict, and how
+    many seeds would resolve it when it is not resolved."""
+    if not retrained:
+        if spec.multi_objective:
+            return ["**No verdict**: pick Pareto-front trials to retrain beside the default with `--retrain-trials N,M` "
+                    "(or `retrain: {trials: [...]}` in the spec).", ""]
+        return ["**No verdict on the winner**: the study retrains nothing (`retrain: {top_k: 1}` in the spec, or "
+                "`--retrain-top-k 1`). The best value below is one run at the trials' budget and seed, not the default's "
+                "value at the base config's.", ""]
+    lines = [f"**{_judged_words(spec, retrained)}**", ""]
+    seeds = ", ".join(map(str, retrained["seeds"]))
+    budget = ("the base config's budget, without the trials' `trial_overrides`" if spec.trial_overrides else "the base config's budget")
+    lines.append(f"Each configuration trained again with seeds {seeds} at {budget}; the default is the base config with "
+                 f"the spec's `overrides`, its own values of the searched parameters.")
+    lines.append("")
+    for c in retrained["verdict"]["comparisons"]:
+        test = c["test"]
+        lines.append(f"- {c['metric']}: trial {c['trial']} {_mean_std(c['candidate'])}, default {_mean_std(c['default'])}"
+                     + (f"; difference {test['difference']:+.4f}" if test else "")
+                     + (f", {LEVEL:g}% interval [{test['low']:+.4f}, {test['high']:+.4f}], p = {test['p']:.3g}"
+                        if test and test.get("p") is not None else "")
+                     + f": **{c['verdict']}**")
+        if c.get("seeds_needed"):
+            lines.append(f"  - seeds needed: {c['seeds_needed']['text']}")
+    lines += ["", f"The rule: {rule_text()}", ""]
+    return lines
+
+
+def _default_lines(study: Any, spec: SearchSpec) -> list[str]:
+    """Which trial is the default, with the values it took, and every value the space could not hold."""
+    default = study.user_attrs.get("search:default")
+    if default is None:
+        return ["No default trial in this study (`default_trial: false`).", ""] if not spec.default_trial else []
+    numbers = [t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("default")]
+    lines = [f"Trial {numbers[0] if numbers else 0} is the default: the base config's values "
+             f"`{json.dumps(default['params'], default=str)}`" + (f" (retried as trial(s) {numbers[1:]})" if len(numbers) > 1 else "")
+             + "."]
+    lines += [f"- {note}" for note in default.get("notes", [])]
+    return lines + [""]
+
+
+def _retrain_lines(spec: SearchSpec, retrained: dict[str, Any] | None) -> list[str]:
+    """The retrained configurations: per-seed values and mean ± std of every objective, and their runs."""
+    if not retrained:
         return []
-    first = spec.objectives[0].metric
-    lines = ["## Re-training the top configurations over seeds", ""]
-    lines += [f"| trial | search {first} | seeds | {first} mean ± std | runs |", "|---|---|---|---|---|"]
-    for row in retrain["rows"]:
-        scores = [v for v in row["values"] if v is not None]
-        mean = statistics.fmean(scores) if scores else float("nan")
-        std = statistics.stdev(scores) if len(scores) > 1 else 0.0
-        lines.append(
-            f"| {row['trial']} | {_fmt(row['search_value'])} | {', '.join(map(str, row['seeds']))} | "
-            f"{mean:.4f} ± {std:.4f} (n={len(scores)}) | {', '.join(f'`{r}`' for r in row['runs'])} |"
-        )
+    names = [o["metric"] for o in retrained["objectives"]]
+    lines = ["## Retrained at the base config's budget", ""]
+    lines += ["| configuration | search value | " + " | ".join(f"{n} mean ± std (per seed)" for n in names) + " | runs |",
+              "|---" * (len(names) + 3) + "|"]
+    for row in retrained["rows"]:
+        cells = []
+        for index in range(len(names)):
+            series = [v[index] for v in row["values"] if v is not None and v[index] is not None]
+            per_seed = ", ".join(_fmt(v) for v in series)
+            cells.append(f"{_mean_std(summarise(series))} ({per_seed})")
+        search_value = ", ".join(_fmt(v) for v in row["search_values"]) if row["search_values"] else "—"
+        name = "default" if row["trial"] is None else f"trial {row['trial']}"
+        lines.append(f"| {name} | {search_value} | " + " | ".join(cells) + " | " + ", ".join(f"`{r}`" for r in row["runs"] if r) + " |")
     lines.append("")
     return lines
 
 
-def _pruning_lines(spec: SearchSpec, trials: list[Any], best: list[Any]) -> list[str]:
-    """What the study spent, what pruning saved, and the configurations the constraints rejected."""
+def _spent(trials: list[Any]) -> tuple[list[Any], int, float]:
+    """The launched trials that count (a retried orphan's retry carries its curve), their
+    trial-epochs (validations reported) and trial-seconds."""
+    from optuna.trial import TrialState
+
+    superseded = _superseded(trials)
+    launched = [t for t in trials if not t.user_attrs.get("rejected") and t.state != TrialState.RUNNING]
+    counted = [t for t in launched if t.number not in superseded]
+    return launched, sum(len(t.intermediate_values) for t in counted), float(sum(t.user_attrs.get("seconds", 0) for t in launched))
+
+
+def _write_summary(study: Any, spec: SearchSpec, trials: list[Any], best: list[Any], retrained: dict[str, Any] | None,
+                   study_dir: Path) -> dict[str, Any]:
+    """``summary.json``: what the study spent and found, which the report of the same spec run with
+    another pruner reads to compare the two."""
+    launched, epochs, seconds = _spent(trials)
+    verdict = (retrained or {}).get("verdict") or {}
+    winner = next(iter(verdict.get("comparisons") or []), None)
+    summary = {
+        "study": spec.study, "spec": str(Path(spec.path).resolve()), "pruner": spec.pruner, "launched": len(launched),
+        "trial_epochs": epochs, "trial_seconds": round(seconds, 1),
+        "best": {"trial": best[0].number, "values": list(best[0].values)} if best else None,
+        "winner": winner and {"trial": winner["trial"], "metric": winner["metric"], "retrained": winner["candidate"],
+                              "default": winner["default"], "verdict": winner["verdict"]},
+    }
+    write_atomic(study_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _rungs(spec: SearchSpec, max_epochs: int | None) -> str:
+    """Where the spec's pruner decides, in epochs trained."""
+    pruner = spec.pruner
+    if pruner["name"] == "successive_halving":
+        low, eta, rate = pruner.get("min_resource", "auto"), int(pruner.get("reduction_factor", 4)), int(pruner.get("min_early_stopping_rate", 0))
+        if low == "auto" or not max_epochs:
+            return f"successive halving (reduction factor {eta}; min_resource {low})"
+        rungs = []
+        while int(low) * eta ** (rate + len(rungs)) < max_epochs:
+            rungs.append(int(low) * eta ** (rate + len(rungs)))
+        return (f"successive halving: a trial goes on past epoch {', '.join(map(str, rungs))} only when it is in the top 1/{eta} "
+                f"of the trials that reached that epoch; the survivors train all {max_epochs} epochs")
+    if pruner["name"] == "hyperband":
+        return (f"Hyperband: brackets of successive halving between min_resource {pruner.get('min_resource', 1)} and max_resource "
+                f"{pruner.get('max_resource', 'auto')} epochs, reduction factor {pruner.get('reduction_factor', 3)}")
+    return f"`{pruner}`"
+
+
+def _pruning_lines(spec: SearchSpec, trials: list[Any], best: list[Any], summary: dict[str, Any], study_dir: Path,
+                   max_epochs: int | None = None) -> list[str]:
+    """What the study spent, what pruning saved (against the same spec with another pruner, when
+    that study is there), and the configurations the constraints rejected."""
     from optuna.trial import TrialState
 
     lines = ["## Pruning", ""]
-    launched = [t for t in trials if not t.user_attrs.get("rejected") and t.state != TrialState.RUNNING]
+    if spec.pruning:
+        lines += [f"Pruner: {_rungs(spec, max_epochs)}.", ""]
+    launched, epochs, seconds = _spent(trials)
     if launched:
-        # What a study spent, to compare the same spec with and without pruning (--pruner none).
         lines.append(
-            f"Trial-epochs spent: {sum(len(t.intermediate_values) for t in launched)} over {len(launched)} launched trial(s) "
-            f"({sum(t.user_attrs.get('seconds', 0) for t in launched):.0f} s of trial time)"
+            f"Trial-epochs spent: {epochs} over {len(launched)} launched trial(s) ({seconds:.0f} s of trial time)"
             + (f"; best {spec.objectives[0].metric} {_fmt(best[0].values[0])}." if best and not spec.multi_objective else ".")
         )
     pruned = [t for t in trials if t.state == TrialState.PRUNED and not t.user_attrs.get("rejected")]
@@ -300,11 +457,53 @@ def _pruning_lines(spec: SearchSpec, trials: list[Any], best: list[Any]) -> list
         lines += _pruned_savings(pruned, complete)
     else:
         lines.append("No trial was pruned." if spec.pruning else "Pruning is off for this study.")
+    lines += [""] + _comparison_lines(spec, summary, study_dir)
     rejected = [t for t in trials if t.user_attrs.get("rejected")]
     if rejected:
         lines += ["", "Rejected before launch (constraints " + json.dumps(spec.constraints) + "):"]
         lines += [f"- trial {t.number}: {t.user_attrs['rejected']}" for t in rejected]
     lines.append("")
+    return lines
+
+
+def _comparison_lines(spec: SearchSpec, summary: dict[str, Any], study_dir: Path) -> list[str]:
+    """This study beside every study of the same spec with another pruner (their ``summary.json``
+    in the same runs folder): trial-epochs, trial-seconds and best values."""
+    others = []
+    for path in sorted(study_dir.parent.glob("*/summary.json")):
+        try:
+            other = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if other.get("study") != summary["study"] and other.get("spec") == summary["spec"] and other.get("pruner") != summary["pruner"]:
+            others.append(other)
+    if not others:
+        other_name = "none" if spec.pruning else "<name>"
+        return [f"What pruning buys: run the same spec with `--pruner {other_name}` (its own study, `{spec.study}-pruner-{other_name}`); "
+                "each report then sets the two studies side by side."]
+    first = spec.objectives[0].metric
+    lines = [f"| study | pruner | launched trials | trial-epochs | trial-seconds | best {first} (search) | winner retrained |",
+             "|---|---|---|---|---|---|---|"]
+    for s in [summary, *others]:
+        best = s.get("best") or {}
+        winner = s.get("winner") or {}
+        retrained = _mean_std(winner["retrained"]) if winner.get("retrained") else "—"
+        lines.append(f"| `{s['study']}` | {s['pruner'].get('name')} | {s['launched']} | {s['trial_epochs']} | {s['trial_seconds']:.0f} | "
+                     f"{_fmt((best.get('values') or [None])[0])} (trial {best.get('trial')}) | {retrained} |")
+    lines.append("")
+    for other in others:
+        if not other["trial_epochs"] or not summary["trial_epochs"]:
+            continue
+        ratio = other["trial_epochs"] / summary["trial_epochs"]
+        line = f"`{other['study']}` spent {ratio:.2f}× the trial-epochs of this study ({other['trial_seconds'] / max(summary['trial_seconds'], 1):.2f}× the trial-seconds)"
+        spread = next((s["winner"]["retrained"]["std"] for s in (summary, other) if (s.get("winner") or {}).get("retrained", {}).get("std")), None)
+        mine, theirs = (summary.get("best") or {}).get("values"), (other.get("best") or {}).get("values")
+        if mine and theirs and spread:
+            delta = theirs[0] - mine[0]
+            inside = "within" if abs(delta) <= 2 * spread else "outside"
+            line += (f"; its best {first} differs by {delta:+.4f}, {inside} the seed spread (2 × the retrained winner's SD "
+                     f"{spread:.4f})")
+        lines.append(line + ".")
     return lines
 
 
@@ -376,22 +575,30 @@ def _plot_lines(plots: dict[str, str]) -> list[str]:
 
 
 def _open_lines(study: Any, spec: SearchSpec, storage_url: str | None) -> list[str]:
-    """Where the study is stored, and how to look at it or extend it."""
+    """Where the study is stored, and how to look at it or extend it (the command that made it:
+    its spec, study name, pruner and ``--set`` values)."""
+    import shlex
+
+    command = ["python", "-m", "experiments", "search", *spec.command_args]
+    if storage_url and "://" in storage_url:
+        command += ["--storage", storage_url]
     return [
         "## Open the study",
         "",
         f"- storage: `{storage_url or study._storage.__class__.__name__}`",
-        f"- dashboard: `pip install optuna-dashboard && optuna-dashboard {storage_url or '<storage>'}`",
-        f"- resume or extend: run the same `python -m experiments search --config {spec.path}"
-        + (f" --storage {storage_url}" if storage_url and "://" in storage_url else "") + "` again (`--n-trials N` raises the budget)",
+        f"- dashboard: `python -m experiments dashboard "
+        + (f"--storage {storage_url}`" if storage_url and "://" in storage_url else f"--study {shown_path(storage_url or '<journal>')}`"),
+        f"- resume or extend: `{shlex.join(command)}` (`--n-trials N` raises the budget; `--retrain-top-k K` retrains more)",
         "",
     ]
 
 
 # ------------------------------------------------------------------------------------- W&B
-def write_wandb_summary(study: Any, spec: SearchSpec, base: dict[str, Any], study_dir: Path, study_uuid: str) -> str | None:
+def write_wandb_summary(study: Any, spec: SearchSpec, base: dict[str, Any], study_dir: Path, study_uuid: str,
+                        retrained: dict[str, Any] | None = None) -> str | None:
     """One run per study (``job_type: study-summary``, same group as the trials) with the trial
-    table, the plots and the best values. Offline without an API key; never fails the study."""
+    table, the plots, the best values and the verdict on the winner against the default. Offline
+    without an API key; never fails the study."""
     names = [o.metric for o in spec.objectives]
     columns = ["trial", "state", *names, *[e.name for e in spec.entries], "params", "gflops", "seconds", "note"]
     rows = []
@@ -405,6 +612,12 @@ def write_wandb_summary(study: Any, spec: SearchSpec, base: dict[str, Any], stud
     if best:
         summary["best_trial"] = best[0].number
         summary.update({f"best/{name}": value for name, value in zip(names, best[0].values)})
+    for c in ((retrained or {}).get("verdict") or {}).get("comparisons", []):
+        key = f"verdict/trial{c['trial']}/{c['metric']}"
+        summary.update({key: c["verdict"], f"{key}/mean": c["candidate"]["mean"], f"{key}/std": c["candidate"]["std"],
+                        f"verdict/default/{c['metric']}/mean": c["default"]["mean"], f"verdict/default/{c['metric']}/std": c["default"]["std"]})
+        if c["test"] and c["test"].get("p") is not None:
+            summary[f"{key}/p"] = c["test"]["p"]
     return log_summary_run(
         project=get_dotted(base, "run.project") or "convlab", group=spec.study, job_type="study-summary",
         run_id=f"{study_uuid[:8]}-summary", name=f"{spec.study}/summary", directory=Path(study_dir) / "summary",
@@ -415,68 +628,3 @@ def write_wandb_summary(study: Any, spec: SearchSpec, base: dict[str, Any], stud
 
 def _plain(value: Any) -> Any:
     return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
-
-
-# ------------------------------------------------------------------------------------- retrain
-def retrain_top_k(driver: Any, study: Any, k: int, seeds: list[int]) -> dict[str, Any]:
-    """Train the top-k complete configurations again with each seed (a normal ``fit`` each, on the
-    driver's slots) and collect the first objective; results are cached in ``retrain.json`` so
-    that running the command again does not repeat finished runs."""
-    from core.processes import experiments_command
-
-    spec = driver.spec
-    objective = spec.objectives[0]
-    complete = [t for t in best_trials(study, spec)] if spec.multi_objective else sorted(
-        [t for t in study.trials if t.state.name == "COMPLETE"],
-        key=lambda t: -t.values[0] if objective.direction == "maximize" else t.values[0],
-    )
-    top = complete[:k]
-    cache_path = driver.study_dir / "retrain.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    jobs = [(t, seed) for t in top for seed in seeds if cache.get(f"{t.number}/{seed}", {}).get("value") is None]
-    lock = threading.Lock()
-
-    def train(slot: int, job: tuple[Any, int]) -> None:
-        t, seed = job
-        name = f"{spec.study}/retrain/trial-{t.number:04d}-seed{seed}"
-        status = driver.study_dir / "attempts" / f"retrain-{t.number:04d}-seed{seed}"
-        if status.exists():
-            status.rename(status.with_name(f"{status.name}-{int(time.time())}"))
-        status.mkdir(parents=True)
-        values = params_to_values(t.params, spec.entries)
-        override = override_tree({**spec.overrides, **values})
-        override["seed_everything"] = seed
-        run_dir = driver.study_dir / "retrain" / f"trial-{t.number:04d}-seed{seed}"
-        if run_dir.exists():
-            run_dir.rename(run_dir.with_name(f"{run_dir.name}-old{len(list(run_dir.parent.glob(run_dir.name + '-old*')))}"))
-        override["run"] = {
-            **override.get("run", {}),
-            "root": str(driver.runs_root),
-            "name": name, "group": spec.study, "job_type": "retrain", "wandb_id": f"{driver.uuid[:8]}-r{t.number:04d}s{seed}",
-            "config": {**t.params, "trial_number": t.number, "seed": seed, "study": spec.study},
-            "callbacks": [{"class_path": "search.trial.ResultCallback", "init_args": {
-                "status_dir": str(status), "objectives": [objective.__dict__], "params": t.params}}],
-        }
-        if spec.wandb:
-            override["run"]["wandb"] = spec.wandb
-        path = status / "override.yaml"
-        write_atomic(path, yaml.safe_dump(override, sort_keys=False))
-        args = ["fit", *sum((["--config", b] for b in spec.base), []), "--config", str(path)]
-        print(f"convlab search: retraining trial {t.number} with seed {seed}", flush=True)
-        result = driver.pool.launch(slot, experiments_command(*args, torchrun_nproc=spec.torchrun), log_path=status / "worker.log", cwd=driver.cwd,
-                                    timeout=spec.trial_timeout, extra_env={"WANDB_SILENT": "true"})
-        value = None
-        result_file = status / "result.json"
-        if result.returncode == 0 and result_file.exists():
-            value = json.loads(result_file.read_text())["values"][0]
-        with lock:
-            cache[f"{t.number}/{seed}"] = {"value": value, "run": str(run_dir), "returncode": result.returncode}
-            write_atomic(cache_path, json.dumps(cache, indent=2))
-
-    driver.pool.map(jobs, train)
-    rows = []
-    for t in top:
-        entries = [cache.get(f"{t.number}/{s}", {}) for s in seeds]
-        rows.append({"trial": t.number, "search_value": t.values[0], "seeds": seeds,
-                     "values": [e.get("value") for e in entries], "runs": [e.get("run") for e in entries]})
-    return {"metric": objective.metric, "rows": rows}

@@ -26,7 +26,7 @@ from core.specs import Flag, Mapping, Number, Schema, SpecError, spec_dataclass
 
 __all__ = [
     "Entry", "suggest_params", "params_to_values", "param_name", "SAMPLERS", "PRUNERS", "build_sampler", "build_pruner",
-    "grid_space", "grid_size", "SpaceEntry", "make_entries", "component",
+    "grid_space", "grid_size", "SpaceEntry", "make_entries", "component", "default_params",
 ]
 
 SAMPLERS = {
@@ -109,6 +109,73 @@ def suggest_params(trial: Any, entries: list[Entry]) -> dict[str, Any]:
         if entry.active(params):
             params[entry.name] = entry.suggest(trial)
     return params
+
+
+_UNSET = object()
+
+
+def default_params(entries: list[Entry], config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The base config's own value of every active entry as Optuna parameters (a study's trial 0),
+    and one note for each value the space cannot hold as it is: a number outside its range is
+    clipped to the bound (and put on the entry's step), a value that is none of the choices, or a key
+    the config does not set, is left to the sampler.
+
+    ``config`` is the composed config as a nested dict (``ConfigComposer.to_dict``); a mapping
+    choice matches when every key it states has the config's value (the config may say more).
+    """
+    params: dict[str, Any] = {}
+    notes: list[str] = []
+    for entry in entries:
+        if not entry.active(params):
+            continue
+        value = _dotted(config, entry.key)
+        if value is _UNSET:
+            notes.append(f"{entry.key}: not set in the base config; trial 0 samples it")
+            continue
+        if entry.kind == "categorical":
+            label = next((lab for lab, choice in zip(entry.labels, entry.values) if _matches(choice, value)), _UNSET)
+            if label is _UNSET:
+                notes.append(f"{entry.key}: the default {value!r} is none of the choices; trial 0 samples it")
+                continue
+            params[entry.name] = label
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            notes.append(f"{entry.key}: the default {value!r} is not a number; trial 0 samples it")
+            continue
+        params[entry.name] = held = _held(entry, value)
+        if held != value and entry.low <= value <= entry.high:
+            notes.append(f"{entry.key}: the default {value!r} is not on the entry's step; trial 0 uses {held!r}, the nearest value on it")
+        elif held != value:
+            notes.append(f"{entry.key}: the default {value!r} lies outside the space; trial 0 uses {held!r}, "
+                         f"its {'low' if value < entry.low else 'high'} bound")
+    return params, notes
+
+
+def _dotted(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _UNSET
+        tree = tree[part]
+    return tree
+
+
+def _matches(choice: Any, value: Any) -> bool:
+    if isinstance(choice, dict):
+        return isinstance(value, dict) and all(k in value and _matches(v, value[k]) for k, v in choice.items())
+    if isinstance(choice, (list, tuple)):
+        return isinstance(value, (list, tuple)) and len(choice) == len(value) and all(map(_matches, choice, value))
+    return choice == value and type(choice) is not bool or choice is value
+
+
+def _held(entry: Entry, value: float) -> float | int:
+    """``value`` clipped into ``entry``'s range and put on its step (ints rounded)."""
+    held = min(max(value, entry.low), entry.high)
+    if entry.step:
+        held = entry.low + round((held - entry.low) / entry.step) * entry.step
+        held = held if held <= entry.high else held - entry.step
+    if entry.kind == "int":
+        return int(round(held))
+    return round(held, 12) if entry.step else float(held) if held != value else value
 
 
 def params_to_values(params: dict[str, Any], entries: list[Entry]) -> dict[str, Any]:

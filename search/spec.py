@@ -5,6 +5,7 @@ Every mistake raises ``SpecError`` with one line that names the entry.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,7 +14,7 @@ from pydantic import BeforeValidator, with_config
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
 
 from core.specs import (
-    CONFIG, Count, Integer, Mapping, Name, Number, OneOrMore, OverrideKey, Overrides, Schema, SpecError, check, computed,
+    CONFIG, Count, Flag, Integer, Mapping, Name, Number, OneOrMore, OverrideKey, Overrides, Schema, SpecError, check, computed,
     config_files, load_yaml, shorthand, spec_dataclass, validate,
 )
 from search.space import Entry, SpaceEntry, build_pruner, build_sampler, component, grid_size, make_entries
@@ -46,8 +47,9 @@ class Budget(TypedDict, total=False):
 
 @with_config(CONFIG)
 class Retrain(TypedDict, total=False):
-    top_k: Integer
-    seeds: Annotated[list[Integer], check(bool, "give a list of integer seeds")]
+    top_k: Integer  # the k best trials (single objective)
+    trials: Annotated[list[Integer], check(bool, "give a list of trial numbers")]  # chosen trials (a Pareto front's)
+    seeds: Annotated[list[Integer], check(lambda v: len(v) >= 2, "give at least 2 integer seeds (a verdict needs a spread)")]
 
 
 Objectives = Annotated[OneOrMore[Annotated[Objective, shorthand("metric")]], check(bool, "give a list of {{metric, direction}}"),
@@ -62,7 +64,9 @@ class SearchSpec(Schema):
     base: config_files(Path)
     space: Annotated[Mapping[OverrideKey, SpaceEntry], check(bool, "the search space is empty")]
     study: Name = ""  # default: the file's stem
-    overrides: Overrides = field(default_factory=dict)
+    overrides: Overrides = field(default_factory=dict)  # fixed values of the trials and of the retraining
+    trial_overrides: Overrides = field(default_factory=dict)  # the trials' smaller budget; the retraining drops them
+    default_trial: Flag = True  # enqueue the base config's own values as trial 0
     objectives: Objectives | None = None  # one (pruning allowed) or several (Pareto front); default: the module's monitor
     objective: Objectives | None = None  # the same, for one
     sampler: Component = None  # tpe | random | grid | cmaes | nsga2 | nsga3 | qmc | gp; the {name, ...} mapping once loaded
@@ -83,6 +87,7 @@ class SearchSpec(Schema):
     timeout: float | None = computed(None)
     trial_timeout: float | None = computed(None)
     raw: dict[str, Any] = computed(factory=dict)
+    command_args: list[str] = computed(factory=list)  # the search arguments that make this study (for its report)
 
     @property
     def directions(self) -> list[str]:
@@ -95,6 +100,11 @@ class SearchSpec(Schema):
     @property
     def pruning(self) -> bool:
         return self.pruner.get("name", "none") != "none"
+
+    @property
+    def trial_fixed(self) -> dict[str, Any]:
+        """The fixed values a search trial trains with: ``overrides`` and the trials' own budget."""
+        return {**self.overrides, **self.trial_overrides}
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, study: str | None = None,
@@ -110,14 +120,19 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, study: 
         raise SpecError(f"{path}: a search spec is a mapping")
     if pruner is not None:
         raw["pruner"] = {"name": pruner}
+        # Another pruner is another study (what pruning buys is measured by comparing the two).
+        study = study or f"{raw.get('study') or path.stem}-pruner-{pruner}"
     spec = validate(SearchSpec, {**raw, "study": str(study or raw.get("study") or path.stem)})
+    spec.command_args = ["--config", str(path)] + (["--study-name", spec.study] if study else [])
+    spec.command_args += ["--pruner", pruner] if pruner is not None else []
+    spec.command_args += [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={json.dumps(value)}")]
     spec.overrides.update(validate(Overrides, overrides or {}, where="overrides"))
     # What the study stores (its attribute, spec.yaml, the W&B config) is the file with the numbers as checked.
     spec.raw = {**raw, **{key: getattr(spec, key) for key in ("constraints", "retrain") if raw.get(key)}}
     spec.path, spec.entries = path, make_entries(spec.space)
-    also_fixed = [key for key in spec.space if key in spec.overrides]
+    also_fixed = [key for key in spec.space if key in spec.trial_fixed]
     if also_fixed:
-        raise SpecError(f"space.{also_fixed[0]}: also fixed in overrides")
+        raise SpecError(f"space.{also_fixed[0]}: also fixed in {'overrides' if also_fixed[0] in spec.overrides else 'trial_overrides'}")
     spec.objectives = spec.objectives or spec.objective or []
     spec.sampler = component("sampler", spec.sampler, spec.entries, spec.multi_objective)
     spec.pruner = component("pruner", spec.pruner, spec.entries, spec.multi_objective)
@@ -126,6 +141,8 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, study: 
         raise SpecError("budget: give n_trials and/or timeout")
     if spec.devices is not None and len(spec.devices) < spec.slots:
         raise SpecError(f"devices: {len(spec.devices)} device(s) cannot give {spec.slots} slots disjoint devices")
-    if spec.retrain:
+    if spec.retrain and "trials" not in spec.retrain:
         spec.retrain.setdefault("top_k", 1)
+    if spec.retrain.get("trials") and spec.retrain.get("top_k"):
+        raise SpecError("retrain: give top_k (the k best trials) or trials (chosen ones), not both")
     return spec

@@ -208,16 +208,21 @@ def retry_chain_root(trial: Any, by_number: dict[int, Any]) -> int:
         number = int(retry_of)
 
 
+def retry_attrs(trial: Any, reason: str) -> dict[str, Any]:
+    """The user attributes of the retry of ``trial``: what it retries, how often, why, and whether
+    it is the study's default trial (trial 0, the base config's values)."""
+    attrs = {"retry_of": trial.number, "retry_count": int(trial.user_attrs.get("retry_count", 0)) + 1, "retry_reason": reason}
+    if trial.user_attrs.get("default"):
+        attrs["default"] = True
+    return attrs
+
+
 def _enqueue_retry(study: Any, trial: Any, reason: str, max_retry: int) -> None:
     count = int(trial.user_attrs.get("retry_count", 0))
     if count >= max_retry:
         log.warning("trial %d orphaned (%s); retried %d times already, not again", trial.number, reason, count)
         return
-    study.enqueue_trial(
-        trial.params,
-        user_attrs={"retry_of": trial.number, "retry_count": count + 1, "retry_reason": reason},
-        skip_if_exists=False,
-    )
+    study.enqueue_trial(trial.params, user_attrs=retry_attrs(trial, reason), skip_if_exists=False)
     log.warning("trial %d orphaned (%s): failed, and enqueued again with the same parameters", trial.number, reason)
 
 

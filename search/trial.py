@@ -31,7 +31,7 @@ import torch
 from core.io import write_json_atomic
 from experiments.recipe import forward_latency_ms
 
-__all__ = ["ResultCallback", "OptunaTrialCallback", "failure_kind", "default_objectives"]
+__all__ = ["ResultCallback", "OptunaTrialCallback", "failure_kind", "default_objectives", "report_and_decide"]
 
 
 def default_objectives(module: Any) -> list[dict[str, Any]]:
@@ -155,9 +155,12 @@ class ResultCallback(pl.Callback):
 
     # ------------------------------------------------------------------ metrics
     def _validation_step(self, trainer: pl.Trainer) -> int:
+        """The resource a validation is reported at: epochs trained (1 after the first epoch), so
+        that a pruner's ``min_resource``/``max_resource`` and ``n_warmup_steps`` count epochs; the
+        optimiser steps taken when validation runs within epochs."""
         interval = trainer.val_check_interval
         if isinstance(interval, float) and interval == 1.0:
-            return int(trainer.current_epoch)
+            return int(trainer.current_epoch) + 1
         return int(trainer.global_step)
 
     def _collect(self, trainer: pl.Trainer) -> None:
@@ -295,15 +298,22 @@ class OptunaTrialCallback(ResultCallback):
                 decision = "nonfinite"
             elif value is not None and len(self.objectives) == 1:
                 step = self._validation_step(trainer)
-                trial = self._attach()
-                trial.report(float(value), step=step)
                 self.curve.append((step, float(value)))
-                if self.pruner.get("name", "none") != "none" and trial.should_prune():
+                last = trainer.current_epoch + 1 >= (trainer.max_epochs or 0) > 0
+                if report_and_decide(self._attach(), float(value), step, prunable=self.pruner.get("name", "none") != "none" and not last):
                     decision = "prune"
         decision = trainer.strategy.broadcast(decision, src=0)
         if decision == "nonfinite":
             raise FloatingPointError(f"non-finite {self.monitor} at epoch {trainer.current_epoch}")
         if decision == "prune":
             self.status = "pruned"
-            self.pruned_at = int(trainer.current_epoch)
+            self.pruned_at = self._validation_step(trainer)
             trainer.should_stop = True
+
+
+def report_and_decide(trial: Any, value: float, step: int, prunable: bool = True) -> bool:
+    """Report ``value`` at ``step`` (epochs trained) to the Optuna ``trial`` and return whether the
+    study's pruner stops it there. ``prunable`` is False after the last epoch: a trial that has
+    trained its whole budget is worth its value, and stopping it then saves nothing."""
+    trial.report(value, step=step)
+    return prunable and trial.should_prune()

@@ -52,21 +52,22 @@ def _probes(entries: list[Entry]) -> list[dict[str, Any]]:
 
 
 def validate_space(spec: SearchSpec, composer: ConfigComposer) -> Any:
-    """Parse the base configs, the fixed overrides and every probe of the space; a failure names
-    the spec entry. Returns the config composed with the fixed overrides."""
+    """Parse the base configs, the fixed overrides (``overrides`` and ``trial_overrides``) and every
+    probe of the space; a failure names the spec entry. Returns the config a trial composes before
+    its parameters: base + ``overrides`` + ``trial_overrides``."""
     try:
         composer.parse(spec.base)
     except Exception as error:
         raise SpecError(f"base: {', '.join(spec.base)} does not parse: {_reason(error)}") from None
-    fixed = override_tree(spec.overrides)
+    fixed_values = spec.trial_fixed
     try:
-        config = composer.parse(spec.base, fixed)
+        config = composer.parse(spec.base, override_tree(fixed_values))
     except Exception as error:
-        culprit = composer.culprit(spec.base, spec.overrides)
+        culprit = composer.culprit(spec.base, fixed_values)
         if culprit is not None:
-            raise SpecError(f"overrides.{culprit[0]}: {_reason(culprit[1])}") from None
+            section = "overrides" if culprit[0] in spec.overrides else "trial_overrides"
+            raise SpecError(f"{section}.{culprit[0]}: {_reason(culprit[1])}") from None
         raise SpecError(f"overrides: {_reason(error)}") from None
-    fixed_values = dict(spec.overrides)
     for params in _probes(spec.entries):
         values = {e.key: e.config_value(params[e.name]) for e in spec.entries if e.name in params}
         try:

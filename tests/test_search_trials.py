@@ -25,8 +25,8 @@ def _offline_runs(run_dir: Path) -> list[Path]:
 @pytest.mark.slow
 def test_ddp_trial_lightning_launcher_same_params_and_pruned_together(tmp_path: Path) -> None:
     base = tiny_base(tmp_path, devices=2, strategy="ddp", max_epochs=4, wandb="offline")
-    # Prune at the first report after the warm-up (PCKh < 2 always): epoch 1 of 4.
-    spec = write_spec(tmp_path, base, pruner={"name": "threshold", "lower": 2.0, "n_warmup_steps": 1},
+    # Prune at the first report after the warm-up (PCKh < 2 always): after epoch 2 of 4 (a step is epochs trained).
+    spec = write_spec(tmp_path, base, pruner={"name": "threshold", "lower": 2.0, "n_warmup_steps": 2},
                       budget={"n_trials": 1, "trial_timeout": 240})
     try:
         result = run_search(spec)
@@ -34,7 +34,7 @@ def test_ddp_trial_lightning_launcher_same_params_and_pruned_together(tmp_path: 
         study = load_study(str(tmp_path / "runs" / "study" / "journal.log"))
         (trial,) = study.trials
         assert trial.state == TrialState.PRUNED
-        assert trial.user_attrs["pruned_at"] == 1 and sorted(trial.intermediate_values) == [0, 1]
+        assert trial.user_attrs["pruned_at"] == 2 and sorted(trial.intermediate_values) == [1, 2]
         ranks = _ranks(Path(trial.user_attrs["attempt_dir"]))
         assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
         assert not ranks[0]["torchelastic"] and ranks[0]["strategy"] == "DDPStrategy"
@@ -46,7 +46,7 @@ def test_ddp_trial_lightning_launcher_same_params_and_pruned_together(tmp_path: 
         assert ranks[0]["ended_epoch"] == ranks[1]["ended_epoch"] == 2
         # The report counts what the study spent: 2 validated epochs of the 4 a trial would run.
         report = (tmp_path / "runs" / "study" / "report.md").read_text()
-        assert "Trial-epochs spent: 2 over 1 launched trial(s)" in report and "1 trial(s) pruned, by epoch: epoch 1: 1." in report
+        assert "Trial-epochs spent: 2 over 1 launched trial(s)" in report and "1 trial(s) pruned, by epoch: epoch 2: 1." in report
         assert ranks[0]["global_step"] == ranks[1]["global_step"]
         # One W&B run per trial, from rank 0 only, in the study's group.
         runs = _offline_runs(Path(trial.user_attrs["run_dir"]))
@@ -113,8 +113,7 @@ def test_multi_objective_pareto_front_constraints_wandb_and_retrain(tmp_path: Pa
     objectives = [{"metric": "val/pckh", "direction": "maximize"}, {"metric": "params", "direction": "minimize"},
                   {"metric": "latency_ms", "direction": "minimize"}]
     spec = write_spec(tmp_path, base, space=space, objectives=objectives, sampler={"name": "nsga2", "seed": 0, "population_size": 4},
-                      constraints={"max_params": 60000}, slots=2, budget={"n_trials": 4, "trial_timeout": 240},
-                      retrain={"top_k": 1, "seeds": [1, 2]})
+                      constraints={"max_params": 60000}, slots=2, budget={"n_trials": 4, "trial_timeout": 240})
     try:
         result = run_search(spec)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -145,8 +144,19 @@ def test_multi_objective_pareto_front_constraints_wandb_and_retrain(tmp_path: Pa
         for t in launched:
             assert len(_offline_runs(Path(t.user_attrs["run_dir"]))) == 1
         assert len(_offline_runs(study_dir / "summary")) == 1
+        # Trial 0 is the default (the base config's values), and it is on the plotted front's figure.
+        assert study.trials[0].user_attrs["default"] and study.trials[0].params == {"model.optimizer.lr": 0.001,
+                                                                                    "model.network.num_features": 8}
+        assert "**No verdict**: pick Pareto-front trials" in report
+        # A front member the user picks is retrained beside the default and judged on the trained objective.
+        picked = front[0].number
+        result = run_search(spec, "--retrain-trials", str(picked), "--retrain-seeds", "1", "2")
+        assert result.returncode == 0, result.stdout + result.stderr
         retrain = json.loads((study_dir / "retrain.json").read_text())
-        assert len(retrain) == 2 and all(v["value"] is not None for v in retrain.values())
+        assert sorted(retrain) == ["default/1", "default/2", f"trial-{picked:04d}/1", f"trial-{picked:04d}/2"]
+        assert all(len(v["values"]) == 3 and v["values"][1] is not None for v in retrain.values()), retrain
+        report = (study_dir / "report.md").read_text()
+        assert report.splitlines()[2].startswith(f"**Picked trials against the default (better than the default?): trial {picked} val/pckh: ")
         assert wait_no_processes(str(tmp_path), timeout=10) == []
     finally:
         kill_all(str(tmp_path))

@@ -18,70 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.stats import CONTRADICTED, HOLDS, NOT_RESOLVED, RULE, WelchResult, seeds_to_resolve, verdict, welch
-from experiments.reproduce.collect import Cell, Collected
+from core.stats import (
+    ALPHA, CONTRADICTED, FRAGILE_P, HOLDS, LEVEL, NOT_RESOLVED, POWER, power_rule_text, rule_text, seeds_needed, verdict, welch,
+)
+from experiments.reproduce.collect import Collected
 
 __all__ = ["ALPHA", "LEVEL", "FRAGILE_P", "POWER", "CheckResult", "evaluate_checks", "rule_text", "power_rule_text",
            "seeds_needed", "under_trained_rows"]
 
-ALPHA = 0.05
-LEVEL = 95.0
-FRAGILE_P = 0.01  # a resolved comparison with FRAGILE_P <= p < ALPHA gets the seeds-needed line too
-POWER = 0.8
 NOT_EVALUATED = "not evaluated"
-
-POWER_RULE = (
-    "Seeds needed (under every comparison not resolved, and every one resolved with {low:g} <= p < {alpha:g}): the "
-    "smallest number of seeds a row, the same in both rows, at which the same test (Welch, two-sided, p < {alpha:g}) "
-    "would find the observed difference, with its sign, with {power:g}% power, taking the observed difference of "
-    "the means and the two cells' sample standard deviations as the true ones (noncentral t with Welch-Satterthwaite "
-    "degrees of freedom). Those are estimates from a few seeds themselves: read the number as an order of magnitude. "
-    "A difference of 0, or one with the other sign, is resolved in the paper's direction by no number of seeds."
-)
-
-
-def rule_text() -> str:
-    """The rule every verdict of a report is made by, in words."""
-    return RULE.format(alpha=ALPHA, level=LEVEL)
-
-
-def power_rule_text() -> str:
-    """How the seeds-needed line under a comparison is computed, and when it is shown, in words."""
-    return POWER_RULE.format(low=FRAGILE_P, alpha=ALPHA, power=100 * POWER)
-
-
-def seeds_needed(test: WelchResult, op: str, outcome: str, left: Cell, right: Cell, digits: int,
-                 under_trained: bool = False) -> dict[str, Any] | None:
-    """The seeds-needed entry of a comparison judged ``outcome``: ``{"per_row": n, "to_contradict": m,
-    "text": ...}`` (``per_row``: seeds a row for ``POWER`` in the claimed direction, None when no number
-    does; ``to_contradict``: the same for the other direction, when the observed difference has it),
-    or None for a comparison that is resolved with p < ``FRAGILE_P``."""
-    if outcome != NOT_RESOLVED and not (test.p is not None and FRAGILE_P <= test.p < ALPHA):
-        return None
-    entry: dict[str, Any] = {"per_row": None, "to_contradict": None}
-    if under_trained:
-        entry["text"] = "none would resolve it while a row is under the trained floor (more seeds do not train a network further)"
-        return entry
-    if test.p is None or left.std is None or right.std is None:
-        entry["text"] = "unknown (a cell has fewer than 2 seeds: no spread to plan with)"
-        return entry
-    difference = test.difference
-    if difference == 0.0:
-        entry["text"] = "no number of seeds resolves it in the paper's direction (the observed difference is 0)"
-        return entry
-    n = seeds_to_resolve(difference, left.std, right.std, alpha=ALPHA, power=POWER)
-    count = "more than 100000" if n is None else str(n)
-    claimed = -1.0 if op in ("<", "<=") else 1.0
-    if (difference > 0) != (claimed > 0):
-        entry["to_contradict"] = n
-        entry["text"] = (f"no number of seeds resolves it in the paper's direction (the observed difference {difference:+.{digits}f} "
-                         f"has the other sign; {count} a row would contradict it with {100 * POWER:g}% power)")
-        return entry
-    entry["per_row"] = n
-    entry["text"] = (f"{count} a row for {100 * POWER:g}% power (Welch, two-sided p < {ALPHA:g}, taking the observed difference "
-                     f"{difference:+.{digits}f} and SDs {left.std:.{digits}f} and {right.std:.{digits}f} as true; "
-                     f"now {test.n[0]} and {test.n[1]})")
-    return entry
 
 
 @dataclass
@@ -162,7 +107,7 @@ def evaluate_checks(collected: Collected) -> list[CheckResult]:
             rows.append({"comparison": str(comparison), "verdict": outcome, "left": left.mean, "right": right.mean,
                          "difference": test.difference, "low": test.low, "high": test.high, "p": test.p,
                          "df": test.df, "n": list(test.n),
-                         "seeds_needed": seeds_needed(test, comparison.op, outcome, left, right, digits, bool(under))})
+                         "seeds_needed": seeds_needed(test, comparison.op, outcome, left.std, right.std, digits, bool(under))})
         status = _combine(verdicts)
         results.append(CheckResult(name=check.name, status=status, details=details, paper=check.paper,
                                    seeds_holding=(seed_ok, seed_total), comparisons=rows))
