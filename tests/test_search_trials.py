@@ -139,7 +139,7 @@ def test_multi_objective_pareto_front_constraints_wandb_and_retrain(tmp_path: Pa
         assert (study_dir / "plots" / "pareto_front.png").stat().st_size > 0
         assert len(list((study_dir / "pareto").glob("*.yaml"))) == len(front)
         report = (study_dir / "report.md").read_text()
-        assert "## Pareto front" in report and "± " in report
+        assert "## Pareto front" in report
         # W&B: one offline run per launched trial, plus the study summary.
         for t in launched:
             assert len(_offline_runs(Path(t.user_attrs["run_dir"]))) == 1
@@ -201,7 +201,7 @@ def test_the_study_stays_put_while_a_parser_changes_the_working_directory(tmp_pa
     study.enqueue_trial({"model.init_args.optimizer.init_args.lr": 1e-3})
     assert driver.url == str(project / "runs" / "study" / "journal.log")
     assert len(optuna.load_study(study_name="study", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(driver.url))).trials) == 1
+        optuna.storages.journal.JournalFileBackend(driver.url))).trials) == 2  # the default (trial 0) and this one
     assert not (project / "configs" / "runs").exists()
     out = tmp_path / "cwd.txt"
     launch([sys.executable, "-c", f"import os; open({str(out)!r}, 'w').write(os.getcwd())"], cwd=driver.cwd)
