@@ -264,6 +264,8 @@ class SearchDriver:
                 say("interrupted during the retraining: its finished runs are kept in retrain.json; the same command continues it")
                 return 130
             retrained["verdict"] = judge(retrained)
+            best = study.best_trial if not self.spec.multi_objective else None
+            retrained["default_is_best"] = bool(best is not None and best.user_attrs.get("default"))
         outputs = write_outputs(study, self.spec, self.composer, self.study_dir, retrained=retrained, storage_url=self.url,
                                 run_budget={"n_trials": self.n_trials, "timeout": self.timeout, "slots": self.slots,
                                             "max_epochs": get_dotted(self.base_dict, "trainer.max_epochs")})

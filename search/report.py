@@ -56,6 +56,15 @@ def best_trials(study: Any, spec: SearchSpec) -> list[Any]:
     return sorted(study.best_trials, key=lambda t: -sign * t.values[0])
 
 
+class _DefaultTrial:
+    """The default configuration where ``write_best_config`` takes a trial: no searched parameter
+    set, so the base config's own values (not trial 0's, which may be clipped into the space)."""
+
+    number = "default"
+    params: dict[str, Any] = {}
+    values: list[float] = []
+
+
 def write_best_config(composer: Any, spec: SearchSpec, trial: Any, path: Path, note: str = "", judged: str = "") -> Path:
     """The trial's configuration as one runnable YAML: base + the spec's ``overrides`` + its
     parameters, at the base config's budget (the trials' ``trial_overrides`` are not in it).
@@ -71,8 +80,9 @@ def write_best_config(composer: Any, spec: SearchSpec, trial: Any, path: Path, n
     tree["run"] = run
     objectives = ", ".join(f"{o.metric}={_fmt(v)}" for o, v in zip(spec.objectives, trial.values or []))
     header = (
-        f"# Best configuration of study {spec.study}: trial {trial.number} ({objectives}){note}.\n"
-        f"# Base config(s): {', '.join(spec.base)}. Train it again with:\n"
+        (f"# Best configuration of study {spec.study}: trial {trial.number} ({objectives}){note}.\n" if trial.params or trial.values else
+         f"# Best configuration of study {spec.study}: the default (the base config's own values), which no trial beat.\n")
+        + f"# Base config(s): {', '.join(spec.base)}. Train it again with:\n"
         f"#   python -m experiments fit --config {path}\n"
         f"# Parameters: {json.dumps(trial.params, default=str)}\n"
         + (f"# At the base config's budget (without the trials' trial_overrides: {json.dumps(spec.trial_overrides)}).\n"
@@ -234,7 +244,11 @@ def _write_best_configs(composer: Any, spec: SearchSpec, study: Any, best: list[
     winner = None
     if verdict.get("winner_trial") is not None and not spec.multi_objective:
         winner = study.trials[verdict["winner_trial"]]
-    if best:
+    if best and winner is not None and not verdict.get("beats_default"):
+        # Nothing found beats the config the user started from: the file to train is the default's.
+        outputs["best config"] = str(write_best_config(composer, spec, _DefaultTrial(), study_dir / f"{spec.study}_best.yaml",
+                                                       judged=_judged_words(spec, retrained)))
+    elif best:
         chosen = winner or best[0]
         judged = _judged_words(spec, retrained) if winner is not None else "Not judged against the default (no retraining)."
         outputs["best config"] = str(write_best_config(composer, spec, chosen, study_dir / f"{spec.study}_best.yaml", judged=judged))
@@ -315,9 +329,16 @@ def _judged_words(spec: SearchSpec, retrained: dict[str, Any] | None) -> str:
         held = [f"trial {c['trial']} {c['metric']}: {c['verdict']}" for c in comparisons]
         return "Picked trials against the default (better than the default?): " + "; ".join(held) + "."
     c = comparisons[0]
+    if retrained.get("default_is_best") and c["verdict"] != "holds":
+        prefix = "The default (trial 0) is the study's best trial, and the best other trial does not beat it: "
+    else:
+        prefix = ""
     test = c["test"] or {}
     p = f", p = {test['p']:.3g}" if test.get("p") is not None else ""
     values = f"{c['metric']} {_mean_std(c['candidate'])} against the default's {_mean_std(c['default'])}{p}"
+    if prefix:
+        return prefix + (f"trial {c['trial']} {values}" if c["verdict"] == "contradicted" else f"trial {c['trial']} (not resolved at this "
+                         f"budget) {values}") + ("; the default is better." if c["verdict"] == "contradicted" else ".")
     if c["verdict"] == "holds":
         return f"The winner, trial {c['trial']}, beats the default: {values}."
     if c["verdict"] == "contradicted":

@@ -54,6 +54,9 @@ def _check_resumed(storage: str, before: dict, n_trials: int) -> None:
     study = load_study(storage)
     trials = study.trials
     assert trials[0].state == TrialState.COMPLETE and trials[0].value == before["value0"]  # kept as it was
+    # Trial 0 is the default (the base config's values), enqueued once when the study was created.
+    assert trials[0].user_attrs["default"] and trials[0].params == {"model.optimizer.lr": 0.001, "model.network.num_features": 8}
+    assert [t.number for t in trials if t.user_attrs.get("default")] == [0]
     orphan = trials[1]
     assert orphan.state == TrialState.FAIL and orphan.user_attrs["fail_reason"].startswith("orphaned: driver")
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == 1]
