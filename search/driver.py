@@ -195,10 +195,10 @@ class SearchDriver:
                 study.set_user_attr("search:spec", json.loads(json.dumps(spec.raw, default=str)))
                 study.set_user_attr("search:objectives", [o.__dict__ for o in spec.objectives])
                 study.set_metric_names([o.metric for o in spec.objectives])
-                if spec.default_trial:
-                    self._enqueue_default(study)
             elif attrs.get("search:spec", {}).get("space") != json.loads(json.dumps(spec.raw.get("space"), default=str)):
                 say(f"warning: the search space differs from the one study {spec.study!r} started with")
+            if spec.default_trial and "search:default" not in study.user_attrs:  # once per study, under the lock
+                self._enqueue_default(study)
             ordinal = int(attrs.get("search:drivers", 0))
             study.set_user_attr("search:drivers", ordinal + 1)
         self.uuid = study.user_attrs["search:uuid"]
