@@ -65,7 +65,7 @@ def _check_resumed(storage: str, before: dict, n_trials: int) -> None:
     # The retry resumed the interrupted run from its last checkpoint, in the same run directory.
     assert retry.user_attrs["resumed_from"].endswith("trial-0001/checkpoints/last.ckpt")
     assert retry.user_attrs["run_dir"] == orphan.user_attrs["run_dir"]
-    assert sorted(retry.intermediate_values) == [0, 1, 2]
+    assert sorted(retry.intermediate_values) == [1, 2, 3]  # steps are epochs trained
     # The budget: every trial counts once, the orphan's retry instead of the orphan.
     assert len(trials) == n_trials + 1
     assert [t.state for t in trials].count(TrialState.COMPLETE) == n_trials
