@@ -449,8 +449,8 @@ def _rungs(spec: SearchSpec, max_epochs: int | None) -> str:
         rungs = []
         while int(low) * eta ** (rate + len(rungs)) < max_epochs:
             rungs.append(int(low) * eta ** (rate + len(rungs)))
-        return (f"successive halving: a trial goes on past epoch {', '.join(map(str, rungs))} only when it is in the top 1/{eta} "
-                f"of the trials that reached that epoch; the survivors train all {max_epochs} epochs")
+        return (f"successive halving: after epoch {' and after epoch '.join(map(str, rungs))} a trial goes on only when it is in "
+                f"the top 1/{eta} of the trials that reached that epoch; the survivors train all {max_epochs} epochs")
     if pruner["name"] == "hyperband":
         return (f"Hyperband: brackets of successive halving between min_resource {pruner.get('min_resource', 1)} and max_resource "
                 f"{pruner.get('max_resource', 'auto')} epochs, reduction factor {pruner.get('reduction_factor', 3)}")
