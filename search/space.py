@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from core.specs import Flag, Mapping, Number, Schema, SpecError, spec_dataclass
+from experiments.recipe import get_dotted
 
 __all__ = [
     "Entry", "suggest_params", "params_to_values", "param_name", "SAMPLERS", "PRUNERS", "build_sampler", "build_pruner",
@@ -128,7 +129,7 @@ def default_params(entries: list[Entry], config: dict[str, Any]) -> tuple[dict[s
     for entry in entries:
         if not entry.active(params):
             continue
-        value = _dotted(config, entry.key)
+        value = get_dotted(config, entry.key, _UNSET)
         if value is _UNSET:
             notes.append(f"{entry.key}: not set in the base config; trial 0 samples it")
             continue
@@ -149,14 +150,6 @@ def default_params(entries: list[Entry], config: dict[str, Any]) -> tuple[dict[s
             notes.append(f"{entry.key}: the default {value!r} lies outside the space; trial 0 uses {held!r}, "
                          f"its {'low' if value < entry.low else 'high'} bound")
     return params, notes
-
-
-def _dotted(tree: Any, key: str) -> Any:
-    for part in key.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return _UNSET
-        tree = tree[part]
-    return tree
 
 
 def _matches(choice: Any, value: Any) -> bool:
