@@ -20,7 +20,33 @@ from __future__ import annotations
 
 import sys
 
+from experiments import shipped_configs_text
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+_LIGHTNING_USAGE = {
+    "fit": "train a config; a run folder under runs/<name> holds its checkpoints, metrics and config",
+    "validate": "evaluate a checkpoint on the validation split: --ckpt_path runs/<name>/checkpoints/best.ckpt",
+    "test": "evaluate a checkpoint on the test split: --ckpt_path runs/<name>/checkpoints/best.ckpt",
+    "predict": "write runs/<name>/predictions.json from a checkpoint (--ckpt_path), on the config's test split, else val",
+}
+
+
+def lightning_help(command: str) -> str:
+    """The short help of ``fit|validate|test|predict --help`` without ``--config``: what the command
+    does, its common options and the shipped configs. LightningCLI's own help needs Lightning imported
+    (seconds) and says nothing of convlab's configs; ``<command> --config <yaml> --help`` still gives it."""
+    lines = [f"usage: python -m experiments {command} --config <yaml> [--config <yaml> ...] [--<key> <value> ...]", "",
+             _LIGHTNING_USAGE[command], "",
+             "common options:",
+             "  --config FILE            a config; several compose left to right (model config, then a data config)",
+             "  --run.name NAME          the run folder runs/NAME (default: the first config's file name)",
+             "  --ckpt_path PATH|last    a checkpoint (fit: resume it; last: the run's own last.ckpt)",
+             "  --trainer.max_epochs N   any YAML key works the same way: --model.init_args.<arg>, --data.init_args.<arg>",
+             "  --print_config           print the composed config and exit",
+             "  --config <yaml> --help   LightningCLI's own help: every Trainer option; --model.help <class> for a model's", "",
+             shipped_configs_text()]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
     if command in LIGHTNING_COMMANDS:
+        if any(a in ("-h", "--help") for a in argv[1:]) and not any(a == "--config" or a.startswith("--config=") for a in argv[1:]):
+            # Answers in a fraction of a second: importing Lightning alone takes several.
+            print(lightning_help(command))
+            return 0
         from experiments.cli import run_cli
 
         # LightningCLI reads sys.argv itself (and warns when given both).

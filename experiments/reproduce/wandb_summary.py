@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from core.io import write_json_atomic
-from experiments.recipe import get_dotted, log_summary_run, resolve_wandb_mode
+from experiments.recipe import get_dotted
 from experiments.reproduce.collect import Collected
 from experiments.reproduce.plan import slug, stable_hash
 from experiments.reproduce.report import Report
@@ -21,6 +21,9 @@ __all__ = ["write_wandb_summary"]
 
 def write_wandb_summary(report: Report, collected: Collected, mode_request: str | None) -> str | None:
     """Log the summary run; returns its directory, or None when W&B is disabled or failed."""
+    # Imported here: W&B and Lightning take seconds, which `reproduce --help` need not wait for.
+    from experiments.recipe import log_summary_run, resolve_wandb_mode
+
     spec, profile, summary = collected.spec, collected.profile, report.summary
     mode = resolve_wandb_mode(mode_request or next((r.wandb_mode for r in collected.runs if r.wandb_mode), None)
                               or _configured(collected, "run.wandb") or "auto")
