@@ -25,6 +25,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from core.checkpoints import CHECKPOINT_LOAD_ERRORS, checkpoint_error
 from core.errors import config_error_in, user_message
 from core.io import write_json_atomic
+from core.precision import PrecisionChoice, cpu_precision
 from core.processes import CPU_CORES_ENV, cpu_cores
 from experiments.checkpoint_io import SafeCheckpointIO
 from experiments.recipe.config_errors import describe_config_error, name_argument_in_config
@@ -111,6 +112,9 @@ class ConvlabCLI(LightningCLI):
         kwargs["callbacks"] = list(trainer_config.get("callbacks") or []) + extra
         if not trainer_config.get("plugins"):
             kwargs["plugins"] = [SafeCheckpointIO()]
+        self.precision_choice = _precision_choice(trainer_config)
+        if self.precision_choice is not None and self.precision_choice.changed:
+            kwargs["precision"] = self.precision_choice.precision
         kwargs.setdefault("default_root_dir", str(run.directory))
         trainer = super().instantiate_trainer(**kwargs)
         _share_cpu_threads(trainer)
@@ -127,6 +131,9 @@ class ConvlabCLI(LightningCLI):
         for checkpoint in self.trainer.checkpoint_callbacks:
             if getattr(checkpoint, "best_model_score", None) is not None:
                 summary["best_score"] = f"{checkpoint.monitor} = {float(checkpoint.best_model_score):.4f}"
+        choice = getattr(self, "precision_choice", None)
+        if choice is not None:
+            summary["precision"] = choice.describe()
         print("convlab: outputs", flush=True)
         for key, value in summary.items():
             print(f"  {key:<10} {value}", flush=True)
@@ -134,6 +141,14 @@ class ConvlabCLI(LightningCLI):
             print(f"  sync with: wandb sync {summary['wandb']}", flush=True)
 
     after_fit = after_validate = after_test = after_predict = _report
+
+
+def _precision_choice(trainer_config: dict[str, Any]) -> PrecisionChoice | None:
+    """The precision of a run on the CPU (``core.precision``: bf16 only where the CPU computes it
+    natively); ``None`` when the run is on an accelerator."""
+    accelerator = str(trainer_config.get("accelerator") or "auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    return cpu_precision(trainer_config.get("precision")) if on_cpu else None
 
 
 def _share_cpu_threads(trainer: pl.Trainer) -> None:

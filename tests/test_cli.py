@@ -64,11 +64,26 @@ def test_fresh_fit_never_overwrites_a_run(tmp_path):
 
 
 def test_bf16_mixed_on_cpu(tmp_path):
-    result = experiments("fit", "--config", TINY, "--run.name", "bf16", "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "1", root=tmp_path)
+    # Forced "native": the run keeps bf16 whatever this CPU is (core.precision).
+    result = experiments("fit", "--config", TINY, "--run.name", "bf16", "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "1",
+                         root=tmp_path, env={"CONVLAB_CPU_BF16": "native"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "precision: bf16-mixed" in (tmp_path / "bf16" / "config.yaml").read_text()
+    assert "  precision  bf16-mixed\n" in result.stdout
     losses = column(read_metrics(tmp_path / "bf16"), "train/loss_step")
     assert losses and all(math.isfinite(v) for v in losses)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_trains_in_fp32_and_says_so(tmp_path):
+    result = experiments("fit", "--config", TINY, "--run.name", "fp32", "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "1",
+                         root=tmp_path, env={"CONVLAB_CPU_BF16": "none"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if "precision" in line]
+    assert lines == ["  precision  32-true (the config asks bf16-mixed; this CPU has no native bf16: CONVLAB_CPU_BF16=none)"], result.stdout
+    # The weights stay fp32 and bf16 autocast never ran: the same run in 32-true gives the same loss.
+    same = experiments("fit", "--config", TINY, "--run.name", "fp32b", "--trainer.precision", "32-true", "--trainer.max_epochs", "1", root=tmp_path)
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert column(read_metrics(tmp_path / "fp32"), "train/loss_step") == column(read_metrics(tmp_path / "fp32b"), "train/loss_step")
 
 
 def test_validate_test_predict_from_a_checkpoint(tmp_path):

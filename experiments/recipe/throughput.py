@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from core.precision import cpu_precision
 from experiments.cli import load_components
 from experiments.recipe.measure import Measured, autocast_for, forward_latency_ms, measure_network
 
@@ -88,8 +89,11 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
     """Build the config's model and data as ``fit`` does (``--batch-size`` and ``--channels-last``
     as overrides) and measure them; returns the result that ``main`` writes as JSON."""
     model, datamodule, config = _load(config_args, batch_size, channels_last)
-    precision = precision or str(config["trainer"].get("precision") or "32-true")
     device = _device(device_name or config["trainer"].get("accelerator") or "auto")
+    if precision is None:
+        # The config's precision as fit would run it: a CPU without native bf16 trains in fp32.
+        configured = config["trainer"].get("precision")
+        precision = cpu_precision(configured).precision if device.type == "cpu" else str(configured or "32-true")
     if not callable(getattr(model, "loss", None)):
         raise SystemExit(f"bench: {type(model).__name__} has no loss(batch) (the task contract, README)")
     datamodule.prepare_data()
