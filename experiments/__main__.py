@@ -14,7 +14,7 @@ Measure, tune, reproduce:
   dashboard  optuna-dashboard on a study: dashboard --study runs/<study> (pip install -r requirements-dashboard.txt)
   export     a trained submodule as a weights file: export --ckpt <ckpt> --module network.backbone --out <file>
 
-Runs, studies and tables write under runs/ (README.md, "The command line").
+Runs, studies and tables write under runs/ (docs/command_line.md).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ of a LightningModule and a LightningDataModule, ``trainer`` is ``lightning.pytor
 ``run`` is ``experiments.runs.RunSpec``'s. Several ``--config`` files compose left to right (a
 search trial or a table row is the base config plus a small override file).
 
-What this layer assumes of a task is the task contract (README, "The task contract"): the data
+What this layer assumes of a task is the task contract (docs/task_contract.md): the data
 module's ``facts`` are linked into the module's ``data_facts`` argument; the module's ``monitor``
 and ``monitor_mode`` select the best checkpoint unless ``run.monitor`` says otherwise; its
 ``prediction_records`` make ``predictions.json``; the data module's ``data_report()`` becomes

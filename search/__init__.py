@@ -1,5 +1,5 @@
 """convlab's Optuna layer: search specs, the driver that runs one ``fit`` process tree per trial,
-the trial-side callback, storages and the study report (README.md, "Hyper-parameter search").
+the trial-side callback, storages and the study report (docs/search.md).
 
 Its public entry points are the two commands below (``python -m experiments search|dashboard``);
 the trial callbacks are reached by class path from a trial's override file

@@ -1,4 +1,4 @@
-"""Search specs: ``experiments/search/<name>.yaml`` (README.md, "The spec"), checked before any trial runs.
+"""Search specs: ``experiments/search/<name>.yaml`` (docs/search.md, "The spec"), checked before any trial runs.
 
 The format is ``SearchSpec``: its fields are the keys (a space entry: ``search.space.SpaceEntry``).
 Every mistake raises ``SpecError`` with one line that names the entry.

@@ -95,7 +95,7 @@ def run_bench(config_args: list[str], *, batch_size: int | None, steps: int, rep
         configured = config["trainer"].get("precision")
         precision = cpu_precision(configured).precision if device.type == "cpu" else str(configured or "32-true")
     if not callable(getattr(model, "loss", None)):
-        raise SystemExit(f"bench: {type(model).__name__} has no loss(batch) (the task contract, README)")
+        raise SystemExit(f"bench: {type(model).__name__} has no loss(batch) (the task contract, docs/task_contract.md)")
     datamodule.prepare_data()
     datamodule.setup("fit")
     loader_rate, loader_workers, batch = _loader_throughput(datamodule, batches=loader_batches)

@@ -1,4 +1,4 @@
-"""Table specs: ``experiments/tables/<table>.yaml`` (README.md, "Writing a table"), checked before any run starts.
+"""Table specs: ``experiments/tables/<table>.yaml`` (docs/tables.md, "Writing a table"), checked before any run starts.
 
 A paper table (or an ablation) as a runnable object. The format is ``TableSpec`` and the dataclasses it
 holds: their fields are the keys, their comments what each means. ``core.specs.validate`` checks types
@@ -213,7 +213,7 @@ class Check(Schema):  # an ordering the paper reports, checked on our means (in 
 @spec_dataclass
 class Plot(Schema):
     name: Name
-    kind: Literal["per_output", "against_var", "curves", "bars"]  # README.md ("Writing a table") says what each draws
+    kind: Literal["per_output", "against_var", "curves", "bars"]  # docs/tables.md ("Writing a table") says what each draws
     title: str = ""
     rows: Annotated[list[RowRef], check(bool, "give a list of rows")] | None = None
     columns: OneOrMore[ColumnRef] | None = None
