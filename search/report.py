@@ -595,6 +595,14 @@ def _plot_lines(plots: dict[str, str]) -> list[str]:
     return lines
 
 
+def _study_folder(journal: str | None) -> str:
+    """What the README's dashboard command names: the study folder of a journal in one, else the file."""
+    if not journal:
+        return "<journal>"
+    path = Path(journal)
+    return shown_path(path.parent if path.name == "journal.log" else path)
+
+
 def _open_lines(study: Any, spec: SearchSpec, storage_url: str | None) -> list[str]:
     """Where the study is stored, and how to look at it or extend it (the command that made it:
     its spec, study name, pruner and ``--set`` values)."""
@@ -608,7 +616,7 @@ def _open_lines(study: Any, spec: SearchSpec, storage_url: str | None) -> list[s
         "",
         f"- storage: `{storage_url or study._storage.__class__.__name__}`",
         f"- dashboard: `python -m experiments dashboard "
-        + (f"--storage {storage_url}`" if storage_url and "://" in storage_url else f"--study {shown_path(storage_url or '<journal>')}`"),
+        + (f"--storage {storage_url}`" if storage_url and "://" in storage_url else f"--study {_study_folder(storage_url)}`"),
         f"- resume or extend: `{shlex.join(command)}` (`--n-trials N` raises the budget; `--retrain-top-k K` retrains more)",
         "",
     ]

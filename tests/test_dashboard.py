@@ -134,3 +134,17 @@ def test_dashboard_names_the_missing_storage(tmp_path: Path, capsys) -> None:
     assert main(["--storage", f"sqlite:///{tmp_path / 'study.db'}"]) == 2
     assert f"{tmp_path / 'study.db'} does not exist" in capsys.readouterr().err
     assert not (tmp_path / "other.log").exists() and not (tmp_path / "study.db").exists()  # nothing created
+
+
+def test_the_reports_dashboard_command_names_the_study_folder_as_the_readme_does(tmp_path):
+    from search.dashboard import resolve_storage
+    from search.report import _study_folder
+
+    journal = tmp_path / "runs" / "tiny" / "journal.log"
+    journal.parent.mkdir(parents=True)
+    _finished_study(journal)
+    folder = _study_folder(str(journal))
+    assert Path(folder) == journal.parent or Path(folder).resolve() == journal.parent
+    # What the report prints opens the same storage as the journal itself.
+    assert resolve_storage(folder, None) == resolve_storage(None, str(journal))
+    assert _study_folder(None) == "<journal>"
