@@ -61,11 +61,33 @@ class SafeWandbLogger(WandbLogger):
 
 
 def wandb_settings() -> Any:
+    """The settings of every W&B run the suite starts (training runs and summary runs)."""
     import wandb
 
+    _skip_unstaged_launch_inputs()
     # console="off": DDP children and search workers must not have their stdout wrapped;
     # init_timeout bounds an unreachable server (the default waits 90 s).
     return wandb.Settings(init_timeout=30, silent=True, console="off")
+
+
+def _skip_unstaged_launch_inputs() -> None:
+    """``wandb.init`` (0.31) imports ``wandb.sdk.launch`` at every start, only to apply inputs that a
+    W&B Launch job staged in this process through ``wandb.launch.manage_*``: that import alone takes
+    3-5 s on a 2-core CPU with torch loaded (pydantic reading docstrings), paid by every run, trial and
+    test. Inputs can only have been staged when that package is already imported, so the import is
+    skipped otherwise; a Launch job (which imports it first) is served as before."""
+    from wandb.sdk import wandb_run
+
+    apply_inputs = getattr(wandb_run.Run, "_detect_and_apply_job_inputs", None)
+    if apply_inputs is None or getattr(apply_inputs, "skips_unstaged", False):
+        return
+
+    def detect_and_apply_job_inputs(run: Any) -> None:
+        if "wandb.sdk.launch" in sys.modules:
+            apply_inputs(run)
+
+    detect_and_apply_job_inputs.skips_unstaged = True  # type: ignore[attr-defined]
+    wandb_run.Run._detect_and_apply_job_inputs = detect_and_apply_job_inputs
 
 
 def log_summary_run(

@@ -1,5 +1,6 @@
-"""Every command's ``--help`` answers without importing torch or Lightning (their import alone takes
-several seconds), and lists what that command can run: the shipped configs, tables or specs."""
+"""What every process pays before it does anything: each command's ``--help`` answers without
+importing torch or Lightning (their import alone takes seconds) and lists what that command can run
+(the shipped configs, tables or specs); a W&B run starts without importing W&B Launch."""
 from __future__ import annotations
 
 import os
@@ -65,3 +66,23 @@ def test_help_with_a_config_is_lightningclis_own():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--trainer.max_epochs" in result.stdout
     assert "--model CONFIG" in result.stdout
+
+
+WANDB_PROBE = """
+import sys, tempfile
+import wandb
+from experiments.recipe.wandb_logging import wandb_settings
+run = wandb.init(project="probe", dir=tempfile.mkdtemp(), mode="offline", settings=wandb_settings())
+run.log({"x": 1.0})
+run.finish()
+print("LAUNCH:" + str("wandb.sdk.launch" in sys.modules))
+"""
+
+
+def test_a_wandb_run_starts_without_importing_wandb_launch():
+    # wandb.init imports wandb.sdk.launch (seconds) only to apply inputs a Launch job staged; the
+    # suite's runs stage none (experiments.recipe.wandb_logging).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
+    result = subprocess.run([sys.executable, "-c", WANDB_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("LAUNCH:False"), result.stdout
