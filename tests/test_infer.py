@@ -34,8 +34,9 @@ CASES = {
         "--model.init_args.network.init_args.depth", "2", "--data.init_args.source.init_args.image_size", "32",
         "--data.init_args.crop_size", "32", "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0"]),
     "yolo_v1": (f"{QUICK}/detection/yolo_v1_synthetic_quick.yaml", [
-        "--model.init_args.network.init_args.backbone_weights", "null", "--model.init_args.network.init_args.width", "0.0625",
+        "--model.init_args.network.init_args.backbone_weights", "", "--model.init_args.network.init_args.width", "0.0625",
         "--model.init_args.network.init_args.fc_width", "16", "--model.init_args.network.init_args.input_size", "64",
+        "--model.init_args.network.init_args.score_thresh", "0.0",  # an untrained detector's scores are low
         "--model.init_args.warmup_iters", "1", "--data.init_args.source.init_args.image_size", "64",
         "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0"]),
     "faster_rcnn": (f"{QUICK}/detection/faster_rcnn_mobilenet_synthetic_quick.yaml", [
@@ -101,6 +102,7 @@ def check_task(task: str, root: Path) -> None:
     assert "convlab: predict on the 'test' split" in predict.stdout
     assert "predictions.json" in predict.stdout.split("convlab: outputs")[-1]
     predicted = json.loads((root / f"{task}-predict" / "predictions.json").read_text())
+    assert predicted  # else the comparison below would compare nothing
 
     images = write_test_images(config, overrides, root / f"{task}-images")
     inferred_run = run_infer("--ckpt", str(run / "checkpoints" / "last.ckpt"), "--source", str(images[0].parent), "--batch-size", "2")
@@ -126,6 +128,19 @@ def localization_run(runs):
 
 def test_localization_infer_equals_predict(localization_run):
     assert (localization_run / "infer" / "predictions.json").is_file()
+
+
+def test_predict_leaves_out_records_below_its_score_threshold(localization_run):
+    root = localization_run.parent
+    config, overrides = CASES["localization"]
+    everything = json.loads((root / "localization-predict" / "predictions.json").read_text())
+    threshold = sorted(r["score"] for r in everything)[len(everything) // 2]
+    predict = experiments("predict", "--config", config, *overrides, *FEW, "--run.wandb", "disabled",
+                          "--ckpt_path", str(localization_run / "checkpoints" / "last.ckpt"),
+                          "--predictions.score_threshold", str(threshold), "--run.name", "thresholded", root=root)
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    kept = json.loads((root / "thresholded" / "predictions.json").read_text())
+    assert kept == [r for r in everything if r["score"] >= threshold] and 0 < len(kept) < len(everything)
 
 
 def test_infer_errors_are_one_line(localization_run, tmp_path, capsys):
