@@ -126,6 +126,7 @@ def infer(ckpt: str | Path, source: str, out: str | None = None, batch_size: int
     """Run the inference (see the module docstring); returns what it wrote: ``out``, ``pictures``
     (paths), ``predictions`` (the JSON's path), ``records`` (their number), ``checkpoint``."""
     import lightning.pytorch as pl
+    import torch
     from torch.utils.data import DataLoader
 
     from core.checkpoints import read_checkpoint
@@ -179,8 +180,11 @@ def infer(ckpt: str | Path, source: str, out: str | None = None, batch_size: int
             status.update("infer", len(pictures), progress_line(len(pictures), len(files), "images"))
 
     trainer_config = resolved.get("trainer") or {}
+    precision = precision or str(trainer_config.get("precision") or "32-true")
+    if precision.startswith("16") and (device == "cpu" or (device == "auto" and not torch.cuda.is_available())):
+        precision = "32-true"  # a GPU run's float16 autocast has no CPU counterpart in Lightning
     trainer = pl.Trainer(
-        accelerator=device, devices=1, precision=precision or trainer_config.get("precision") or "32-true",
+        accelerator=device, devices=1, precision=precision,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=[DrawAndCollect()],
     )

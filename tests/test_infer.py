@@ -159,7 +159,8 @@ def test_infer_errors_are_one_line(localization_run, tmp_path, capsys):
     (lonely / "checkpoints").mkdir(parents=True)
     (lonely / "checkpoints" / "last.ckpt").write_bytes((localization_run / "checkpoints" / "last.ckpt").read_bytes())
     assert main(["--ckpt", str(lonely), "--source", str(bad)]) == 2
-    assert capsys.readouterr().err.strip() == f"convlab: {lonely} holds no config.yaml (the config fit saves in its run folder); give the run's config with --config"
+    assert capsys.readouterr().err.strip() == (f"convlab: {lonely} holds no config.yaml (the config fit saves in its run folder); "
+                                               "give the run's config with --config")
     # A second inference writes beside the first, never over it; a named --out that holds files is refused.
     assert main(["--ckpt", str(localization_run), "--source", str(localization_run.parent / "localization-images" / "image0.png")]) == 0
     assert (localization_run / "infer-2" / "image0.png").is_file() and len(list((localization_run / "infer").iterdir())) == 6
