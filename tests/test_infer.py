@@ -42,6 +42,12 @@ CASES = {
     "faster_rcnn": (f"{QUICK}/detection/faster_rcnn_mobilenet_synthetic_quick.yaml", [
         "--data.init_args.source.init_args.image_size", "64", "--data.init_args.batch_size", "2",
         "--data.init_args.num_workers", "0", "--model.init_args.warmup_iters", "1"]),
+    "mask_rcnn": (f"{QUICK}/detection/mask_rcnn_mobilenet_synthetic_quick.yaml", [
+        "--model.init_args.network.init_args.backbone.init_args.width_mult", "0.25",
+        "--model.init_args.network.init_args.min_size", "64", "--model.init_args.network.init_args.max_size", "64",
+        "--model.init_args.network.init_args.rpn.score_thresh", "0.0",
+        "--data.init_args.source.init_args.image_size", "64", "--data.init_args.batch_size", "2",
+        "--data.init_args.num_workers", "0", "--model.init_args.warmup_iters", "1"]),
 }
 FEW = ["--data.init_args.source.init_args.num_train", "4", "--data.init_args.source.init_args.num_val", "2",
        "--data.init_args.source.init_args.num_test", "5"]
@@ -169,9 +175,37 @@ def test_infer_errors_are_one_line(localization_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["pose", "segmentation", "yolo_v1", "faster_rcnn"])
+@pytest.mark.parametrize("task", ["pose", "segmentation", "yolo_v1", "faster_rcnn", "mask_rcnn"])
 def test_infer_equals_predict(task, runs):
     check_task(task, runs)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_image_files_of_any_size_keep_their_own_pixels(task, tmp_path):
+    """Each data module's image_files_dataset gives the predict loader's format for a 30x50 file,
+    with what maps its predictions back to that file's pixels."""
+    from core.geometry import apply_affine
+    from experiments.cli import load_components
+
+    _, datamodule, _ = load_components(["--config", TASKS[task]])
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)).save(path)
+    image, target = datamodule.image_files_dataset([path])[0]  # a sample, as the predict loader's dataset gives it
+    assert int(target["index"]) == 0 and target["image_key"] == "wide.png"
+    if task == "detection":
+        assert image.shape == (3, 30, 50) and target["size"].tolist() == [30, 50]  # the detector resizes it itself
+    elif task == "segmentation":
+        assert image.shape[-2:] == (30, 50) and target["labels"].shape == (30, 50) and (target["labels"] == 255).all()
+    elif task == "localization":
+        assert target["orig_size"].tolist() == [30, 50] and image.shape[-2:] == datamodule.input_size
+    else:  # pose: one person, the crop holds the whole image, centred
+        matrix = target["crop_matrix"]
+        corners = apply_affine(matrix, torch.tensor([[-0.5, -0.5], [49.5, 29.5]], dtype=torch.float64))
+        height, width = datamodule.input_size
+        assert corners[0, 0] == pytest.approx(-0.5) and corners[1, 0] == pytest.approx(width - 0.5)
+        assert corners[0, 1] > -0.5 and corners[1, 1] < height - 0.5
+        middle = apply_affine(matrix, torch.tensor([[24.5, 14.5]], dtype=torch.float64))[0]
+        assert middle.tolist() == pytest.approx([(width - 1) / 2, (height - 1) / 2])
 
 
 # ---------------------------------------------------------------------- resolution of --ckpt and --source
