@@ -2,7 +2,8 @@
 synthetic generator) with named splits, one dataset per split built on first use, and the loaders.
 
 A task's DataModule subclasses ``SourceDataModule`` and says how a split becomes a dataset
-(``make_dataset``) and what its module is told (``facts``); the source's ``required_paths()`` and
+(``make_dataset``), how a user's own image files become one (``image_files_dataset``, for
+``python -m experiments infer``) and what its module is told (``facts``); the source's ``required_paths()`` and
 ``data_report()`` are the DataModule's (the task contract: the CLI checks the first when the config
 loads and writes the second to ``runs/<name>/data_report.json``).
 
@@ -18,6 +19,7 @@ import os
 import random
 from abc import abstractmethod
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import lightning.pytorch as pl
@@ -177,6 +179,14 @@ class SourceDataModule(pl.LightningDataModule):
     def make_dataset(self, split: str, records: list[Any], train: bool) -> Dataset:
         """The dataset of ``records`` (the source's ``split``), with training augmentation when
         ``train``."""
+
+    @abstractmethod
+    def image_files_dataset(self, files: list[Path]) -> Dataset:
+        """Image files without annotations as the samples of the predict loader: the same
+        evaluation transform, the same ``(image, target)`` format (batched by ``collate_fn``), so
+        that ``predict_step`` and ``prediction_records`` map them back to each file's own pixels.
+        Sample ``i`` is ``files[i]`` (its ``index``), named by the file's name (``image_key``); an
+        unreadable file raises ``ImageReadError`` naming it when the sample is loaded."""
 
     @property
     @abstractmethod

@@ -29,6 +29,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -413,6 +414,25 @@ class DetectionDataset(Dataset):
         return image.float().div_(255.0), target
 
 
+class _ImageFiles(DetectionSource):
+    """Image files without annotations, under the classes of the source a model learnt from."""
+
+    def __init__(self, learnt: DetectionSource) -> None:
+        self.class_names = tuple(learnt.class_names)
+        self.keypoint_names = tuple(learnt.keypoint_names)
+
+    def file_records(self, files: list[Path]) -> list[DetectionRecord]:
+        return [DetectionRecord(image=Path(f), image_id=Path(f).name, size=None, boxes=np.zeros((0, 4)), labels=np.zeros(0)) for f in files]
+
+    def records(self, split: str) -> list[DetectionRecord]:
+        raise ConfigError("image files have no splits")
+
+    def load_image(self, record: DetectionRecord) -> Tensor:
+        from datamodules.formats.files import load_rgb
+
+        return load_rgb(record.image)
+
+
 def list_collate(samples: Sequence[tuple[Tensor, dict[str, Any]]]) -> tuple[list[Tensor], list[dict[str, Any]]]:
     """Images and targets as lists: images differ in size and targets in their number of objects
     (torchvision's detectors take lists and batch inside)."""
@@ -456,6 +476,11 @@ class DetectionDataModule(SourceDataModule):
 
     def make_dataset(self, split: str, records: list[DetectionRecord], train: bool) -> Dataset:
         return DetectionDataset(self.source, records, train=train, augmentation=self.augmentation if train else None, masks=self.masks)
+
+    def image_files_dataset(self, files: list[Path]) -> Dataset:
+        """The files as evaluation samples: each image at its own size, no objects."""
+        source = _ImageFiles(self.source)
+        return DetectionDataset(source, source.file_records(files), train=False, masks=False)
 
     @property
     def facts(self) -> DataFacts:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -291,3 +292,27 @@ class LocalizationDataModule(SourceDataModule):
 
     def make_dataset(self, split: str, records: list[LocalizationRecord], train: bool) -> LocalizationDataset:
         return LocalizationDataset(self.source, records, self.input_size, self.augmentation if train else None)
+
+    def image_files_dataset(self, files: list[Path]) -> LocalizationDataset:
+        """The files as evaluation samples, letterboxed like every image; their target box and
+        class are placeholders (``(0, 0, 1, 1)``, class 0) that prediction never reads."""
+        records = [LocalizationRecord(image=Path(f), box=(0.0, 0.0, 1.0, 1.0), label=0, image_id=Path(f).name) for f in files]
+        return LocalizationDataset(_ImageFiles(self.source), records, self.input_size)
+
+
+class _ImageFiles(LocalizationSource):
+    """Image files without annotations, under the classes of the source a model learnt from."""
+
+    def __init__(self, learnt: LocalizationSource) -> None:
+        self.class_names = tuple(learnt.class_names)
+
+    def records(self, split: str) -> list[LocalizationRecord]:
+        raise ConfigError("image files have no splits")
+
+    def load_image(self, record: LocalizationRecord) -> Tensor:
+        from datamodules.formats.files import load_rgb
+
+        return load_rgb(record.image)
+
+    def data_report(self) -> dict[str, Any]:
+        return {"source": "image files"}

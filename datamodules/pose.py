@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -300,3 +301,42 @@ class PoseDataModule(SourceDataModule):
 
     def make_dataset(self, split: str, records: list[PoseRecord], train: bool) -> TopDownPoseDataset:
         return TopDownPoseDataset(self.source, records, self.input_size, self.output_size, self.sigma, self.augmentation if train else None)
+
+    def image_files_dataset(self, files: list[Path]) -> TopDownPoseDataset:
+        """The files as evaluation samples, one person per image: the crop is the whole image
+        (``whole_image_box``), with no annotated joint."""
+        source = _ImageFiles(self.source)
+        records = [source.file_record(Path(f), self.input_size) for f in files]
+        return TopDownPoseDataset(source, records, self.input_size, self.output_size, self.sigma)
+
+
+def whole_image_box(image_size: tuple[int, int], input_size: tuple[int, int]) -> tuple[tuple[float, float], float]:
+    """The ``(center, scale)`` of a crop that holds a whole ``(h, w)`` image, centred, at the crop's
+    aspect ``input_size`` ``(H, W)``: centre ``((w - 1) / 2, (h - 1) / 2)`` (pixel-index
+    coordinates), ``200 * scale = max(h, w * H / W)`` (the crop's height in image pixels)."""
+    (h, w), (height, width) = image_size, input_size
+    return ((w - 1) / 2.0, (h - 1) / 2.0), max(h, w * height / width) / 200.0
+
+
+class _ImageFiles(PoseSource):
+    """Image files of one person each, without annotations, under the skeleton a model learnt."""
+
+    def __init__(self, learnt: PoseSource) -> None:
+        self.skeleton = learnt.skeleton
+        self.protocol = learnt.protocol
+
+    def file_record(self, path: Path, input_size: tuple[int, int]) -> PoseRecord:
+        from datamodules.formats.files import image_size
+
+        center, scale = whole_image_box(image_size(path), input_size)
+        joints = self.skeleton.num_joints
+        return PoseRecord(image=path, center=center, scale=scale, keypoints=np.zeros((joints, 2), np.float32),
+                          visible=np.zeros(joints, bool), image_id=path.name)
+
+    def records(self, split: str) -> list[PoseRecord]:
+        raise ValueError("image files have no splits")
+
+    def load_image(self, record: PoseRecord) -> Tensor:
+        from datamodules.formats.files import load_rgb
+
+        return load_rgb(record.image)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -324,4 +325,28 @@ class SegmentationDataModule(SourceDataModule):
             # Whole images do not stack in a shuffled batch unless they share a size: crop or pad to crop_size.
             augmentation = SegmentationAugmentation(self.crop_size, scale_range=(1.0, 1.0), flip_prob=0.0, brightness=0.0)
         return SegmentationDataset(self.source, records, augmentation, self.channels, self.input_margin)
+
+    def image_files_dataset(self, files: list[Path]) -> SegmentationDataset:
+        """The files as evaluation samples: whole images, with labels all ``ignore_index`` (their
+        size is the grid the predictions are made on)."""
+        records = [SegmentationRecord(image=Path(f), mask=None, image_id=Path(f).name) for f in files]
+        return SegmentationDataset(_ImageFiles(self.source), records, None, self.channels, self.input_margin)
+
+
+class _ImageFiles(SegmentationSource):
+    """Image files without labels, under the classes of the source a model learnt from."""
+
+    def __init__(self, learnt: SegmentationSource) -> None:
+        self.class_names = tuple(learnt.class_names)
+        self.ignore_index = learnt.ignore_index
+        self.palette = learnt.palette
+
+    def records(self, split: str) -> list[SegmentationRecord]:
+        raise ConfigError("image files have no splits")
+
+    def load(self, record: SegmentationRecord) -> tuple[Tensor, Tensor]:
+        from datamodules.formats.files import load_rgb
+
+        image = load_rgb(record.image)
+        return image, torch.full(tuple(image.shape[-2:]), self.ignore_index, dtype=torch.int64)
 

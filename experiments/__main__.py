@@ -4,7 +4,8 @@ Train, evaluate and predict (LightningCLI; every YAML key is an __init__ argumen
   fit        train a config:                  fit --config experiments/configs/<task>/<name>.yaml
   validate   evaluate a checkpoint on val:    validate --config <yaml> --ckpt_path runs/<name>/checkpoints/best.ckpt
   test       evaluate a checkpoint on test:   test --config <yaml> --ckpt_path ...
-  predict    write runs/<name>/predictions.json from a checkpoint
+  predict    write runs/<name>/predictions.json from a checkpoint (the config's test split)
+  infer      a run's predictions on your own images, drawn:  infer --ckpt runs/<name> --source <image | folder | glob>
 
 Measure, tune, reproduce:
   bench      parameters, FLOPs, latency, data-loader and training throughput, Lightning/bare step ratio
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # LightningCLI reads sys.argv itself (and warns when given both).
         return run_cli(None if from_command_line else argv)
+    if command == "infer":
+        from experiments.infer import main as infer_main
+
+        return infer_main(argv[1:])
     if command == "bench":
         from experiments.bench import main as bench_main
 

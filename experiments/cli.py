@@ -37,16 +37,29 @@ __all__ = ["ConvlabCLI", "PredictionRecordWriter", "run_cli", "load_components"]
 class PredictionRecordWriter(pl.Callback):
     """Writes ``predict`` outputs to ``<run>/predictions.json``: the records the module's
     ``prediction_records(batch, outputs)`` makes of every batch, in the field's own format (one
-    file per rank under DDP: ``predictions.rank<r>.json``)."""
+    file per rank under DDP: ``predictions.rank<r>.json``). The ``predictions:`` section of a
+    ``predict`` config (``--predictions.score_threshold 0.3``) holds its arguments.
 
-    def __init__(self, path: Path) -> None:
+    Args:
+        score_threshold: records whose ``score`` is below this are left out (0: all are kept).
+        path: the file written; the CLI sets ``<run>/predictions.json``.
+    """
+
+    def __init__(self, score_threshold: float = 0.0, path: Path | None = None) -> None:
+        self.score_threshold = score_threshold
         self.path = path
         self.records: list[dict[str, Any]] = []
 
+    @staticmethod
+    def scoring(records: list[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
+        """The records whose ``score`` is at least ``threshold`` (all of them when it is 0)."""
+        return [r for r in records if threshold <= 0 or float(r.get("score", 0.0)) >= threshold]
+
     def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.records.extend(pl_module.prediction_records(batch, outputs))
+        self.records.extend(self.scoring(pl_module.prediction_records(batch, outputs), self.score_threshold))
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self.path is not None, "the CLI sets the path"
         path = self.path if trainer.world_size == 1 else self.path.with_name(f"predictions.rank{trainer.global_rank}.json")
         write_json_atomic(path, self.records)
 
@@ -89,6 +102,13 @@ class ConvlabCLI(LightningCLI):
             name_argument_in_config(error, config.as_dict())
             raise
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            # Only predict has a predictions: section (a fit's saved config stays one every command reads).
+            parser.add_class_arguments(PredictionRecordWriter, "predictions", skip={"path"})
+        return parser
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(RunSpec, "run", fail_untyped=False)
         # A module whose __init__ has no data_facts argument is left alone.
@@ -108,7 +128,9 @@ class ConvlabCLI(LightningCLI):
         has_loggers = bool(kwargs.get("logger", trainer_config.get("logger")))
         extra = run.trainer_callbacks(command, has_loggers)
         if command == "predict":
-            extra.append(PredictionRecordWriter(run.directory / "predictions.json"))
+            writer: PredictionRecordWriter = self._get(self.config_init, "predictions")
+            writer.path = run.directory / "predictions.json"
+            extra.append(writer)
         kwargs["callbacks"] = list(trainer_config.get("callbacks") or []) + extra
         if not trainer_config.get("plugins"):
             kwargs["plugins"] = [SafeCheckpointIO()]
@@ -120,6 +142,9 @@ class ConvlabCLI(LightningCLI):
         _share_cpu_threads(trainer)
         if trainer.is_global_zero:
             print(f"convlab: {command} -> {run.directory}", flush=True)
+            if command == "predict" and getattr(self.datamodule, "test_split", None) is not None:
+                # predict_dataloader is test_dataloader (datamodules.base.SourceDataModule).
+                print(f"convlab: predict on the {self.datamodule.test_split!r} split (data.init_args.test_split)", flush=True)
             run.write_data_report(getattr(self.datamodule, "data_report", lambda: None)())
         return trainer
 

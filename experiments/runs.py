@@ -200,7 +200,8 @@ class RunSpec:
         """What the run wrote, for the closing message and for tools that collect runs."""
         d = self.directory
         out: dict[str, Any] = {"run_dir": str(d)}
-        for label, rel in (("config", "config.yaml"), ("metrics", "metrics.csv"), ("last", "checkpoints/last.ckpt"), ("best", "checkpoints/best.ckpt")):
+        for label, rel in (("config", "config.yaml"), ("metrics", "metrics.csv"), ("last", "checkpoints/last.ckpt"), ("best", "checkpoints/best.ckpt"),
+                           ("predictions", "predictions.json")):
             if (d / rel).exists():
                 out[label] = str(d / rel)
         wandb_runs = sorted((d / "wandb").glob("*run-*")) if (d / "wandb").exists() else []

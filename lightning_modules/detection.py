@@ -255,21 +255,29 @@ class DetectionModule(TaskModule):
 
     # ------------------------------------------------------------------ pictures
     def image_batch(self, batch: Batch, outputs: list[dict[str, Tensor]]) -> dict[str, Any]:
-        """The first images and their detections, on the CPU."""
+        """The first images, their ground-truth boxes and labels, and their detections, on the CPU."""
         k = self.log_images
-        return {"images": [i.detach().cpu() for i in batch[0][:k]], "outputs": [{key: v.detach().cpu() for key, v in o.items()} for o in outputs[:k]]}
+        return {
+            "images": [i.detach().cpu() for i in batch[0][:k]],
+            "truths": [{key: t[key].detach().cpu() for key in ("boxes", "labels")} for t in batch[1][:k]],
+            "outputs": [{key: v.detach().cpu() for key, v in o.items()} for o in outputs[:k]],
+        }
 
     def draw_images(self, batch: dict[str, Any]) -> list[Tensor]:
-        """``(3, H, W)`` uint8 per image: its detections above ``image_score_threshold``, boxes
-        labelled with class and score, and masks where the network predicts them."""
+        """``(3, H, W)`` uint8 per image: the ground-truth boxes in green, labelled with their
+        class, and the detections above ``image_score_threshold`` in red, labelled with class and
+        score, with their masks where the network predicts them."""
         from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
         panels = []
-        for image, output in zip(batch["images"], batch["outputs"]):
+        for image, truth, output in zip(batch["images"], batch.get("truths", [None] * len(batch["images"])), batch["outputs"]):
             pixels = (image.float().clamp(0, 1) * 255).to(torch.uint8)
             keep = output["scores"] >= self.image_score_threshold
             if "masks" in output and keep.any():
                 pixels = draw_segmentation_masks(pixels, output["masks"][keep, 0] > 0.5, alpha=0.4)
+            if truth is not None and len(truth["boxes"]):
+                names = [self._class_name(int(label)) for label in truth["labels"]]
+                pixels = draw_bounding_boxes(pixels, truth["boxes"], labels=names, colors="lime", width=1)
             labels = [f"{self._class_name(int(label))} {score:.2f}" for label, score in zip(output["labels"][keep], output["scores"][keep])]
             panels.append(draw_bounding_boxes(pixels, output["boxes"][keep], labels=labels, colors="red", width=2))
         return panels

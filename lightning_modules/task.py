@@ -16,8 +16,9 @@ from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
 from core.errors import ConfigError
 from core.facts import DataFacts
+from core.label_sets import palette_for
 from lightning_modules.optim import build_optimizers
-from lightning_modules.visualize import log_wandb_images
+from lightning_modules.visualize import Color, draw_records, log_panels
 
 __all__ = ["TaskModule"]
 
@@ -48,7 +49,11 @@ class TaskModule(pl.LightningModule, metaclass=ABCMeta):
     * ``prediction_records(batch, outputs) -> list[dict]``: JSON-able records per image of the
       outputs of ``predict_step(batch, batch_idx)``, in the field's own format (COCO results for
       boxes and keypoints, RLE for masks), each with ``image_id``, ``score`` and ``index`` (the
-      image's position in the split). ``predict``.
+      image's position in the split). ``predict``, ``infer``.
+    * ``draw_records(image, records) -> Tensor``: one image's records drawn over it (boxes with
+      class and score, masks and label maps as coloured overlays with a legend, skeletons); this
+      class draws every record format, with the colours of ``record_colors`` and the data's
+      skeleton. ``infer``.
     * the data's facts (``core.facts.DataFacts``: input shape, class names, skeleton, protocol,
       COCO ground truth, ...) come in as the ``data_facts`` argument, which the CLI links from the
       data module's ``facts`` (``link_arguments``, never read from ``trainer.datamodule``); kept
@@ -75,7 +80,8 @@ class TaskModule(pl.LightningModule, metaclass=ABCMeta):
     * ``on_validation_epoch_end``: the task's ``log_evaluation("val")``; then, outside the sanity
       check, the best value as ``<monitor>_best`` (``MaxMetric`` or ``MinMetric`` by
       ``monitor_mode``, saved in checkpoints so that it survives a resume) and the kept images,
-      drawn by ``draw_images``, to W&B as ``val/predictions``. ``on_test_epoch_end``:
+      drawn by ``draw_images``, to W&B as ``val/predictions`` and to the run directory as
+      ``panels/epoch<NNN>.png`` (``lightning_modules.visualize.log_panels``). ``on_test_epoch_end``:
       ``log_evaluation("test")``.
     * ``channels_last``: the network's weights, and every 4-D tensor given to ``forward``, in
       channels-last memory format (faster convolutions on CPUs and tensor-core GPUs; the numbers
@@ -181,6 +187,20 @@ class TaskModule(pl.LightningModule, metaclass=ABCMeta):
     def draw_images(self, kept: Any) -> list[Tensor]:
         """uint8 ``(3, H, W)`` pictures of what ``image_batch`` kept."""
 
+    def record_colors(self) -> dict[str, Color]:
+        """The colour of each class name in pictures of records: the data's palette (label order),
+        else the VOC colour map from its second colour on (its first, black, is a background's)."""
+        names = tuple(self.data_facts.class_names)
+        palette = self.data_facts.palette or palette_for(len(names) + 1)[1:]
+        return {name: tuple(palette[i]) for i, name in enumerate(names) if i < len(palette)}
+
+    def draw_records(self, image: Tensor, records: list[dict[str, Any]]) -> Tensor:
+        """uint8 ``(3, H', W')`` picture of ``records`` (``prediction_records``' format, one image's)
+        over ``image``, the ``(3, H, W)`` uint8 original their coordinates are in
+        (``lightning_modules.visualize.draw_records``)."""
+        skeleton = self.data_facts.skeleton
+        return draw_records(image, records, self.record_colors(), skeleton.edges if skeleton is not None else ())
+
     # ------------------------------------------------------------------ loss
     @staticmethod
     def total_loss(terms: dict[str, Tensor]) -> Tensor:
@@ -248,7 +268,7 @@ class TaskModule(pl.LightningModule, metaclass=ABCMeta):
             self.best(torch.as_tensor(value))
             self.log(f"{self.monitor}_best", self.best.compute())
             kept, self._image_batch = self._image_batch, None
-            log_wandb_images(self, "val/predictions", kept, self.draw_images)
+            log_panels(self, "val/predictions", kept, self.draw_images)
 
     def on_test_epoch_end(self) -> None:
         self.log_evaluation("test")

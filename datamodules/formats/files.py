@@ -19,7 +19,7 @@ from torch import Tensor
 
 from core.errors import AnnotationFormatError, BadRecordError, DataNotFoundError, ImageReadError
 
-__all__ = ["resolve", "load_json", "load_mat", "IMAGE_SUFFIXES", "load_rgb", "load_label_map", "read_list", "read_csv_rows"]
+__all__ = ["resolve", "load_json", "load_mat", "IMAGE_SUFFIXES", "load_rgb", "image_size", "load_label_map", "read_list", "read_csv_rows"]
 
 
 def resolve(root: Path, path: str | Path) -> Path:
@@ -77,6 +77,21 @@ def load_rgb(path: str | Path) -> Tensor:
     except (RuntimeError, ValueError, OSError) as error:
         # One line: a DataLoader worker's error reaches the user as the last line of its message.
         raise ImageReadError(path, " ".join(str(error).split()) or type(error).__name__) from error
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image file, from its header (PIL); the same errors as ``load_rgb``."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError("image", path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, ValueError) as error:
+        raise ImageReadError(path, " ".join(str(error).split()) or type(error).__name__) from error
+    return height, width
 
 
 def load_label_map(path: str | Path) -> np.ndarray:
