@@ -36,7 +36,7 @@ def _help(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("command", ["fit", "validate", "test", "predict", "bench", "search", "reproduce", "report", "dashboard", "export"])
+@pytest.mark.parametrize("command", ["fit", "validate", "test", "predict", "infer", "bench", "search", "reproduce", "report", "dashboard", "export"])
 def test_help_imports_neither_torch_nor_lightning(command):
     result = _help(command, "--help")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -47,7 +47,7 @@ def test_help_imports_neither_torch_nor_lightning(command):
 def test_the_front_door_help_lists_every_command():
     result = _help("--help")
     assert result.returncode == 0
-    for command in ("fit", "validate", "test", "predict", "bench", "search", "reproduce", "report", "dashboard", "export"):
+    for command in ("fit", "validate", "test", "predict", "infer", "bench", "search", "reproduce", "report", "dashboard", "export"):
         assert f"\n  {command} " in result.stdout, command
 
 
