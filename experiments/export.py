@@ -27,18 +27,18 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any, Callable
 
 from core.checkpoints import CheckpointNotFoundError, read_checkpoint
 from core.errors import CheckpointError, ConfigError, DataNotFoundError
 from core.io import shown_path, write_atomic
 
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
 __all__ = [
     "export_module", "load_trained_module", "find_checkpoint", "export_onnx", "check_onnx", "OnnxExport", "Parity",
-    "ExportError", "main",
+    "ExportError", "ParityError", "main",
 ]
 
 # The exporters ``--exporter auto`` tries, by the shape of the network's output (see ``export_onnx``).
@@ -48,7 +48,11 @@ TORCHSCRIPT_OPSET = 17
 
 
 class ExportError(ConfigError):
-    """A network that cannot be exported, or an export that does not compute what PyTorch computes."""
+    """A network that cannot be exported, or an exported file onnxruntime cannot run."""
+
+
+class ParityError(ExportError):
+    """An exported graph whose outputs are not PyTorch's: another shape, another number of detections."""
 
 
 # ---------------------------------------------------------------------------------------- weights
@@ -65,6 +69,8 @@ def export_module(ckpt: str | Path, module: str, out: str | Path, force: bool = 
     if out.exists() and not force:
         raise FileExistsError(f"{shown_path(out)} exists; give --force to replace it")
     part = _weights_under(checkpoint, ckpt, module)
+    import torch
+
     buffer = io.BytesIO()
     torch.save(part, buffer)
     write_atomic(out, buffer.getvalue())
@@ -182,24 +188,29 @@ class Parity:
         return self.max_abs / max(1.0, self.scale)
 
 
-class _Flattened(nn.Module):
+def _flattened(network: nn.Module, per_image: bool) -> nn.Module:
     """The network with its output as a flat tuple of tensors, which every exporter and
     onnxruntime take: a tensor, a list of tensors (one per stack) or a dict of tensors as they are;
     a list of one dict per image (``per_image``) as the first image's dict."""
+    from torch import nn
 
-    def __init__(self, network: nn.Module, per_image: bool) -> None:
-        super().__init__()
-        self.network = network
-        self.per_image = per_image
+    class Flattened(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
 
-    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        output = self.network(images)
-        return tuple(tensor for _, tensor in _named_outputs(output[0] if self.per_image else output))
+        def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+            output = self.network(images)
+            return tuple(tensor for _, tensor in _named_outputs(output[0] if per_image else output))
+
+    return Flattened().eval()
 
 
 def _named_outputs(output: Any) -> list[tuple[str, Tensor]]:
     """``(name, tensor)`` of a network output: ``output``; ``output0``, ``output1``, ... of a list;
     the keys of a dict. ``ExportError`` for anything else."""
+    from torch import Tensor
+
     if isinstance(output, Tensor):
         return [("output", output)]
     if isinstance(output, (list, tuple)) and all(isinstance(t, Tensor) for t in output):
@@ -237,6 +248,8 @@ def export_onnx(network: nn.Module, example: Tensor, out: str | Path, *, exporte
     their own ops) or ``auto``: ``torchscript`` for a per-image output, else ``dynamo`` and,
     should it fail, ``torchscript``. Raises ``ExportError`` naming the network and why each exporter
     failed, ``FileExistsError`` when ``out`` exists and ``force`` is not set."""
+    import torch
+
     out = Path(out)
     if out.exists() and not force:
         raise FileExistsError(f"{shown_path(out)} exists; give --force to replace it")
@@ -257,7 +270,7 @@ def export_onnx(network: nn.Module, example: Tensor, out: str | Path, *, exporte
         names = [n for n, _ in _named_outputs(output[0] if per_image else output)]
     except ExportError as error:
         raise ExportError(f"{name} cannot be exported: {error}") from None
-    wrapper = _Flattened(network, per_image).eval()
+    wrapper = _flattened(network, per_image)
     order = {"auto": ("torchscript",) if per_image else ("dynamo", "torchscript")}.get(exporter, (exporter,))
     failures: dict[str, str] = {}
     for kind in order:
@@ -311,6 +324,8 @@ def _quiet(call: Callable[[], Any]) -> Any:
 
 
 def _export_dynamo(wrapper: nn.Module, example: Tensor, names: list[str], *, dynamic: bool, opset: int | None) -> tuple[bytes, int | None]:
+    import torch
+
     shapes = ({0: torch.export.Dim("batch")},) if dynamic else None
     program = _quiet(lambda: torch.onnx.export(wrapper, (example,), dynamo=True, verbose=False, input_names=["images"],
                                                 output_names=names, dynamic_shapes=shapes, opset_version=opset,
@@ -321,6 +336,8 @@ def _export_dynamo(wrapper: nn.Module, example: Tensor, names: list[str], *, dyn
 
 
 def _export_torchscript(wrapper: nn.Module, example: Tensor, names: list[str], *, dynamic: bool, opset: int | None) -> tuple[bytes, int]:
+    import torch
+
     opset = opset or TORCHSCRIPT_OPSET
     axes = {name: {0: "batch"} for name in ["images", *names]} if dynamic else None
     buffer = io.BytesIO()
@@ -351,13 +368,18 @@ def check_onnx(export: OnnxExport, network: nn.Module, images: list[Tensor]) -> 
     then the first alone; a per-image graph runs each image alone, and its outputs, rows of
     detections in any order (equal scores have no order), are compared row to the row it matches
     best (``scipy.optimize.linear_sum_assignment`` on the largest scaled |Δ| of a row). A different
-    number of rows is an ``ExportError``."""
+    number of rows or another shape is a ``ParityError``; a file onnxruntime cannot load or run, an
+    ``ExportError``."""
     import numpy as np
     import onnxruntime
+    import torch
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # its warnings about unused initialisers are not the user's business
-    session = onnxruntime.InferenceSession(str(export.path), options, providers=["CPUExecutionProvider"])
+    try:
+        session = onnxruntime.InferenceSession(str(export.path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # noqa: BLE001 - onnxruntime's own exception types
+        raise ExportError(f"onnxruntime cannot load {shown_path(export.path)}: {_first_line(error)}") from None
     network = network.float().eval()
     if export.dynamic_batch and len(images) > 1:
         batches = [torch.stack(images), images[0][None]]
@@ -368,12 +390,15 @@ def check_onnx(export: OnnxExport, network: nn.Module, images: list[Tensor]) -> 
         with torch.no_grad():
             output = network(batch.contiguous())
         reference = [t.detach().numpy() for _, t in _named_outputs(output[0] if export.per_image else output)]
-        got = session.run(None, {export.input_name: batch.numpy()})
+        try:
+            got = session.run(None, {export.input_name: batch.numpy()})
+        except Exception as error:  # noqa: BLE001 - e.g. a batch size the graph took as a constant
+            raise ExportError(f"onnxruntime cannot run {shown_path(export.path)} on a {tuple(batch.shape)} batch: {_first_line(error)}") from None
         if export.per_image:
             got = _match_rows(reference, got, export.output_names)
         for name, ref, onnx_value in zip(export.output_names, reference, got):
             if ref.shape != onnx_value.shape:
-                raise ExportError(f"output {name}: onnxruntime gives shape {onnx_value.shape}, PyTorch {ref.shape}")
+                raise ParityError(f"output {name}: onnxruntime gives shape {onnx_value.shape}, PyTorch {ref.shape}")
             parity = worst[name]
             if ref.size:
                 parity.max_abs = max(parity.max_abs, float(np.abs(ref.astype(np.float64) - onnx_value.astype(np.float64)).max()))
@@ -393,7 +418,7 @@ def _match_rows(reference: list[Any], got: list[Any], names: list[str]) -> list[
 
     count, onnx_count = len(reference[0]), len(got[0])
     if count != onnx_count:
-        raise ExportError(f"onnxruntime gives {onnx_count} detections ({names[0]}), PyTorch {count}")
+        raise ParityError(f"onnxruntime gives {onnx_count} detections ({names[0]}), PyTorch {count}")
     if count == 0:
         return got
     pairs = [(r.reshape(count, -1), g.reshape(count, -1)) for r, g in zip(reference, got)]
@@ -413,6 +438,8 @@ def check_images(datamodule: Any, example: Tensor, count: int, source: str) -> l
     """``count`` images ``(C, H, W)`` at the example's size to compare the runtimes on: the first
     of the validation split (``source="val"``; resized bilinearly where they differ in size) or
     uniform random ones (``"random"``, seeded)."""
+    import torch
+
     shape = tuple(example.shape[1:])
     if source == "random":
         generator = torch.Generator().manual_seed(0)
@@ -424,7 +451,7 @@ def check_images(datamodule: Any, example: Tensor, count: int, source: str) -> l
     for index in range(min(count, len(dataset))):
         image = dataset[index][0]
         if tuple(image.shape) != shape:
-            image = nn.functional.interpolate(image[None].float(), size=shape[1:], mode="bilinear", align_corners=False)[0]
+            image = torch.nn.functional.interpolate(image[None].float(), size=shape[1:], mode="bilinear", align_corners=False)[0]
         images.append(image.float())
     if not images:
         raise ExportError("the validation split is empty; give --check-inputs random")
@@ -432,21 +459,25 @@ def check_images(datamodule: Any, example: Tensor, count: int, source: str) -> l
 
 
 def export_run_onnx(run_or_ckpt: str | Path, out: str | Path | None, *, exporter: str = "auto", opset: int | None = None,
-                    check_inputs: str = "val", check_count: int = 4, force: bool = False) -> tuple[OnnxExport, list[Parity]]:
+                    check_inputs: str = "val", check_count: int = 4, force: bool = False) -> tuple[OnnxExport, list[Parity], int]:
     """``--format onnx``: rebuild the run's trained network (``load_trained_module``), export it at
     the config's input size (``out`` default: ``<run>/model.onnx``) and compare onnxruntime with
-    PyTorch on ``check_count`` inputs (``check_images``)."""
+    PyTorch on ``check_count`` inputs (``check_images``); returns the export, the parity of each
+    output and how many inputs were compared (fewer than ``check_count`` when the split is smaller)."""
+    import torch
+
     run, _ = find_checkpoint(run_or_ckpt)
     out = Path(out) if out is not None else run / "model.onnx"
     if out.exists() and not force:  # before the minutes of building and exporting
         raise FileExistsError(f"{shown_path(out)} exists; give --force to replace it")
     model, datamodule, _ = load_trained_module(run_or_ckpt)
     example = getattr(model, "example_input_array", None)
-    if not isinstance(example, Tensor):
+    if not isinstance(example, torch.Tensor):
         raise ExportError(f"{type(model).__name__} has no example_input_array: its data gives no fixed input size (the data facts' input_shape)")
-    images = check_images(datamodule, example, max(2, check_count), check_inputs)
-    export = export_onnx(model.network, torch.stack(images[:2]), out, exporter=exporter, opset=opset, force=force)
-    return export, check_onnx(export, model.network, images[:check_count] if check_count >= 1 else images[:1])
+    images = check_images(datamodule, example, max(1, check_count), check_inputs)
+    # torch.export needs a batch of two to keep the batch axis dynamic (see export_onnx).
+    export = export_onnx(model.network, torch.stack((images * 2)[:2]), out, exporter=exporter, opset=opset, force=force)
+    return export, check_onnx(export, model.network, images), len(images)
 
 
 # ------------------------------------------------------------------------------------- the command
@@ -476,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         return _main_weights(args)
     if args.module:
         parser.error("--module is for --format weights; --format onnx exports the whole network")
+    if args.check_count < 1:
+        parser.error("--check-count must be at least 1")
     return _main_onnx(args)
 
 
@@ -496,7 +529,7 @@ def _main_onnx(args: argparse.Namespace) -> int:
     from experiments.recipe.config_errors import describe_config_error
 
     try:
-        export, parities = export_run_onnx(args.ckpt, args.out, exporter=args.exporter, opset=args.opset,
+        export, parities, checked = export_run_onnx(args.ckpt, args.out, exporter=args.exporter, opset=args.opset,
                                            check_inputs=args.check_inputs, check_count=args.check_count, force=args.force)
     except ArgumentError as error:
         print(f"python -m experiments export: the run's config.yaml: {describe_config_error(error)}", file=sys.stderr)
@@ -504,19 +537,22 @@ def _main_onnx(args: argparse.Namespace) -> int:
     except FileExistsError as error:
         print(f"python -m experiments export: {error}", file=sys.stderr)
         return 2
+    except ParityError as error:
+        print(f"python -m experiments export: onnxruntime differs from PyTorch: {error}", file=sys.stderr)
+        return 1
     except Exception as error:
         cause = config_error_in(error)
         if cause is None:
             raise
         print(f"python -m experiments export: {user_message(cause)}", file=sys.stderr)
         return 2
-    batch = "dynamic batch" if export.dynamic_batch else "batch of 1 (one output set per image)"
-    shape = "x".join(str(s) for s in export.input_shape)
+    batch = "dynamic batch" if export.dynamic_batch else "one image per run, its detections out"
+    shape = "x".join(str(s) for s in ("N" if export.dynamic_batch else 1, *export.input_shape))
     print(f"convlab export: {shown_path(export.path)} ({export.exporter} exporter, opset {export.opset}; "
-          f"input {export.input_name} Nx{shape}, {batch})")
+          f"input {export.input_name} {shape}, {batch})")
     for kind, reason in export.failures.items():
         print(f"  the {kind} exporter failed first: {reason}")
-    print(f"  onnxruntime vs PyTorch on {args.check_count} {args.check_inputs} input(s), max |Δ| per output "
+    print(f"  onnxruntime vs PyTorch on {checked} {args.check_inputs} input(s), max |Δ| per output "
           f"(tolerance {args.tolerance:g} of max(1, |output|)):")
     for parity in parities:
         rows = f", {parity.rows} rows" if parity.rows >= 0 else ""

@@ -65,7 +65,8 @@ def spread_scores(model) -> None:
 def test_the_quick_networks_export_within_1e_4_of_pytorch(name, composer, tmp_path, in_repo):
     config, overrides, exporter = QUICK[name]
     run = make_run(composer, tmp_path, config, overrides, spread_scores if name == "faster_rcnn" else None)
-    export, parities = export_run_onnx(run, None, check_count=3)
+    export, parities, checked = export_run_onnx(run, None, check_count=3)
+    assert checked == 3
     assert export.path == run / "model.onnx" and export.exporter == exporter and not export.failures
     onnx.checker.check_model(str(export.path))
     batch_axis = onnxruntime.InferenceSession(str(export.path)).get_inputs()[0].shape[0]
