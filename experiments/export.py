@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -357,6 +358,7 @@ def _first_line(error: BaseException) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     line = lines[0] if lines else type(error).__name__
     line = line.split(" Please feel free to request support", 1)[0]  # the TorchScript exporter's boilerplate
+    line = re.sub(r"^<class '[\w.]+'>: ", "", line)  # torch.onnx's summary names the exception class first
     return line if len(line) <= 300 else line[:297] + "..."
 
 
