@@ -131,12 +131,30 @@ def load_trained_module(run_or_ckpt: str | Path) -> tuple[Any, Any, Path]:
     checkpoint = read_checkpoint(ckpt, "checkpoint (--ckpt)", map_location="cpu")
     weights = _weights_under(checkpoint, ckpt, "network")
     model, datamodule, _ = load_components(["--config", _model_and_data(config)])
-    try:
-        model.network.load_state_dict(weights)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{ckpt} does not fit the network {shown_path(config)} builds ({first})") from None
+    mismatch = _mismatch(model.network.state_dict(), weights)
+    if mismatch:
+        raise CheckpointError(f"{ckpt} does not fit the network {shown_path(config)} builds: {mismatch}")
+    model.network.load_state_dict(weights)
     return model.eval(), datamodule, ckpt
+
+
+def _mismatch(expected: dict[str, Any], given: dict[str, Any]) -> str:
+    """What keeps ``given`` from loading strictly into a module whose state dict is ``expected``
+    ("" when nothing): the missing and unexpected names (the first 3 of each) or the first shape
+    that differs."""
+    def some(names: set[str]) -> str:
+        ordered = sorted(names)
+        return ", ".join(ordered[:3]) + (", ..." if len(ordered) > 3 else "")
+
+    missing, unexpected = set(expected) - set(given), set(given) - set(expected)
+    parts = [f"{len(missing)} weights missing ({some(missing)})"] if missing else []
+    parts += [f"{len(unexpected)} unexpected ({some(unexpected)})"] if unexpected else []
+    if parts:
+        return "; ".join(parts)
+    for name, tensor in expected.items():
+        if tuple(tensor.shape) != tuple(given[name].shape):
+            return f"{name} is {tuple(given[name].shape)} in the checkpoint, {tuple(tensor.shape)} in the network"
+    return ""
 
 
 def _model_and_data(config: Path) -> str:

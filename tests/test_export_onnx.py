@@ -137,6 +137,22 @@ def test_missing_run_parts_are_one_line(tmp_path, capsys):
     assert "config.yaml (the network is rebuilt from it) not found" in capsys.readouterr().err
 
 
+def test_weights_that_do_not_fit_the_runs_network_are_one_line(composer, tmp_path, in_repo, capsys):
+    config, overrides, _ = QUICK["localizer"]
+    run = make_run(composer, tmp_path, config, overrides)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    torch.save({"state_dict": {"network.backbone.extra.weight": torch.zeros(1)}}, ckpt)
+    assert export_main(["--format", "onnx", "--ckpt", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not fit the network" in err
+    assert "weights missing (backbone.layers." in err and "1 unexpected (backbone.extra.weight)" in err
+    state["network.class_head.fc.bias"] = torch.zeros(3)
+    torch.save({"state_dict": state}, ckpt)
+    assert export_main(["--format", "onnx", "--ckpt", str(run)]) == 2
+    assert "class_head.fc.bias is (3,) in the checkpoint, (6,) in the network" in capsys.readouterr().err
+
+
 def export(*args: str) -> subprocess.CompletedProcess:
     """``python -m experiments export *args`` from the repository, without the caller's W&B and
     convlab variables, as a user runs it."""
