@@ -38,11 +38,11 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
 __all__ = [
-    "export_module", "load_trained_module", "find_checkpoint", "export_onnx", "check_onnx", "OnnxExport", "Parity",
-    "ExportError", "ParityError", "main",
+    "export_module", "load_trained_module", "find_checkpoint", "export_run_onnx", "export_onnx", "check_onnx",
+    "check_images", "OnnxExport", "Parity", "ExportError", "ParityError", "main",
 ]
 
-# The exporters ``--exporter auto`` tries, by the shape of the network's output (see ``export_onnx``).
+# ``--exporter``: which of torch.onnx's exporters; what ``auto`` tries depends on the network's output (``export_onnx``).
 EXPORTERS = ("auto", "dynamo", "torchscript")
 # torchvision registers its detectors' own ops (nms, roi_align) for the TorchScript exporter from opset 11.
 TORCHSCRIPT_OPSET = 17
@@ -240,6 +240,7 @@ def _named_outputs(output: Any) -> list[tuple[str, Tensor]]:
 
 
 def _describe(output: Any) -> str:
+    """The types inside a network output that is not tensors, for the error that names it."""
     if isinstance(output, dict):
         return ", ".join(f"{k}: {type(v).__name__}" for k, v in list(output.items())[:4])
     if isinstance(output, (list, tuple)):
