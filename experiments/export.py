@@ -26,9 +26,10 @@ import io
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from core.checkpoints import CheckpointNotFoundError, read_checkpoint
 from core.errors import CheckpointError, ConfigError, DataNotFoundError
@@ -317,7 +318,8 @@ def _quiet(call: Callable[[], Any]) -> Any:
     import os
     import tempfile
 
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx.experimental.symbolic_shapes", "onnxscript")]
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx.experimental.symbolic_shapes", "onnxscript")
+    loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     sys.stdout.flush()
     sys.stderr.flush()
@@ -414,7 +416,8 @@ def check_onnx(export: OnnxExport, network: nn.Module, images: list[Tensor]) -> 
         try:
             got = session.run(None, {export.input_name: batch.numpy()})
         except Exception as error:  # noqa: BLE001 - e.g. a batch size the graph took as a constant
-            raise ExportError(f"onnxruntime cannot run {shown_path(export.path)} on a {tuple(batch.shape)} batch: {_first_line(error)}") from None
+            shape = tuple(batch.shape)
+            raise ExportError(f"onnxruntime cannot run {shown_path(export.path)} on a {shape} batch: {_first_line(error)}") from None
         if export.per_image:
             got = _match_rows(reference, got, export.output_names)
         for name, ref, onnx_value in zip(export.output_names, reference, got):
@@ -494,7 +497,8 @@ def export_run_onnx(run_or_ckpt: str | Path, out: str | Path | None, *, exporter
     model, datamodule, _ = load_trained_module(run_or_ckpt)
     example = getattr(model, "example_input_array", None)
     if not isinstance(example, torch.Tensor):
-        raise ExportError(f"{type(model).__name__} has no example_input_array: its data gives no fixed input size (the data facts' input_shape)")
+        raise ExportError(f"{type(model).__name__} has no example_input_array: its data gives no fixed input size "
+                          "(the data facts' input_shape)")
     images = check_images(datamodule, example, max(1, check_count), check_inputs)
     # torch.export needs a batch of two to keep the batch axis dynamic (see export_onnx).
     export = export_onnx(model.network, torch.stack((images * 2)[:2]), out, exporter=exporter, opset=opset, force=force)
@@ -510,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt", required=True, help="a checkpoint written by fit (runs/<name>/checkpoints/last.ckpt); "
                                                        "for onnx also a run folder (its best.ckpt, else last.ckpt)")
     parser.add_argument("--module", help="weights: the LightningModule's submodule to save, e.g. network.backbone")
-    parser.add_argument("--out", help="the file to write (weights: a state dict, loadable with weights_only; onnx: default <run>/model.onnx)")
+    parser.add_argument("--out", help="the file to write (weights: a state dict, loadable with weights_only; "
+                                      "onnx: default <run>/model.onnx)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     onnx = parser.add_argument_group("onnx")
     onnx.add_argument("--exporter", choices=EXPORTERS, default="auto",
