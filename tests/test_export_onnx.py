@@ -16,8 +16,9 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from torch import nn
 
-from experiments.export import export_run_onnx
+from experiments.export import ExportError, check_onnx, export_onnx, export_run_onnx
 from experiments.export import main as export_main
 from experiments.recipe import override_tree
 from tests.run_fixtures import REPO, TASKS, experiments
@@ -152,6 +153,29 @@ def test_weights_that_do_not_fit_the_runs_network_are_one_line(composer, tmp_pat
     torch.save({"state_dict": state}, ckpt)
     assert export_main(["--format", "onnx", "--ckpt", str(run)]) == 2
     assert "class_head.fc.bias is (3,) in the checkpoint, (6,) in the network" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_either_exporter_keeps_a_dense_networks_batch_dynamic(exporter, tmp_path):
+    network = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    images = list(torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    export = export_onnx(network, torch.stack(images[:2]), tmp_path / "net.onnx", exporter=exporter)
+    assert (export.exporter, export.output_names, export.dynamic_batch, export.per_image) == (exporter, ["output"], True, False)
+    assert isinstance(onnxruntime.InferenceSession(str(export.path)).get_inputs()[0].shape[0], str)
+    (parity,) = check_onnx(export, network, images)  # a batch of 3, then of 1
+    assert parity.name == "output" and 0 < parity.scale and parity.max_abs <= 1e-5
+    with pytest.raises(FileExistsError, match="give --force"):
+        export_onnx(network, torch.stack(images[:2]), export.path, exporter=exporter)
+
+
+def test_an_output_of_other_things_than_tensors_is_named(tmp_path):
+    class Described(nn.Module):
+        def forward(self, images):
+            return {"boxes": images.mean((1, 2, 3)), "names": ["a"] * len(images)}
+
+    with pytest.raises(ExportError, match=r"Described cannot be exported: its output is a dict of boxes: Tensor, names: list"):
+        export_onnx(Described(), torch.rand(2, 3, 8, 8), tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def export(*args: str) -> subprocess.CompletedProcess:
