@@ -13,7 +13,7 @@ Measure, tune, reproduce:
   reproduce  a paper table's rows x seeds, then its report (experiments/tables/*.yaml); --help lists the tables
   report     rebuild a table's report from its finished runs, without training
   dashboard  optuna-dashboard on a study: dashboard --study runs/<study> (pip install -r requirements-dashboard.txt)
-  export     a trained submodule as a weights file: export --ckpt <ckpt> --module network.backbone --out <file>
+  export     a submodule's weights (--module network.backbone --out <file>), or --format onnx: the network as ONNX
 
 Runs, studies and tables write under runs/ (docs/command_line.md).
 """
