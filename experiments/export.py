@@ -31,15 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.checkpoints import CheckpointNotFoundError, read_checkpoint
+from core.checkpoints import read_checkpoint
 from core.errors import CheckpointError, ConfigError, DataNotFoundError
 from core.io import shown_path, write_atomic
+from experiments.trained import find_checkpoint, load_trained_module, weights_under
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
 __all__ = [
-    "export_module", "load_trained_module", "find_checkpoint", "export_run_onnx", "export_onnx", "check_onnx",
+    "export_module", "export_run_onnx", "export_onnx", "check_onnx",
     "check_images", "OnnxExport", "Parity", "ExportError", "ParityError", "main",
 ]
 
@@ -70,105 +71,13 @@ def export_module(ckpt: str | Path, module: str, out: str | Path, force: bool = 
     checkpoint = read_checkpoint(ckpt, "checkpoint (--ckpt)", map_location="cpu")
     if out.exists() and not force:
         raise FileExistsError(f"{shown_path(out)} exists; give --force to replace it")
-    part = _weights_under(checkpoint, ckpt, module)
+    part = weights_under(checkpoint, ckpt, module)
     import torch
 
     buffer = io.BytesIO()
     torch.save(part, buffer)
     write_atomic(out, buffer.getvalue())
     return len(part)
-
-
-def _weights_under(checkpoint: Any, ckpt: Path, module: str) -> dict[str, Tensor]:
-    """The checkpoint's tensors under ``module.``, without that prefix (``CheckpointError`` if none)."""
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{ckpt} is not a Lightning checkpoint (no state_dict)")
-    prefix = module.rstrip(".") + "."
-    part = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-    if not part:
-        # The submodules that are there, one level down, so that the right path is one look away.
-        tops = sorted({".".join(key.split(".")[:2]) for key in state})
-        raise CheckpointError(f"{ckpt} holds no weights under {module!r}; its modules: {', '.join(tops[:12])}")
-    return part
-
-
-# ------------------------------------------------------------------------------ the trained module
-def find_checkpoint(run_or_ckpt: str | Path) -> tuple[Path, Path]:
-    """``(run directory, checkpoint)`` of a run folder (its ``checkpoints/best.ckpt``, else
-    ``last.ckpt``) or of a checkpoint file (its run is the folder above ``checkpoints/``)."""
-    path = Path(run_or_ckpt)
-    if path.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (path / "checkpoints" / name).is_file():
-                return path, path / "checkpoints" / name
-        raise CheckpointNotFoundError("checkpoint (--ckpt)", path / "checkpoints" / "best.ckpt",
-                                      hint="the run has neither best.ckpt nor last.ckpt")
-    if not path.is_file():
-        raise CheckpointNotFoundError("checkpoint (--ckpt)", path, hint="give a run folder or a .ckpt file")
-    return (path.parent.parent if path.parent.name == "checkpoints" else path.parent), path
-
-
-def load_trained_module(run_or_ckpt: str | Path) -> tuple[Any, Any, Path]:
-    """The LightningModule and data module of a run, rebuilt from the run's saved ``config.yaml``
-    exactly as ``fit`` builds them (``experiments.cli.load_components``), with the network's weights
-    from the checkpoint; returns ``(module in eval mode, datamodule, checkpoint path)``.
-
-    ``run_or_ckpt``: a run folder (``runs/<name>``: best.ckpt, else last.ckpt) or a checkpoint
-    inside one (``runs/<name>/checkpoints/last.ckpt``). Only ``network.*`` is loaded, strictly: the
-    metrics' and optimiser's states are no part of what is exported or run. Raises
-    ``CheckpointNotFoundError``, ``DataNotFoundError`` (no ``config.yaml`` beside the checkpoint) or
-    ``CheckpointError`` (weights that do not fit the network the config builds)."""
-    import logging
-
-    from experiments.cli import load_components
-
-    # The seed is in config.yaml; its log line would be the first thing the user reads.
-    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
-    run, ckpt = find_checkpoint(run_or_ckpt)
-    config = run / "config.yaml"
-    if not config.is_file():
-        raise DataNotFoundError("the run's config.yaml (the network is rebuilt from it)", config)
-    checkpoint = read_checkpoint(ckpt, "checkpoint (--ckpt)", map_location="cpu")
-    weights = _weights_under(checkpoint, ckpt, "network")
-    model, datamodule, _ = load_components(["--config", _model_and_data(config)])
-    mismatch = _mismatch(model.network.state_dict(), weights)
-    if mismatch:
-        raise CheckpointError(f"{ckpt} does not fit the network {shown_path(config)} builds: {mismatch}")
-    model.network.load_state_dict(weights)
-    return model.eval(), datamodule, ckpt
-
-
-def _mismatch(expected: dict[str, Any], given: dict[str, Any]) -> str:
-    """What keeps ``given`` from loading strictly into a module whose state dict is ``expected``
-    ("" when nothing): the missing and unexpected names (the first 3 of each) or the first shape
-    that differs."""
-    def some(names: set[str]) -> str:
-        ordered = sorted(names)
-        return ", ".join(ordered[:3]) + (", ..." if len(ordered) > 3 else "")
-
-    missing, unexpected = set(expected) - set(given), set(given) - set(expected)
-    parts = [f"{len(missing)} weights missing ({some(missing)})"] if missing else []
-    parts += [f"{len(unexpected)} unexpected ({some(unexpected)})"] if unexpected else []
-    if parts:
-        return "; ".join(parts)
-    for name, tensor in expected.items():
-        if tuple(tensor.shape) != tuple(given[name].shape):
-            return f"{name} is {tuple(given[name].shape)} in the checkpoint, {tuple(tensor.shape)} in the network"
-    return ""
-
-
-def _model_and_data(config: Path) -> str:
-    """The saved config as YAML text, less the keys of the ``fit`` command itself (``ckpt_path``,
-    ``weights_only``): the config that built the run, which ``load_components`` parses."""
-    import yaml
-
-    saved = yaml.safe_load(config.read_text()) or {}
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{shown_path(config)} is not a run's config (a mapping of trainer, model, data, ...)")
-    for key in ("ckpt_path", "weights_only"):
-        saved.pop(key, None)
-    return yaml.safe_dump(saved, sort_keys=False)
 
 
 # ----------------------------------------------------------------------------------------- ONNX
@@ -494,7 +403,8 @@ def export_run_onnx(run_or_ckpt: str | Path, out: str | Path | None, *, exporter
     out = Path(out) if out is not None else run / "model.onnx"
     if out.exists() and not force:  # before the minutes of building and exporting
         raise FileExistsError(f"{shown_path(out)} exists; give --force to replace it")
-    model, datamodule, _ = load_trained_module(run_or_ckpt)
+    trained = load_trained_module(run_or_ckpt)
+    model, datamodule = trained.model, trained.datamodule
     example = getattr(model, "example_input_array", None)
     if not isinstance(example, torch.Tensor):
         raise ExportError(f"{type(model).__name__} has no example_input_array: its data gives no fixed input size "

@@ -4,9 +4,8 @@
 
 ``--ckpt`` is a run folder (its ``checkpoints/best.ckpt``, else ``last.ckpt``) or a checkpoint file
 (one in ``runs/<name>/checkpoints/`` belongs to that run). The run's own ``config.yaml`` (saved by
-``fit``) builds the model and the data module exactly as ``fit`` did
-(``experiments.cli.load_components``); the weights come from the checkpoint
-(``core.checkpoints.read_checkpoint``). ``--source`` is an image, a folder of images or a glob.
+``fit``) builds the model and the data module exactly as ``fit`` did, with the checkpoint's network
+weights (``experiments.trained.load_trained_module``, which ``export --format onnx`` uses too). ``--source`` is an image, a folder of images or a glob.
 
 Everything task-specific goes through the task contract: the data module's ``image_files_dataset``
 turns the files into the predict loader's samples (its evaluation transform, so images of any size
@@ -28,25 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "find_images", "resolve_checkpoint", "output_folder", "infer"]
-
-
-def resolve_checkpoint(ckpt: str | Path) -> tuple[Path, Path]:
-    """``(run folder, checkpoint file)`` of ``--ckpt``: a run folder's ``checkpoints/best.ckpt``,
-    else its ``last.ckpt``; a checkpoint file in ``<run>/checkpoints/`` belongs to ``<run>``, any
-    other to the folder it lies in. ``CheckpointNotFoundError`` when there is none."""
-    from core.checkpoints import CheckpointNotFoundError
-
-    ckpt = Path(ckpt)
-    if ckpt.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (ckpt / "checkpoints" / name).is_file():
-                return ckpt, ckpt / "checkpoints" / name
-        raise CheckpointNotFoundError("checkpoint (--ckpt)", ckpt / "checkpoints" / "{best,last}.ckpt",
-                                      hint="is it the folder of a run that fit wrote?")
-    if not ckpt.is_file():
-        raise CheckpointNotFoundError("checkpoint (--ckpt)", ckpt)
-    return (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent), ckpt
+__all__ = ["main", "find_images", "output_folder", "infer"]
 
 
 def find_images(source: str) -> list[Path]:
@@ -100,26 +81,6 @@ def _png_names(files: list[Path]) -> list[str]:
     return names
 
 
-def _config_args(run: Path, config: str | None) -> list[str]:
-    """``--config <yaml>`` of the run's saved ``config.yaml`` (or ``config``), without the keys of
-    the ``fit`` command itself (``ckpt_path``, ``weights_only``), which the model's parser has not."""
-    import yaml
-
-    from core.errors import ConfigError, DataNotFoundError
-
-    path = Path(config) if config else run / "config.yaml"
-    if not path.is_file():
-        if config:
-            raise DataNotFoundError("config (--config)", path)
-        raise ConfigError(f"{run} holds no config.yaml (the config fit saves in its run folder); give the run's config with --config")
-    content = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(content, dict) or "model" not in content:
-        raise ConfigError(f"{path} is not a run's config (no model: section)")
-    for key in ("ckpt_path", "weights_only"):
-        content.pop(key, None)
-    return ["--config", yaml.safe_dump(content, sort_keys=False)]
-
-
 def infer(ckpt: str | Path, source: str, out: str | None = None, batch_size: int | None = None,
           score_threshold: float = 0.0, device: str = "auto", precision: str | None = None,
           config: str | None = None, stream: Any = None) -> dict[str, Any]:
@@ -129,28 +90,20 @@ def infer(ckpt: str | Path, source: str, out: str | None = None, batch_size: int
     import torch
     from torch.utils.data import DataLoader
 
-    from core.checkpoints import read_checkpoint
-    from core.errors import CheckpointError, ConfigError
+    from core.errors import ConfigError
     from core.io import write_json_atomic
     from core.progress import LiveStatus, progress_line
     from datamodules.formats.files import load_rgb
-    from experiments.cli import PredictionRecordWriter, load_components
+    from experiments.cli import PredictionRecordWriter
+    from experiments.trained import find_checkpoint, load_trained_module
     from lightning_modules.visualize import save_png
 
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
-    run, checkpoint = resolve_checkpoint(ckpt)
+    find_checkpoint(ckpt)  # a wrong --ckpt is said before the images are looked for
     files = find_images(source)
-    config_args = _config_args(run, config)
-    model, datamodule, resolved = load_components(config_args)
-    state = read_checkpoint(checkpoint, "checkpoint (--ckpt)")
-    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
-        raise CheckpointError(f"checkpoint (--ckpt) {checkpoint} is not a Lightning checkpoint (no state_dict)")
-    try:
-        model.load_state_dict(state["state_dict"])
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint (--ckpt) {checkpoint} does not fit the run's config: {first}") from None
+    trained = load_trained_module(ckpt, config)
+    model, datamodule, resolved, run, checkpoint = trained.model, trained.datamodule, trained.config, trained.run, trained.checkpoint
     folder = output_folder(run, out)
 
     image_files_dataset = getattr(datamodule, "image_files_dataset", None)

@@ -136,7 +136,7 @@ def test_missing_run_parts_are_one_line(tmp_path, capsys):
     (tmp_path / "noconfig" / "checkpoints").mkdir(parents=True)
     torch.save({"state_dict": {"network.w": torch.zeros(1)}}, tmp_path / "noconfig" / "checkpoints" / "last.ckpt")
     assert export_main(["--format", "onnx", "--ckpt", str(tmp_path / "noconfig")]) == 2
-    assert "config.yaml (the network is rebuilt from it) not found" in capsys.readouterr().err
+    assert "the run's config.yaml (fit saves it in the run folder; for a checkpoint outside its run give --config) not found" in capsys.readouterr().err
 
 
 def test_weights_that_do_not_fit_the_runs_network_are_one_line(composer, tmp_path, in_repo, capsys):

@@ -165,8 +165,8 @@ def test_infer_errors_are_one_line(localization_run, tmp_path, capsys):
     (lonely / "checkpoints").mkdir(parents=True)
     (lonely / "checkpoints" / "last.ckpt").write_bytes((localization_run / "checkpoints" / "last.ckpt").read_bytes())
     assert main(["--ckpt", str(lonely), "--source", str(bad)]) == 2
-    assert capsys.readouterr().err.strip() == (f"convlab: {lonely} holds no config.yaml (the config fit saves in its run folder); "
-                                               "give the run's config with --config")
+    assert capsys.readouterr().err.strip() == ("convlab: the run's config.yaml (fit saves it in the run folder; for a checkpoint outside "
+                                               f"its run give --config) not found: {lonely / 'config.yaml'}")
     # A second inference writes beside the first, never over it; a named --out that holds files is refused.
     assert main(["--ckpt", str(localization_run), "--source", str(localization_run.parent / "localization-images" / "image0.png")]) == 0
     assert (localization_run / "infer-2" / "image0.png").is_file() and len(list((localization_run / "infer").iterdir())) == 6
@@ -211,7 +211,7 @@ def test_image_files_of_any_size_keep_their_own_pixels(task, tmp_path):
 # ---------------------------------------------------------------------- resolution of --ckpt and --source
 def test_a_run_folder_takes_best_else_last_and_a_checkpoint_finds_its_run(tmp_path):
     from core.checkpoints import CheckpointNotFoundError
-    from experiments.infer import resolve_checkpoint
+    from experiments.trained import find_checkpoint as resolve_checkpoint
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
