@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from core.errors import AnnotationFormatError, BadRecordError
+from core.errors import AnnotationFormatError, BadRecordError, ImageReadError
 from datamodules.detection import DetectionDataModule, DetectionDataset
 from datamodules.formats.cvat_xml import CVATDetection, CVATSegmentation
+from datamodules.formats.siim_pneumothorax import decode_siim_rle, encode_siim_rle
 from tests.segmentation_fixtures import write_rgb
 
 W, H = 40, 30
@@ -117,3 +119,103 @@ def test_a_file_that_is_not_cvat_xml_is_named(tmp_path):
     (root / "annotations" / "val.xml").write_text("<annotations><image")
     with pytest.raises(AnnotationFormatError, match="not XML"):
         CVATSegmentation(str(root))
+
+
+# ---------------------------------------------------------------------------------------------- SIIM-ACR
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2") -> None:
+    """A one-frame grey DICOM file (8 or 16 bit, as ``pixels``' dtype) written with pydicom."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation, dataset.PixelRepresentation = 1, photometric, 0
+    bits = pixels.dtype.itemsize * 8
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = bits, bits, bits - 1
+    dataset.PixelData = np.ascontiguousarray(pixels).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_as(path, enforce_file_format=True)
+
+
+SH, SW = 6, 5  # the fixture radiographs: 5 wide, 6 high
+
+
+def siim_folder(root: Path, rows: list[str], images: dict[str, np.ndarray] | None = None) -> Path:
+    """``dicom-images-train/<study>/<series>/<ImageId>.dcm`` and ``train-rle.csv`` with the
+    competition's header (a space before EncodedPixels)."""
+    images = images if images is not None else {f"1.2.{k}": np.arange(SH * SW, dtype=np.uint8).reshape(SH, SW) * (k + 1) for k in range(4)}
+    for k, (image_id, pixels) in enumerate(images.items()):
+        write_dicom(root / "dicom-images-train" / f"study{k}" / "series" / f"{image_id}.dcm", pixels)
+    (root / "train-rle.csv").write_text("ImageId, EncodedPixels\n" + "".join(f"{row}\n" for row in rows))
+    return root
+
+
+def test_siim_rle_is_relative_and_column_major():
+    # Pixels down the first column are 0..5: "1 2" marks (y=1, 2) of x=0; "5 1" skips 5 more to pixel 8: (y=2, x=1).
+    mask = decode_siim_rle([1, 2, 5, 1], SH, SW)
+    assert sorted(zip(*np.nonzero(mask))) == [(1, 0), (2, 0), (2, 1)]
+    assert encode_siim_rle(mask) == "1 2 5 1" and encode_siim_rle(np.zeros((SH, SW))) == "-1"
+    rng = np.random.default_rng(0)
+    random = rng.random((SH, SW)) > 0.5
+    np.testing.assert_array_equal(decode_siim_rle([int(v) for v in encode_siim_rle(random).split()], SH, SW), random)
+
+
+def test_siim_reads_dicom_and_unites_the_rows_of_an_image(tmp_path):
+    from datamodules.formats.siim_pneumothorax import SIIMPneumothorax
+
+    root = siim_folder(tmp_path / "siim", ["1.2.0, 1 2", "1.2.0, 5 1", "1.2.1, -1", "1.2.2, 0 1", "1.2.3, -1"])
+    write_dicom(root / "dicom-images-train" / "x" / "unlabelled.dcm", np.zeros((SH, SW), dtype=np.uint8))
+    source = SIIMPneumothorax(str(root), val_fraction=0.25)
+    assert source.class_names == ("background", "pneumothorax")
+    by_id = {r.image_id: r for split in ("train", "val") for r in source.records(split)}
+    assert sorted(by_id) == ["1.2.0", "1.2.1", "1.2.2", "1.2.3"] and len(source.records("val")) == 1
+    image, labels = source.load(by_id["1.2.0"])
+    assert image.shape == (3, SH, SW) and image.dtype == torch.uint8
+    np.testing.assert_array_equal(image[0].numpy(), np.arange(SH * SW).reshape(SH, SW))
+    # Each row is an encoding of its own, from pixel 0: "5 1" is pixel 5, the bottom of the first column.
+    assert sorted(zip(*np.nonzero(labels.numpy()))) == [(1, 0), (2, 0), (5, 0)]
+    assert int(source.load(by_id["1.2.1"])[1].sum()) == 0
+    report = source.data_report()
+    assert report["filtered"] == {"no_annotation": 1} and report["skipped"] == 0
+
+
+def test_siim_sixteen_bit_and_monochrome1_images_read_as_8_bit_bright_dense(tmp_path):
+    from datamodules.formats.siim_pneumothorax import read_dicom
+
+    pixels = np.full((SH, SW), 65535, dtype=np.uint16)
+    pixels[0, 0] = 0
+    write_dicom(tmp_path / "a.dcm", pixels, photometric="MONOCHROME1")
+    image = read_dicom(tmp_path / "a.dcm")
+    assert int(image[0, 0, 0]) == 255 and int(image[0, 1, 1]) == 0
+    (tmp_path / "b.dcm").write_bytes(b"not dicom")
+    with pytest.raises(ImageReadError, match=r"b\.dcm"):
+        read_dicom(tmp_path / "b.dcm")
+
+
+@pytest.mark.parametrize(("row", "kind"), [
+    ("1.2.0, 1 2 3", "wrong_type"),
+    ("1.2.0, a b", "wrong_type"),
+    ("1.2.0, 3 0", "wrong_type"),
+    ("1.2.0, 25 10", "mask_outside_image"),
+    ("1.2.9, -1", "image_missing"),
+    ("1.2.0", "missing_field"),
+])
+def test_a_bad_siim_row_is_a_bad_record_of_its_image(tmp_path, row, kind):
+    from datamodules.formats.siim_pneumothorax import SIIMPneumothorax
+
+    root = siim_folder(tmp_path / "siim", ["1.2.0, 1 2", row, "1.2.1, -1", "1.2.2, -1", "1.2.3, 0 1"])
+    with pytest.raises(BadRecordError) as error:
+        SIIMPneumothorax(str(root))
+    assert error.value.kind == kind and str(root / "train-rle.csv") in str(error.value)
+    source = SIIMPneumothorax(str(root), on_bad_record="skip", val_fraction=0.3)
+    kept = {r.image_id for split in ("train", "val") for r in source.records(split)}
+    bad_image = row.split(",")[0]
+    # The whole image is left out, not only its bad row.
+    assert bad_image not in kept and {"1.2.0", "1.2.1", "1.2.2", "1.2.3"} - {bad_image} <= kept
+    assert source.data_report()["skipped_by_kind"] == {kind: 1}

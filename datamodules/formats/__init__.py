@@ -20,6 +20,7 @@ Semantic segmentation, each a ``SegmentationSource`` whose labels load as traini
 * ``MaskFolder``: image and mask folders matched by name, with a class list and a value mapping.
 * ``COCOSemantic``: COCO instance polygons and RLE painted into label maps.
 * ``CVATSegmentation``: CVAT for images 1.1 XML, polygons and boxes painted in ``z_order``.
+* ``SIIMPneumothorax``: SIIM-ACR DICOM radiographs with the competition's run-length masks.
 
 Object detection and instance segmentation, each a ``DetectionSource`` (boxes XYXY in continuous
 pixels, labels ``1 .. C``, ``category_ids`` mapping them back to the dataset's ids):
@@ -50,6 +51,7 @@ from datamodules.formats.flic import FLIC
 from datamodules.formats.lsp import LSP
 from datamodules.formats.mask_folder import MaskFolder
 from datamodules.formats.mpii import MPII, MPIIRelease
+from datamodules.formats.siim_pneumothorax import SIIMPneumothorax
 from datamodules.formats.voc_detection import VOCDetection
 from datamodules.formats.voc_segmentation import VOCSegmentation
 from datamodules.formats.yolo_txt import YOLOText
@@ -57,4 +59,5 @@ from datamodules.formats.yolo_txt import YOLOText
 __all__ = [
     "MPII", "MPIIRelease", "LSP", "FLIC", "COCOKeypoints", "VOCSegmentation", "CamVid", "Cityscapes", "MaskFolder", "COCOSemantic",
     "COCODetection", "VOCDetection", "YOLOText", "CSVDetection", "DSB2018", "CVATDetection", "CVATSegmentation",
+    "SIIMPneumothorax",
 ]
