@@ -54,9 +54,10 @@ def check_data(data: Any, splits: tuple[str, ...] = ("train", "val", "test"), li
 
 
 def _name(names: list[str], label: int, data: Any) -> str:
+    from datamodules.detection import DetectionDataModule
+
     # Detection labels are 1 .. C (0 is the background); segmentation and localisation 0 .. C - 1.
-    offset = 1 if type(data).__name__.startswith("Detection") else 0
-    index = label - offset
+    index = label - 1 if isinstance(data, DetectionDataModule) else label
     ignore = getattr(getattr(data, "source", None), "ignore_index", None)
     return names[index] if 0 <= index < len(names) else ("ignored" if label == ignore else str(label))
 

@@ -113,3 +113,19 @@ def test_the_readme_mask_commands_learn_the_white_foreground(tmp_path):
         ious = [float(row["val/iou/foreground"]) for row in csv.DictReader(file) if row.get("val/iou/foreground")]
     assert ious and max(ious) > 0.0, ious
     assert "val/iou/foreground" in validate.stdout
+
+
+def test_check_loads_every_sample_and_prints_the_classes_per_split(tmp_path, capsys):
+    from datamodules.check import main
+
+    root = mask_pairs(tmp_path / "masks", {"train": 3, "val": 2})
+    assert main(["--config", str(REPO / "experiments/configs/data/mask_folder.yaml"), "--data.source.root", str(root)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "check MaskFolder: 2 classes: background, foreground"
+    assert out[1] == "  train  3 images; images holding each class: background 3, foreground 3"
+    assert out[2].startswith("  val    2 images") and "note: the masks in" in out[4]
+    # A mask of another size is found only by loading the pixels: one line, exit 2.
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(root / "val" / "masks" / "001.png")
+    assert main(["--config", str(REPO / "experiments/configs/data/mask_folder.yaml"), "--data.source.root", str(root)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("convlab: ") and "001.png" in error and "\n" not in error
