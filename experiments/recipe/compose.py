@@ -30,7 +30,7 @@ from experiments.recipe.measure import BUILD_LOCK, Measured, measure_network
 
 __all__ = [
     "ConfigComposer", "config_key_of", "override_tree", "set_dotted", "get_dotted", "deep_merge", "replace_classes_cleanly",
-    "class_defaults",
+    "class_defaults", "import_class",
 ]
 
 
@@ -112,17 +112,31 @@ def config_key_of(tree: dict[str, Any], class_path: str, argument: str, within: 
 
 
 # ------------------------------------------------------------------- replacing a class cleanly
+def import_class(class_path: str) -> type | None:
+    """The class a config's ``class_path`` names, or None when it does not import (the parser
+    names that error itself)."""
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return found if isinstance(found, type) else None
+
+
 def class_defaults(class_path: str) -> dict[str, Any]:
     """The ``__init__`` defaults of ``class_path`` that a config can hold (tuples as lists; a default
     that is an object, not a YAML value, is left out); ``{}`` for a class that cannot be imported
     (the parser names it)."""
-    import importlib
     import inspect
 
-    module, _, name = class_path.rpartition(".")
+    cls = import_class(class_path)
     try:
-        signature = inspect.signature(getattr(importlib.import_module(module), name).__init__)
-    except (ImportError, AttributeError, ValueError, TypeError):
+        signature = inspect.signature(cls.__init__) if cls is not None else None
+    except (ValueError, TypeError):
+        signature = None
+    if signature is None:
         return {}
     defaults = {}
     for parameter in list(signature.parameters.values())[1:]:

@@ -2,16 +2,20 @@
 
 jsonargparse nests the reason of a failed parse under several lines of context; ``fit`` prints
 this line and exits 2, and ``search`` and ``reproduce`` name the spec entry or the table row that
-composed the failing key beside it.
+composed the failing key beside it. An argument that the configured class lacks but the readers of
+its kind take (``--data.source.root`` given to a synthetic source) adds that the class must change,
+and the shipped data configs that change it.
 """
 from __future__ import annotations
 
+import abc
+import inspect
 import re
 from pathlib import Path
 from typing import Any
 
 from core.errors import ArgumentValueError, error_in_chain
-from experiments.recipe.compose import config_key_of
+from experiments.recipe.compose import config_key_of, import_class
 
 __all__ = ["describe_config_error", "name_argument_in_config", "DATA_CONFIGS"]
 
@@ -48,17 +52,15 @@ def _class_hint(owner: str | None, reason: str) -> str:
     if owner is None or match is None:
         return ""
     option = match.group(1)
-    owner_class = _import(owner)
+    owner_class = import_class(owner)
     if owner_class is None:
         return ""
-    import abc
-
     # A reader of the same kind shares a base class with the owner (DetectionSource, ...).
     bases = set(owner_class.__mro__[1:]) - {object, abc.ABC}
     configs = []
     for path in sorted(DATA_CONFIGS.glob("*.yaml")):
         source = _data_source(path)
-        source_class = _import(source) if source else None
+        source_class = import_class(source) if source else None
         if source_class is not None and bases & set(source_class.__mro__) and _accepts(source_class, option):
             configs.append(path.stem)
     if not configs:
@@ -68,20 +70,7 @@ def _class_hint(owner: str | None, reason: str) -> str:
             f"<{' | '.join(configs)}>.yaml (docs/own_data.md)")
 
 
-def _import(class_path: str) -> type | None:
-    import importlib
-
-    module, _, name = class_path.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return None
-    return found if isinstance(found, type) else None
-
-
 def _accepts(cls: type, option: str) -> bool:
-    import inspect
-
     try:
         return option in inspect.signature(cls.__init__).parameters
     except (TypeError, ValueError):
