@@ -204,3 +204,20 @@ def test_a_later_config_naming_another_class_keeps_none_of_the_old_ones_argument
     resolved = composer.to_dict(composer.parse([quick, str(data)]))
     assert resolved["data"]["init_args"]["source"]["init_args"]["num_val"] == 0  # LSP's default
     assert resolved["data"]["init_args"]["batch_size"] == 16  # the model config's, same data module
+
+
+def test_replace_classes_cleanly_adds_a_reset_after_the_config_that_changes_a_class(tmp_path):
+    from experiments.recipe.compose import replace_classes_cleanly
+
+    quick = "experiments/configs/pose/hourglass_synthetic_quick.yaml"
+    data = tmp_path / "lsp.yaml"
+    data.write_text(yaml.safe_dump({"data": {"init_args": {"source": {"class_path": "datamodules.formats.lsp.LSP", "init_args": {"root": "x"}}}}}))
+    same = tmp_path / "same.yaml"
+    same.write_text(yaml.safe_dump({"data": {"init_args": {"batch_size": 2}}}))
+    args = ["fit", "--config", str(REPO / quick), f"--config={data}", "--config", str(same), "--data.source.root", "/y"]
+    out = replace_classes_cleanly(args)
+    assert out[:4] == args[:4] and out[6:] == args[4:]  # one reset, right after the config that changed the class
+    assert out[4] == "--config"
+    reset = json.loads(out[5])["data"]["init_args"]["source"]["init_args"]
+    assert reset["num_val"] == 0 and "root" not in reset  # LSP's defaults for what the data config leaves out
+    assert replace_classes_cleanly(["fit", "--config", str(REPO / quick), "--config", str(same)]) == ["fit", "--config", str(REPO / quick), "--config", str(same)]
