@@ -121,6 +121,39 @@ def test_a_file_that_is_not_cvat_xml_is_named(tmp_path):
         CVATSegmentation(str(root))
 
 
+def skeleton_xml(images: list[str]) -> str:
+    """A project whose <meta> has a class ``car``, a skeleton ``person`` and its three points."""
+    meta = ("<label><name>car</name><type>rectangle</type></label>"
+            "<label><name>person</name><type>skeleton</type></label>"
+            + "".join(f"<label><name>{j}</name><type>points</type><parent>person</parent></label>" for j in ("head", "hand", "foot")))
+    return f"<annotations><version>1.1</version><meta><project><labels>{meta}</labels></project></meta>{''.join(images)}</annotations>"
+
+
+PERSON = ('<skeleton label="person" z_order="0"><points label="hand" occluded="1" outside="0" points="8,12"/>'
+          '<points label="head" occluded="0" outside="0" points="10,4"/><points label="foot" occluded="0" outside="1" points="0,0"/></skeleton>')
+
+
+def test_cvat_skeletons_are_objects_with_keypoints(tmp_path):
+    root = cvat_folder(tmp_path / "cvat")
+    (root / "annotations" / "train.xml").write_text(skeleton_xml([cvat_image(0, "a.jpg", BOX + PERSON)]))
+    (root / "annotations" / "val.xml").write_text(skeleton_xml([cvat_image(0, "c.jpg", PERSON)]))
+    plain = CVATDetection(str(root))
+    assert plain.class_names == ("car", "person")  # the skeleton's points are not classes
+    assert len(plain.records("train")[0]) == 1 and plain.data_report()["filtered"] == {"shape_not_read": 2}
+    source = CVATDetection(str(root), keypoints=True)
+    assert source.keypoint_names == ("head", "hand", "foot")
+    record = source.records("train")[0]
+    assert record.labels.tolist() == [1, 2]
+    np.testing.assert_allclose(record.boxes[1], [8, 4, 10, 12])  # the labelled points' extent
+    np.testing.assert_allclose(record.keypoints[1], [[10, 4, 2], [8, 12, 1], [0, 0, 0]])
+    assert (record.keypoints[0] == 0).all()  # the box has none
+    assert DetectionDataModule(source, batch_size=1, num_workers=0).facts.keypoint_names == ("head", "hand", "foot")
+    (root / "annotations" / "val.xml").write_text(skeleton_xml([cvat_image(0, "c.jpg", PERSON.replace('outside="0"', 'outside="1"'))]))
+    with pytest.raises(BadRecordError, match="no point inside the image") as error:
+        CVATDetection(str(root), keypoints=True)
+    assert error.value.kind == "empty_box"
+
+
 # ---------------------------------------------------------------------------------------------- SIIM-ACR
 def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2") -> None:
     """A one-frame grey DICOM file (8 or 16 bit, as ``pixels``' dtype) written with pydicom."""

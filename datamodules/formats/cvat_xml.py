@@ -1,6 +1,6 @@
-"""CVAT's own XML export, "CVAT for images 1.1": boxes and polygons for detection
-(``CVATDetection``) and polygons and boxes painted into label maps for semantic segmentation
-(``CVATSegmentation``).
+"""CVAT's own XML export, "CVAT for images 1.1": boxes, polygons and skeletons (points) for
+detection (``CVATDetection``) and polygons and boxes painted into label maps for semantic
+segmentation (``CVATSegmentation``).
 
 Files: one ``annotations.xml`` per split (CVAT exports one per task or per subset: ``train_file``,
 ``val_file``, optional ``test_file``), the images under ``image_dir`` at the path each ``<image
@@ -26,10 +26,16 @@ taken as they are (a box is clipped to the image after the check below). Classes
 What each reader takes: ``CVATDetection``, every ``<box>`` and ``<polygon>`` as an object (a
 polygon's box is its extent); with ``masks`` and every object a polygon, ``has_masks`` and the
 polygons as instance masks (COCO polygon lists, decoded with pycocotools; with boxes mixed in,
-polygons give boxes only, said in ``data_report()["masks"]``). ``CVATSegmentation``, every
+polygons give boxes only, said in ``data_report()["masks"]``); with ``keypoints``, every
+``<skeleton>`` too, as an object with keypoints: CVAT's skeleton is a label whose sub-labels
+(``<parent>`` in ``<meta>``) are its points, in their ``<meta>`` order (``keypoint_names``); each
+``<points>`` child gives one point, visibility 2, 1 when ``occluded``, and 0 (unlabelled, at 0, 0)
+when ``outside`` or absent; the box is the extent of the labelled points (none: ``empty_box``);
+boxes and polygons then have every keypoint unlabelled. ``CVATSegmentation``, every
 ``<polygon>`` and ``<box>`` painted with its class in ``z_order`` (then document) order, so the
 shape on top wins, over ``background``. ``<points>``, ``<polyline>``, ``<ellipse>``, ``<mask>``,
-``<cuboid>`` and ``<tag>`` are not read: counted as filtered (``shape_not_read``) in the report.
+``<cuboid>``, ``<tag>`` (and ``<skeleton>`` without ``keypoints``) are not read: counted as
+filtered (``shape_not_read``) in the report; a label that is a skeleton's point is not a class.
 
 Checks, per ``<image>`` (a failure is a bad record, the whole image: an object dropped would be
 trained on as background): the name stays inside ``image_dir`` (``path_outside_root``) and the
@@ -63,10 +69,12 @@ from datamodules.formats.sources import DetectionFileSource, MaskFileSource
 from datamodules.formats.validators import clip_box, image_file, positive_int, problem_at, text_number
 from datamodules.segmentation import SegmentationRecord
 
-__all__ = ["CVATDetection", "CVATSegmentation", "CVATShape", "read_cvat_file", "cvat_labels"]
+__all__ = ["CVATDetection", "CVATSegmentation", "CVATShape", "read_cvat_file", "cvat_labels", "cvat_skeleton_points"]
 
 READ_SHAPES = ("box", "polygon")
 OTHER_SHAPES = ("points", "polyline", "ellipse", "mask", "cuboid", "tag", "skeleton")
+# CVAT's point flags -> COCO's keypoint visibility.
+VISIBLE, OCCLUDED, UNLABELLED = 2.0, 1.0, 0.0
 
 
 @dataclass
@@ -79,6 +87,7 @@ class CVATShape:
     points: np.ndarray
     z_order: int = 0
     occluded: bool = False
+    keypoints: np.ndarray | None = None  # a skeleton's (J, 3) x, y, visibility
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -97,12 +106,24 @@ def _parse(path: Path) -> ET.Element:
 
 
 def cvat_labels(path: Path) -> list[str]:
-    """The label names of a CVAT file's ``<meta>`` (``<project>`` or ``<task>``), in their order."""
-    names = [label.findtext("name") for label in _parse(path).iterfind("meta//labels/label")]
-    names = [n.strip() for n in names if n and n.strip()]
+    """The class names of a CVAT file's ``<meta>`` (``<project>`` or ``<task>``), in their order: its
+    labels less the points of a skeleton (the labels with a ``<parent>``)."""
+    names = [(label.findtext("name") or "").strip() for label in _parse(path).iterfind("meta//labels/label")
+             if not (label.findtext("parent") or "").strip()]
+    names = [n for n in names if n]
     if not names:
         raise AnnotationFormatError(path, "its <meta> lists no <labels>: give the reader's class_names")
     return list(dict.fromkeys(names))
+
+
+def cvat_skeleton_points(path: Path) -> dict[str, list[str]]:
+    """``{skeleton label: its point labels in <meta> order}`` of a CVAT file."""
+    skeletons: dict[str, list[str]] = {}
+    for label in _parse(path).iterfind("meta//labels/label"):
+        parent = (label.findtext("parent") or "").strip()
+        if parent:
+            skeletons.setdefault(parent, []).append((label.findtext("name") or "").strip())
+    return skeletons
 
 
 def _attribute(element: ET.Element, key: str) -> str:
@@ -144,11 +165,43 @@ def _shape(element: ET.Element, labels: dict[str, int], width: int, height: int)
     return CVATShape(element.tag, labels[name], points, z_order, element.get("occluded", "0") == "1")
 
 
+def _skeleton(element: ET.Element, labels: dict[str, int], joints: list[str], width: int, height: int) -> CVATShape:
+    """One ``<skeleton>`` as an object with keypoints (see the module's docstring)."""
+    name = _attribute(element, "label")
+    if name not in labels:
+        raise RecordProblem("unknown_category", f"label {name!r} is not one of the classes {list(labels)}")
+    keypoints = np.zeros((len(joints), 3), dtype=np.float64)
+    for point in element.iter("points"):
+        joint = _attribute(point, "label")
+        if joint not in joints:
+            raise RecordProblem("unknown_category", f"point {joint!r} is not one of the skeleton's points {joints}")
+        if point.get("outside", "0") == "1":
+            continue
+        xy = _points(_attribute(point, "points"), "points")
+        if len(xy) != 1:
+            raise RecordProblem("wrong_type", f"point {joint!r} must be one x,y pair, got {len(xy)}")
+        x, y = xy[0]
+        if not (-1 <= x <= width + 1 and -1 <= y <= height + 1):
+            raise RecordProblem("box_outside_image", f"point {joint!r} ({x:g}, {y:g}) leaves the {width}x{height} image")
+        keypoints[joints.index(joint)] = (min(max(x, 0.0), width), min(max(y, 0.0), height),
+                                          OCCLUDED if point.get("occluded", "0") == "1" else VISIBLE)
+    labelled = keypoints[keypoints[:, 2] > UNLABELLED, :2]
+    if len(labelled) == 0:
+        raise RecordProblem("empty_box", "the skeleton has no point inside the image")
+    lo, hi = labelled.min(0), labelled.max(0)
+    # A box of at least a pixel: one labelled point (or points in a line) still makes an object.
+    corners = np.array([lo, np.maximum(hi, lo + 1.0)])
+    corners = np.minimum(corners, [width, height])
+    z_order = int(text_number(element.get("z_order", "0"), "z_order"))
+    return CVATShape("skeleton", labels[name], corners, z_order, False, keypoints)
+
+
 def read_cvat_file(path: Path, image_dir: Path, labels: dict[str, int], checker: RecordChecker,
-                   splits: Sequence[str]) -> list[tuple[Path, str, tuple[int, int], list[CVATShape]]]:
+                   splits: Sequence[str], joints: list[str] | None = None) -> list[tuple[Path, str, tuple[int, int], list[CVATShape]]]:
     """``(image file, name, (height, width), shapes)`` of every good ``<image>`` of ``path``, in the
     file's order; bad ones go to ``checker`` and shapes this format's readers do not take are
-    counted as filtered (``shape_not_read``)."""
+    counted as filtered (``shape_not_read``). ``joints``: the skeleton's point labels, to read
+    ``<skeleton>`` shapes (``None``: they are not read)."""
     root = _parse(path)
     out = []
     seen: set[str] = set()
@@ -168,7 +221,10 @@ def read_cvat_file(path: Path, image_dir: Path, labels: dict[str, int], checker:
                 if child.tag in READ_SHAPES:
                     with problem_at(f"<{child.tag}> {k}"):
                         shapes.append(_shape(child, labels, width, height))
-            others = sum(child.tag in OTHER_SHAPES for child in element)
+                elif child.tag == "skeleton" and joints is not None:
+                    with problem_at(f"<skeleton> {k}"):
+                        shapes.append(_skeleton(child, labels, joints, width, height))
+            others = sum(child.tag in OTHER_SHAPES and not (child.tag == "skeleton" and joints is not None) for child in element)
             if others:
                 checker.filtered("shape_not_read", path, others, splits,
                                  rule="CVAT shapes other than <box> and <polygon> (points, polylines, ellipses, masks, cuboids, tags) are not read")
@@ -202,12 +258,12 @@ class _CVATFiles:
             raise ConfigError(f"{self.name}.class_names must be distinct names, got {names}")
         return [str(n) for n in names]
 
-    def _read_splits(self, labels: dict[str, int]) -> dict[str, list[tuple[Path, str, tuple[int, int], list[CVATShape]]]]:
+    def _read_splits(self, labels: dict[str, int], joints: list[str] | None = None) -> dict[str, list[tuple[Path, str, tuple[int, int], list[CVATShape]]]]:
         read = {}
         for split, path in self.files.items():
             # The val file is also the test split when there is no test file.
             counted = [split, "test"] if split == "val" and "test" not in self.files else [split]
-            read[split] = read_cvat_file(path, self.image_dir, labels, self.checker, counted)
+            read[split] = read_cvat_file(path, self.image_dir, labels, self.checker, counted, joints)
             self.checker.kept(path, len(read[split]), split)
         return read
 
@@ -224,6 +280,8 @@ class CVATDetection(_CVATFiles, DetectionFileSource):
         class_names: the classes in label order (label ``i + 1``); ``None``: the train file's
             ``<meta>`` labels.
         masks: polygons as instance masks when every object is a polygon.
+        keypoints: read ``<skeleton>`` shapes as objects with keypoints (the train file's
+            ``<meta>`` must define one skeleton; its points are ``keypoint_names``).
         on_bad_record: ``error`` or ``skip`` a bad image (see the module's checks).
     """
 
@@ -236,13 +294,22 @@ class CVATDetection(_CVATFiles, DetectionFileSource):
         image_dir: str = "images",
         class_names: Sequence[str] | None = None,
         masks: bool = True,
+        keypoints: bool = False,
         on_bad_record: OnBadRecord = "error",
     ) -> None:
         self.checker = RecordChecker("CVATDetection", on_bad_record)
         self._files("CVATDetection", root, train_file, val_file, test_file, image_dir)
         self.class_names = tuple(self._class_names(class_names))
         labels = {name: i for i, name in enumerate(self.class_names)}
-        read = self._read_splits(labels)
+        joints = None
+        if keypoints:
+            skeletons = cvat_skeleton_points(next(iter(self.files.values())))
+            if len(skeletons) != 1:
+                raise ConfigError(f"CVATDetection.keypoints needs one skeleton label in the <meta> of {next(iter(self.files.values()))}, "
+                                  f"found {len(skeletons)}: {sorted(skeletons)}")
+            joints = next(iter(skeletons.values()))
+            self.keypoint_names = tuple(joints)
+        read = self._read_splits(labels, joints)
         shapes = [shape for images in read.values() for *_, found in images for shape in found]
         polygons = sum(s.kind == "polygon" for s in shapes)
         self.has_masks = masks and polygons > 0 and polygons == len(shapes)
@@ -256,10 +323,15 @@ class CVATDetection(_CVATFiles, DetectionFileSource):
 
     def _record(self, file: Path, name: str, size: tuple[int, int], shapes: list[CVATShape]) -> DetectionRecord:
         polygons = [[s.points.reshape(-1).tolist()] for s in shapes] if self.has_masks else None
+        keypoints = None
+        if self.keypoint_names:
+            joints = len(self.keypoint_names)
+            keypoints = np.stack([s.keypoints if s.keypoints is not None else np.zeros((joints, 3)) for s in shapes]) if shapes \
+                else np.zeros((0, joints, 3))
         return DetectionRecord(
             image=str(file), image_id=name, size=size,
             boxes=np.array([s.box for s in shapes], dtype=np.float64).reshape(-1, 4),
-            labels=np.array([s.label + 1 for s in shapes], dtype=np.int64), masks=polygons,
+            labels=np.array([s.label + 1 for s in shapes], dtype=np.int64), masks=polygons, keypoints=keypoints,
             extra={"occluded": [s.occluded for s in shapes]},
         )
 
