@@ -211,7 +211,8 @@ def test_replace_classes_cleanly_adds_a_reset_after_the_config_that_changes_a_cl
 
     quick = "experiments/configs/pose/hourglass_synthetic_quick.yaml"
     data = tmp_path / "lsp.yaml"
-    data.write_text(yaml.safe_dump({"data": {"init_args": {"source": {"class_path": "datamodules.formats.lsp.LSP", "init_args": {"root": "x"}}}}}))
+    source = {"class_path": "datamodules.formats.lsp.LSP", "init_args": {"root": "x"}}
+    data.write_text(yaml.safe_dump({"data": {"init_args": {"source": source}}}))
     same = tmp_path / "same.yaml"
     same.write_text(yaml.safe_dump({"data": {"init_args": {"batch_size": 2}}}))
     args = ["fit", "--config", str(REPO / quick), f"--config={data}", "--config", str(same), "--data.source.root", "/y"]
@@ -220,4 +221,5 @@ def test_replace_classes_cleanly_adds_a_reset_after_the_config_that_changes_a_cl
     assert out[4] == "--config"
     reset = json.loads(out[5])["data"]["init_args"]["source"]["init_args"]
     assert reset["num_val"] == 0 and "root" not in reset  # LSP's defaults for what the data config leaves out
-    assert replace_classes_cleanly(["fit", "--config", str(REPO / quick), "--config", str(same)]) == ["fit", "--config", str(REPO / quick), "--config", str(same)]
+    unchanged = ["fit", "--config", str(REPO / quick), "--config", str(same)]
+    assert replace_classes_cleanly(unchanged) == unchanged

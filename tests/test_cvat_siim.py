@@ -130,7 +130,8 @@ def skeleton_xml(images: list[str]) -> str:
 
 
 PERSON = ('<skeleton label="person" z_order="0"><points label="hand" occluded="1" outside="0" points="8,12"/>'
-          '<points label="head" occluded="0" outside="0" points="10,4"/><points label="foot" occluded="0" outside="1" points="0,0"/></skeleton>')
+          '<points label="head" occluded="0" outside="0" points="10,4"/>'
+          '<points label="foot" occluded="0" outside="1" points="0,0"/></skeleton>')
 
 
 def test_cvat_skeletons_are_objects_with_keypoints(tmp_path):

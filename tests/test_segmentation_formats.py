@@ -386,7 +386,8 @@ def test_the_data_report_warns_of_a_class_never_in_the_training_labels(tmp_path)
     for split in ("train", "val"):
         write_rgb(root / split / "images" / "a.png")
         write_grey_png(root / split / "masks" / "a.png", blocks((0, 5, 0, 12, 2 if split == "val" else 0)))
-    module = SegmentationDataModule(MaskFolder(str(root), class_names=["bg", "nucleus", "cytoplasm"]), crop_size=8, batch_size=1, num_workers=0)
+    source = MaskFolder(str(root), class_names=["bg", "nucleus", "cytoplasm"])
+    module = SegmentationDataModule(source, crop_size=8, batch_size=1, num_workers=0)
     report = module.data_report()
     assert report["classes_never_in_training"] == ["nucleus", "cytoplasm"]
     assert report["warnings"] == ["MaskFolder: classes 'nucleus', 'cytoplasm' never appear in the training labels (nothing can learn them)"]

@@ -159,7 +159,8 @@ def _shape(element: ET.Element, labels: dict[str, int], width: int, height: int)
             raise RecordProblem("polygon_points", f"field 'points' has {len(points)} point(s), a polygon needs 3")
         lo, hi = points.min(0), points.max(0)
         if lo[0] < -1 or lo[1] < -1 or hi[0] > width + 1 or hi[1] > height + 1:
-            raise RecordProblem("box_outside_image", f"polygon {[round(float(v), 2) for v in (*lo, *hi)]} leaves the {width}x{height} image")
+            extent = [round(float(v), 2) for v in (*lo, *hi)]
+            raise RecordProblem("box_outside_image", f"polygon {extent} leaves the {width}x{height} image")
         points = np.clip(points, 0, [width, height])
     z_order = int(text_number(element.get("z_order", "0"), "z_order"))
     return CVATShape(element.tag, labels[name], points, z_order, element.get("occluded", "0") == "1")
@@ -196,8 +197,12 @@ def _skeleton(element: ET.Element, labels: dict[str, int], joints: list[str], wi
     return CVATShape("skeleton", labels[name], corners, z_order, False, keypoints)
 
 
+# What read_cvat_file gives of one <image>: the image file, its name, (height, width), its shapes.
+CVATImage = tuple[Path, str, tuple[int, int], list[CVATShape]]
+
+
 def read_cvat_file(path: Path, image_dir: Path, labels: dict[str, int], checker: RecordChecker,
-                   splits: Sequence[str], joints: list[str] | None = None) -> list[tuple[Path, str, tuple[int, int], list[CVATShape]]]:
+                   splits: Sequence[str], joints: list[str] | None = None) -> list[CVATImage]:
     """``(image file, name, (height, width), shapes)`` of every good ``<image>`` of ``path``, in the
     file's order; bad ones go to ``checker`` and shapes this format's readers do not take are
     counted as filtered (``shape_not_read``). ``joints``: the skeleton's point labels, to read
@@ -227,7 +232,7 @@ def read_cvat_file(path: Path, image_dir: Path, labels: dict[str, int], checker:
             others = sum(child.tag in OTHER_SHAPES and not (child.tag == "skeleton" and joints is not None) for child in element)
             if others:
                 checker.filtered("shape_not_read", path, others, splits,
-                                 rule="CVAT shapes other than <box> and <polygon> (points, polylines, ellipses, masks, cuboids, tags) are not read")
+                                 rule="CVAT shapes other than <box>, <polygon> and (with keypoints) <skeleton> are not read")
             out.append((file, name, (height, width), shapes))
     return out
 
@@ -258,7 +263,7 @@ class _CVATFiles:
             raise ConfigError(f"{self.name}.class_names must be distinct names, got {names}")
         return [str(n) for n in names]
 
-    def _read_splits(self, labels: dict[str, int], joints: list[str] | None = None) -> dict[str, list[tuple[Path, str, tuple[int, int], list[CVATShape]]]]:
+    def _read_splits(self, labels: dict[str, int], joints: list[str] | None = None) -> dict[str, list[CVATImage]]:
         read = {}
         for split, path in self.files.items():
             # The val file is also the test split when there is no test file.

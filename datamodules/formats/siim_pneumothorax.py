@@ -204,10 +204,12 @@ class SIIMPneumothorax(MaskFileSource):
                 for pairs in runs[image_id]:
                     if pairs and sum(pairs) > height * width:
                         raise RecordProblem("mask_outside_image", f"its runs end at pixel {sum(pairs)}, past the {width}x{height} image")
-                records.append(SegmentationRecord(image=str(found[0]), mask=runs[image_id], image_id=image_id, extra={"size": (height, width)}))
+                records.append(SegmentationRecord(image=str(found[0]), mask=runs[image_id], image_id=image_id,
+                                                  extra={"size": (height, width)}))
         unlabelled = len(set(files) - set(runs))
         if unlabelled:
-            self.checker.filtered("no_annotation", self.image_dir, unlabelled, rule="DICOM files without a row in the CSV are not labelled: left out")
+            self.checker.filtered("no_annotation", self.image_dir, unlabelled,
+                                  rule="DICOM files without a row in the CSV are not labelled: left out")
         return records
 
     def label_map(self, record: SegmentationRecord) -> np.ndarray:

@@ -16,7 +16,9 @@ writes the W&B run that sums up a group of runs. One module per job:
 
 ``search`` imports only the names below; ``experiments`` itself may use the modules.
 """
-from experiments.recipe.compose import ConfigComposer, config_key_of, deep_merge, get_dotted, override_tree, replace_classes_cleanly, set_dotted
+from experiments.recipe.compose import (
+    ConfigComposer, config_key_of, deep_merge, get_dotted, override_tree, replace_classes_cleanly, set_dotted,
+)
 from experiments.recipe.config_errors import describe_config_error
 from experiments.recipe.measure import Measured, forward_latency_ms, measure_network
 from experiments.recipe.wandb_logging import log_summary_run, resolve_wandb_mode
