@@ -1,5 +1,10 @@
 """``python -m datamodules <command>``: dataset tools that need no training run.
 
+``check``: build a data config's data module and load every sample of its splits (the classes,
+the images per split, the data report's notes and warnings; ``datamodules.check``)::
+
+    python -m datamodules check --config experiments/configs/data/yolo.yaml --data.source.root /my/yolo
+
 ``convert``: a detection dataset from one layout to another (COCO, PASCAL VOC, Ultralytics YOLO),
 read with this package's readers and written as the target reader reads it by default; see
 ``datamodules.convert`` for the layouts and for what each conversion keeps and drops::
@@ -23,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m datamodules", description="convlab dataset tools")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help="load every sample of a data config (python -m datamodules check --help)", add_help=False)
     convert = commands.add_parser("convert", help="convert a detection dataset between COCO, VOC and YOLO layouts",
                                   description="Convert a detection dataset between COCO, VOC and YOLO layouts (see datamodules/convert.py).")
     convert.add_argument("--from", dest="source_format", required=True, choices=FORMATS, help="the source's layout")
@@ -41,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check"]:
+        from datamodules.check import main as check_main
+
+        return check_main(argv[1:])
     args = _parser().parse_args(argv)
     from datamodules.convert import convert, voc_lists_of
 

@@ -198,10 +198,24 @@ class SourceDataModule(pl.LightningDataModule):
         return list(getattr(self.source, "required_paths", lambda: [])())
 
     def data_report(self) -> dict[str, Any]:
-        """The source's report of what it read, skipped and filtered; the CLI writes it to
-        ``runs/<name>/data_report.json``."""
+        """The source's report of what it read, skipped and filtered, and ``warnings``: a class
+        that never appears in the training labels (it cannot be learnt, and its score is 0 or
+        undefined); the CLI writes it to ``runs/<name>/data_report.json`` and prints each warning."""
         report = getattr(self.source, "data_report", None)
-        return {"sources": [report() if report else RecordChecker(type(self.source).__name__).report()]}
+        out: dict[str, Any] = {"sources": [report() if report else RecordChecker(type(self.source).__name__).report()]}
+        missing = self.classes_missing_in_training()
+        if missing:
+            out["classes_never_in_training"] = missing
+            out["warnings"] = [f"{type(self.source).__name__}: class{'es' if len(missing) > 1 else ''} "
+                               f"{', '.join(repr(name) for name in missing)} never appear{'' if len(missing) > 1 else 's'} "
+                               f"in the training labels (nothing can learn {'them' if len(missing) > 1 else 'it'})"]
+        return out
+
+    def classes_missing_in_training(self) -> list[str]:
+        """The names of the classes that no training label holds, in label order; ``[]`` for a
+        task without classes. The tasks with classes override it (from the training dataset, which
+        is then built once for the run)."""
+        return []
 
     def dataset(self, split: str, train: bool = False) -> Dataset:
         key = f"{split}:{train}"

@@ -474,6 +474,14 @@ class DetectionDataModule(SourceDataModule):
         size = input_size if input_size is not None else getattr(source, "image_size", None)
         self.input_size = None if size is None else pair(size)
 
+    def classes_missing_in_training(self) -> list[str]:
+        """Classes without a training object (crowds and difficult ones, which training drops, do
+        not count)."""
+        seen: set[int] = set()
+        for record in self.dataset("train", train=True).records:
+            seen.update(record.labels[~(record.iscrowd | record.difficult)].tolist())
+        return [name for label, name in enumerate(self.source.class_names, start=1) if label not in seen]
+
     def make_dataset(self, split: str, records: list[DetectionRecord], train: bool) -> Dataset:
         return DetectionDataset(self.source, records, train=train, augmentation=self.augmentation if train else None, masks=self.masks)
 

@@ -290,6 +290,10 @@ class LocalizationDataModule(SourceDataModule):
         """What the localisation module is built with: the input shape and the class names."""
         return DataFacts(input_shape=(3, *self.input_size), class_names=self.class_names)
 
+    def classes_missing_in_training(self) -> list[str]:
+        seen = {int(record.label) for record in self.dataset("train", train=True).records}
+        return [name for label, name in enumerate(self.source.class_names) if label not in seen]
+
     def make_dataset(self, split: str, records: list[LocalizationRecord], train: bool) -> LocalizationDataset:
         return LocalizationDataset(self.source, records, self.input_size, self.augmentation if train else None)
 

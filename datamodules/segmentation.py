@@ -88,6 +88,11 @@ class SegmentationSource(ABC):
         (``0 .. num_classes - 1`` or ``ignore_index``). A label map of another size than the image,
         or a value that is neither a class nor ignored, raises ``BadRecordError`` naming the file."""
 
+    def labels(self, record: SegmentationRecord) -> np.ndarray | Tensor:
+        """``(H, W)`` training labels of ``record`` (what ``load`` returns beside the image; a source
+        that can read them without the pixels overrides it)."""
+        return self.load(record)[1]
+
     def required_paths(self) -> list[RequiredPath]:
         return []
 
@@ -318,6 +323,19 @@ class SegmentationDataModule(SourceDataModule):
             ignore_index=int(self.source.ignore_index),
             palette=tuple(self.source.palette or palette_for(len(self.class_names))),
         )
+
+    def classes_missing_in_training(self) -> list[str]:
+        """Classes no training label map holds: the maps are read until every class has been seen
+        (a few images, usually), so only a class that is really missing costs a pass over them all."""
+        names = self.class_names
+        unseen = set(range(len(names)))
+        for record in self.dataset("train", train=True).records:
+            labels = np.asarray(self.source.labels(record))
+            present = np.flatnonzero(np.bincount(labels[labels != self.source.ignore_index].ravel(), minlength=len(names)))
+            unseen -= set(present.tolist())
+            if not unseen:
+                break
+        return [names[label] for label in sorted(unseen)]
 
     def make_dataset(self, split: str, records: list[SegmentationRecord], train: bool) -> SegmentationDataset:
         augmentation = self.augmentation if train else None

@@ -28,6 +28,7 @@ from core.io import write_json_atomic
 from core.precision import PrecisionChoice, cpu_precision
 from core.processes import CPU_CORES_ENV, cpu_cores
 from experiments.checkpoint_io import SafeCheckpointIO
+from experiments.recipe.compose import replace_classes_cleanly
 from experiments.recipe.config_errors import describe_config_error, name_argument_in_config
 from experiments.runs import RUN_DIR_ENV, RunSpec
 
@@ -84,6 +85,14 @@ class ConvlabCLI(LightningCLI):
             args=args,
             run=run,
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # A later --config that names another class (a data config's reader over a quick config's
+        # synthetic source) replaces that object whole (experiments.recipe.compose).
+        if args is None or isinstance(args, (list, tuple)):
+            self.config = parser.parse_args(replace_classes_cleanly(list(sys.argv[1:] if args is None else args)))
+        else:
+            super().parse_arguments(parser, args)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads the checkpoint's hyper-parameters (weights_only) before anything else;

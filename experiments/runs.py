@@ -160,16 +160,21 @@ class RunSpec:
 
     def write_data_report(self, report: dict[str, Any] | None) -> None:
         """``data_report.json``: what the data's readers read and the bad records they skipped; a
-        summary line per source that skipped records goes to stderr."""
+        summary line per source that skipped records, each note of a source (how it read its
+        values) and each warning (a class never in the training labels) go to stderr."""
         if report is None or self.directory is None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.directory / "data_report.json", report)
         for source in report.get("sources", []):
+            for note in source.get("notes", []):
+                print(f"convlab data: {source.get('source')}: {note}", file=sys.stderr, flush=True)
             if source.get("skipped"):
                 kinds = ", ".join(f"{n} {k}" for k, n in source.get("skipped_by_kind", {}).items())
                 print(f"convlab data: {source.get('source')}: skipped {source['skipped']} bad record(s) ({kinds}); "
                       f"see {self.directory / 'data_report.json'}", file=sys.stderr, flush=True)
+        for warning in report.get("warnings", []):
+            print(f"convlab data: warning: {warning}", file=sys.stderr, flush=True)
 
     def trainer_callbacks(self, command: str, has_loggers: bool) -> list[Callback]:
         callbacks: list[Callback] = list(self.callbacks)

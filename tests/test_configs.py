@@ -15,7 +15,9 @@ from experiments.recipe import get_dotted, override_tree
 from tests.run_fixtures import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "experiments" / "configs").rglob("*.yaml"))
+DATA_CONFIGS = sorted((REPO / "experiments" / "configs" / "data").glob("*.yaml"))
+# The runnable configs; a data config is a `data:` section that goes after one of them.
+CONFIGS = sorted(set((REPO / "experiments" / "configs").rglob("*.yaml")) - set(DATA_CONFIGS))
 
 
 def build(spec: dict):
@@ -144,3 +146,80 @@ def test_bench_reports_through_the_contract_in_channels_last(tmp_path, config, c
     assert report["train_images_per_s"]["bare"] > 0 and set(report["latency_ms"]) == {"batch1", f"batch{report['batch_size']}"}
     assert report["loader_images_per_s"] > 0 and report["loader_workers"] == 0
     assert "Lightning / bare step" in result.stdout and "data loader images/s" in result.stdout
+
+
+def quick_config_of(data_module: str) -> Path:
+    """The first quick (synthetic) model config whose data module is ``data_module``."""
+    for config in CONFIGS:
+        tree = yaml.safe_load(config.read_text())
+        if "synthetic" in config.stem and tree.get("data", {}).get("class_path") == data_module:
+            return config
+    raise AssertionError(f"no quick config of {data_module}")
+
+
+@pytest.mark.parametrize("data_config", DATA_CONFIGS, ids=lambda p: p.name)
+def test_a_data_config_replaces_the_source_of_a_model_config_whole(data_config, composer):
+    """``--config <quick model> --config <data>``: the source is the data config's class with the data
+    config's arguments and the class's own defaults for the rest (nothing of the synthetic source
+    carries over, e.g. its ``num_val`` or ``seed``), the model config's loader settings stay, the
+    network builds, and the data, not on disk, fails naming its root."""
+    from core.errors import DataNotFoundError, error_in_chain
+    from experiments.recipe.compose import class_defaults
+
+    given = yaml.safe_load(data_config.read_text())["data"]
+    model_config = quick_config_of(given["class_path"])
+    parsed = composer.parse([str(model_config.relative_to(REPO)), str(data_config.relative_to(REPO))])
+    resolved = composer.to_dict(parsed)["data"]["init_args"]
+    source = resolved["source"]
+    assert source["class_path"] == given["init_args"]["source"]["class_path"]
+    expected = {**class_defaults(source["class_path"]), **given["init_args"]["source"]["init_args"]}
+    assert {k: source["init_args"][k] for k in expected} == expected
+    assert resolved["batch_size"] == yaml.safe_load(model_config.read_text())["data"]["init_args"]["batch_size"]
+    with pytest.raises(Exception) as error:
+        composer.instantiate(parsed)
+    assert error_in_chain(error.value, DataNotFoundError) is not None
+    model = composer.instantiate_model_alone(parsed)
+    assert sum(p.numel() for p in model.network.parameters()) > 0
+
+
+def test_a_root_given_to_a_synthetic_source_says_the_class_must_change():
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments", "fit", "--config", "experiments/configs/detection/faster_rcnn_mobilenet_synthetic_quick.yaml",
+         "--data.source.root", "/nowhere"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert "SyntheticDetection has no 'root'" in line and "the source class must change" in line
+    assert "--config experiments/configs/data/<coco_detection | csv_detection" in line and "yolo>.yaml" in line
+    assert "mask_folder" not in line  # only the readers of the task
+
+
+def test_a_later_config_naming_another_class_keeps_none_of_the_old_ones_arguments(tmp_path, composer):
+    """jsonargparse alone keeps the arguments the new class shares with the old one: the quick
+    hourglass's synthetic ``num_val: 400`` would become LSP's hold-out."""
+    data = tmp_path / "lsp.yaml"
+    data.write_text(yaml.safe_dump({"data": {"class_path": "datamodules.pose.PoseDataModule", "init_args": {
+        "source": {"class_path": "datamodules.formats.lsp.LSP", "init_args": {"root": "data/lsp"}}}}}))
+    quick = "experiments/configs/pose/hourglass_synthetic_quick.yaml"
+    assert yaml.safe_load((REPO / quick).read_text())["data"]["init_args"]["source"]["init_args"]["num_val"] == 400
+    resolved = composer.to_dict(composer.parse([quick, str(data)]))
+    assert resolved["data"]["init_args"]["source"]["init_args"]["num_val"] == 0  # LSP's default
+    assert resolved["data"]["init_args"]["batch_size"] == 16  # the model config's, same data module
+
+
+def test_replace_classes_cleanly_adds_a_reset_after_the_config_that_changes_a_class(tmp_path):
+    from experiments.recipe.compose import replace_classes_cleanly
+
+    quick = "experiments/configs/pose/hourglass_synthetic_quick.yaml"
+    data = tmp_path / "lsp.yaml"
+    source = {"class_path": "datamodules.formats.lsp.LSP", "init_args": {"root": "x"}}
+    data.write_text(yaml.safe_dump({"data": {"init_args": {"source": source}}}))
+    same = tmp_path / "same.yaml"
+    same.write_text(yaml.safe_dump({"data": {"init_args": {"batch_size": 2}}}))
+    args = ["fit", "--config", str(REPO / quick), f"--config={data}", "--config", str(same), "--data.source.root", "/y"]
+    out = replace_classes_cleanly(args)
+    assert out[:4] == args[:4] and out[6:] == args[4:]  # one reset, right after the config that changed the class
+    assert out[4] == "--config"
+    reset = json.loads(out[5])["data"]["init_args"]["source"]["init_args"]
+    assert reset["num_val"] == 0 and "root" not in reset  # LSP's defaults for what the data config leaves out
+    unchanged = ["fit", "--config", str(REPO / quick), "--config", str(same)]
+    assert replace_classes_cleanly(unchanged) == unchanged

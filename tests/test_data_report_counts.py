@@ -175,3 +175,33 @@ def test_the_convert_cli_line_says_how_many_boxes_were_rounded(tmp_path):
         f"convert coco -> voc train: 1 images, 3 objects -> {tmp_path / 'voc'} (2 box(es) rounded to whole pixels)",
         f"convert coco -> voc val: 1 images, 1 objects -> {tmp_path / 'voc'}",
     ]
+
+
+# ---------------------------------------------------------------------------------------------- classes never trained on
+def test_a_class_without_a_training_object_is_a_warning_in_the_report(tmp_path):
+    """'dog' has an object in val only; train's crowd regions do not count (training drops them)."""
+    root = crowd_folder(tmp_path / "coco")
+    module = DetectionDataModule(COCODetection(str(root)), batch_size=1, num_workers=0)
+    report = module.data_report()
+    assert report["classes_never_in_training"] == ["dog"]
+    assert report["warnings"] == ["COCODetection: class 'dog' never appears in the training labels (nothing can learn it)"]
+    path = root / "annotations/instances_train2017.json"
+    content = json.loads(path.read_text())
+    content["annotations"].append(box(13, 2, [1, 1, 5, 5], category=7))
+    path.write_text(json.dumps(content))
+    assert "warnings" not in DetectionDataModule(COCODetection(str(root)), batch_size=1, num_workers=0).data_report()
+
+
+def test_the_run_prints_each_note_and_warning_of_the_report_once(tmp_path, capsys):
+    from experiments.runs import RunSpec
+
+    run = RunSpec(root=str(tmp_path))
+    run.directory = tmp_path / "run"
+    report = {"sources": [{"source": "MaskFolder", "skipped": 0, "notes": ["the masks in x hold only 0 and 255: read as ..."]}],
+              "warnings": ["MaskFolder: class 'cell' never appears in the training labels (nothing can learn it)"]}
+    run.write_data_report(report)
+    assert json.loads((tmp_path / "run" / "data_report.json").read_text()) == report
+    assert capsys.readouterr().err.splitlines() == [
+        "convlab data: MaskFolder: the masks in x hold only 0 and 255: read as ...",
+        "convlab data: warning: MaskFolder: class 'cell' never appears in the training labels (nothing can learn it)",
+    ]

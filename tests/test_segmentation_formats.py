@@ -343,3 +343,51 @@ def test_real_data_configs_build_on_their_format(tmp_path, composer, name):
     assert data.facts.input_shape == input_shape and len(data.class_names) == num_classes
     assert model.num_classes == num_classes and tuple(model.example_input_array.shape) == (1, *input_shape)
     assert len(data.source.records("train")) >= 2 and data.source.data_report()["skipped"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- 0/255 masks
+def test_black_and_white_masks_without_mask_values_read_255_as_the_foreground(tmp_path):
+    """255 is the ignore index: 0/255 masks read as they are would train on background alone."""
+    expected = mask_folder(tmp_path / "isbi")
+    source = MaskFolder(str(tmp_path / "isbi"), class_names=["background", "cell"])
+    assert_labels({**labels_of(source, "train"), **labels_of(source, "val")}, expected)
+    notes = source.data_report()["notes"]
+    assert len(notes) == 1 and "hold only 0 and 255: read as mask_values {0: 0, 255: 1}" in notes[0]
+    assert str(tmp_path / "isbi/train/masks") in notes[0]
+    # mask_values given: it is obeyed, 255 ignored as the user asked, and nothing is noted.
+    kept = MaskFolder(str(tmp_path / "isbi"), class_names=["background", "cell"], mask_values={0: 0, 255: 255})
+    assert set(np.unique(kept.load(kept.records("train")[0])[1].numpy())) == {0, 255}
+    assert "notes" not in kept.data_report()
+
+
+def test_black_and_white_masks_with_more_classes_name_the_key_to_set(tmp_path):
+    from core.errors import ArgumentValueError
+
+    mask_folder(tmp_path / "isbi")
+    with pytest.raises(ArgumentValueError) as error:
+        MaskFolder(str(tmp_path / "isbi"), class_names=["background", "cell", "membrane"])
+    message = str(error.value)
+    assert message.startswith("MaskFolder.mask_values must say what the values of the masks in")
+    assert "hold only 0 and 255" in message and "mask_values: {0: 0, 255: 1}" in message and "\n" not in message
+
+
+def test_masks_that_use_255_as_ignore_beside_their_classes_are_left_alone(tmp_path):
+    root = tmp_path / "cells"
+    for split in ("train", "val"):
+        write_rgb(root / split / "images" / "a.png")
+        write_grey_png(root / split / "masks" / "a.png", blocks((0, 5, 0, 12, 1), (5, 6, 0, 12, 255)))
+    source = MaskFolder(str(root), class_names=["bg", "fg"])
+    assert set(np.unique(source.load(source.records("train")[0])[1].numpy())) == {0, 1, 255}
+    assert "notes" not in source.data_report()
+
+
+def test_the_data_report_warns_of_a_class_never_in_the_training_labels(tmp_path):
+    root = tmp_path / "cells"
+    for split in ("train", "val"):
+        write_rgb(root / split / "images" / "a.png")
+        write_grey_png(root / split / "masks" / "a.png", blocks((0, 5, 0, 12, 2 if split == "val" else 0)))
+    source = MaskFolder(str(root), class_names=["bg", "nucleus", "cytoplasm"])
+    module = SegmentationDataModule(source, crop_size=8, batch_size=1, num_workers=0)
+    report = module.data_report()
+    assert report["classes_never_in_training"] == ["nucleus", "cytoplasm"]
+    assert report["warnings"] == ["MaskFolder: classes 'nucleus', 'cytoplasm' never appear in the training labels (nothing can learn them)"]

@@ -19,6 +19,8 @@ Semantic segmentation, each a ``SegmentationSource`` whose labels load as traini
 * ``Cityscapes``: ``gtFine`` labelIds mapped to the 19 train ids.
 * ``MaskFolder``: image and mask folders matched by name, with a class list and a value mapping.
 * ``COCOSemantic``: COCO instance polygons and RLE painted into label maps.
+* ``CVATSegmentation``: CVAT for images 1.1 XML, polygons and boxes painted in ``z_order``.
+* ``SIIMPneumothorax``: SIIM-ACR DICOM radiographs with the competition's run-length masks.
 
 Object detection and instance segmentation, each a ``DetectionSource`` (boxes XYXY in continuous
 pixels, labels ``1 .. C``, ``category_ids`` mapping them back to the dataset's ids):
@@ -31,6 +33,7 @@ pixels, labels ``1 .. C``, ``category_ids`` mapping them back to the dataset's i
   ``data.yaml`` names.
 * ``CSVDetection``: keras-retinanet CSV, several lines per image, with an optional class map.
 * ``DSB2018``: Kaggle DSB 2018 nuclei, one mask PNG per instance, boxes from the masks.
+* ``CVATDetection``: CVAT for images 1.1 XML, boxes and polygons (as instance masks).
 
 ``python -m datamodules convert`` converts between COCO, VOC and YOLO (``datamodules.convert``).
 
@@ -42,16 +45,19 @@ from datamodules.formats.coco_detection import COCODetection
 from datamodules.formats.coco_keypoints import COCOKeypoints
 from datamodules.formats.coco_semantic import COCOSemantic
 from datamodules.formats.csv_detection import CSVDetection
+from datamodules.formats.cvat_xml import CVATDetection, CVATSegmentation
 from datamodules.formats.dsb2018 import DSB2018
 from datamodules.formats.flic import FLIC
 from datamodules.formats.lsp import LSP
 from datamodules.formats.mask_folder import MaskFolder
 from datamodules.formats.mpii import MPII, MPIIRelease
+from datamodules.formats.siim_pneumothorax import SIIMPneumothorax
 from datamodules.formats.voc_detection import VOCDetection
 from datamodules.formats.voc_segmentation import VOCSegmentation
 from datamodules.formats.yolo_txt import YOLOText
 
 __all__ = [
     "MPII", "MPIIRelease", "LSP", "FLIC", "COCOKeypoints", "VOCSegmentation", "CamVid", "Cityscapes", "MaskFolder", "COCOSemantic",
-    "COCODetection", "VOCDetection", "YOLOText", "CSVDetection", "DSB2018",
+    "COCODetection", "VOCDetection", "YOLOText", "CSVDetection", "DSB2018", "CVATDetection", "CVATSegmentation",
+    "SIIMPneumothorax",
 ]

@@ -12,7 +12,11 @@ Images are read as RGB (8 bit; TIFF and BMP through PIL); the data module turns 
 0 / 255, as viewers show it):
 
 * without ``mask_values`` the values are the training labels: ``0 .. len(class_names) - 1``, and
-  255 ignored;
+  255 ignored; except for the usual black-and-white masks: when the training masks hold only 0
+  and 255 (checked on up to 16 of them, spread over the split), 255 cannot mean "ignored" (nothing
+  would be learnt), so with two classes it is read as class 1 (``{0: 0, 255: 1}``, said in the
+  data report's ``notes``), and with another number of classes it is an error asking for
+  ``mask_values``;
 * with ``mask_values`` each stored value is mapped to its label (ISBI: ``{0: 0, 255: 1}``, black
   membrane 0 and white cell 1; map a value to 255 to ignore it), and a value not in the mapping
   is an error.
@@ -32,16 +36,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from core.errors import ConfigError
+import numpy as np
+
+from core.errors import ArgumentValueError, ConfigError
 from core.label_sets import IGNORE_INDEX
 from core.records import OnBadRecord, RecordChecker, RequiredPath, check_required
-from datamodules.formats.files import IMAGE_SUFFIXES, resolve
+from datamodules.formats.files import IMAGE_SUFFIXES, load_label_map, resolve
 from datamodules.formats.label_values import value_table
 from datamodules.formats.sources import MaskFileSource, files_by_key, paired_records
 from datamodules.segmentation import SegmentationRecord
 
 __all__ = ["MaskFolder"]
+
+# Training masks looked at to tell black-and-white 0/255 masks from labels with an ignore index.
+BINARY_MASKS_CHECKED = 16
 
 
 class MaskFolder(MaskFileSource):
@@ -104,6 +114,36 @@ class MaskFolder(MaskFileSource):
             self.checker.kept(images, len(self.splits[split]), split)
         if "test" not in self.splits:
             self.splits["test"] = self.splits["val"]
+        self.notes: list[str] = []
+        if mask_values is None:
+            self._read_binary_masks()
+
+    def _read_binary_masks(self) -> None:
+        """0/255 masks without ``mask_values``: 255 as class 1 with two classes, else a
+        ``ConfigError`` naming the key to set (see the module's docstring)."""
+        records = self.splits["train"]
+        step = max(1, len(records) // BINARY_MASKS_CHECKED)
+        seen: set[int] = set()
+        for record in records[::step][:BINARY_MASKS_CHECKED]:
+            seen.update(np.unique(load_label_map(record.mask)).tolist())
+        if IGNORE_INDEX not in seen or not seen <= {0, IGNORE_INDEX}:
+            return
+        folder = self.folders["train"][1]
+        if len(self.class_names) != 2:
+            raise ArgumentValueError.of(self, "mask_values", (
+                f"must say what the values of the masks in {folder} are: they hold only 0 and 255, and 255 is the "
+                f"ignore index (nothing would be learnt), e.g. mask_values: {{0: 0, 255: 1}} (stored value: label; "
+                f"a value mapped to 255 is ignored)"))
+        self.label_table = value_table({0: 0, IGNORE_INDEX: 1})
+        self.label_values_defined = "0/255 masks read as mask_values {0: 0, 255: 1}"
+        self.notes.append(f"the masks in {folder} hold only 0 and 255: read as mask_values {{0: 0, 255: 1}} "
+                          f"({self.class_names[0]!r} 0, {self.class_names[1]!r} 255); set mask_values to read them otherwise")
+
+    def data_report(self) -> dict[str, Any]:
+        report = super().data_report()
+        if self.notes:
+            report["notes"] = list(self.notes)
+        return report
 
     def required_paths(self) -> list[RequiredPath]:
         paths = [RequiredPath("mask dataset root", self.root, "root", "folder")]

@@ -144,6 +144,9 @@ class MaskFileSource(ParsedSplits, SegmentationSource):
             return values
         return map_label_values(values, self.label_table, record.mask, self.label_values_defined)
 
+    def labels(self, record: SegmentationRecord) -> np.ndarray:
+        return self.label_map(record)
+
     def label_file(self, record: SegmentationRecord) -> str:
         """What an error about ``record``'s labels names: its label image."""
         return str(record.mask)

@@ -6,7 +6,8 @@ writes the W&B run that sums up a group of runs. One module per job:
 
 * ``compose``: ``ConfigComposer`` (convlab's own LightningCLI parser, reused) and the dotted-key
   helpers on plain YAML trees (``override_tree``, ``get_dotted``, ``set_dotted``, ``deep_merge``,
-  ``config_key_of``);
+  ``config_key_of``), and ``replace_classes_cleanly`` (a later ``--config`` that names another
+  class replaces the object whole, in ``fit`` as in a composition);
 * ``config_errors``: ``describe_config_error``, one line for a jsonargparse error;
 * ``measure``: parameters and FLOPs (``measure_network``), forward latency
   (``forward_latency_ms``), through the task contract;
@@ -25,7 +26,7 @@ from typing import Any
 # Lightning (seconds), which a command's ``--help`` or a spec check does not need.
 _HOME = {
     "ConfigComposer": "compose", "override_tree": "compose", "get_dotted": "compose", "set_dotted": "compose",
-    "deep_merge": "compose", "config_key_of": "compose", "describe_config_error": "config_errors",
+    "deep_merge": "compose", "config_key_of": "compose", "replace_classes_cleanly": "compose", "describe_config_error": "config_errors",
     "Measured": "measure", "measure_network": "measure", "forward_latency_ms": "measure",
     "log_summary_run": "wandb_logging", "resolve_wandb_mode": "wandb_logging",
 }

@@ -12,6 +12,13 @@ as ``fit`` would, to measure the network through the task contract (``network`` 
 The dotted-key helpers (``override_tree``, ``get_dotted``, ``deep_merge``) work on plain YAML
 trees; composition follows jsonargparse's rule that a mapping naming another ``class_path``
 replaces the old one whole.
+
+One rule jsonargparse lacks: when a later ``--config`` names another ``class_path`` for an object
+(a data config's ``COCODetection`` over a quick config's ``SyntheticDetection``), jsonargparse
+keeps every earlier argument the new class also accepts, defaults included (the synthetic
+``num_val: 400`` would become LSP's hold-out). ``replace_classes_cleanly`` makes such a config
+replace the object whole, as ``deep_merge`` does: ``fit`` and ``ConfigComposer`` both pass their
+arguments through it.
 """
 from __future__ import annotations
 
@@ -21,7 +28,10 @@ from typing import Any, Iterable
 
 from experiments.recipe.measure import BUILD_LOCK, Measured, measure_network
 
-__all__ = ["ConfigComposer", "config_key_of", "override_tree", "set_dotted", "get_dotted", "deep_merge"]
+__all__ = [
+    "ConfigComposer", "config_key_of", "override_tree", "set_dotted", "get_dotted", "deep_merge", "replace_classes_cleanly",
+    "class_defaults", "import_class",
+]
 
 
 # ------------------------------------------------------------------------------ dotted trees
@@ -101,6 +111,127 @@ def config_key_of(tree: dict[str, Any], class_path: str, argument: str, within: 
     return walk(start, [within] if within else [])
 
 
+# ------------------------------------------------------------------- replacing a class cleanly
+def import_class(class_path: str) -> type | None:
+    """The class a config's ``class_path`` names, or None when it does not import (the parser
+    names that error itself)."""
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return found if isinstance(found, type) else None
+
+
+def class_defaults(class_path: str) -> dict[str, Any]:
+    """The ``__init__`` defaults of ``class_path`` that a config can hold (tuples as lists; a default
+    that is an object, not a YAML value, is left out); ``{}`` for a class that cannot be imported
+    (the parser names it)."""
+    import inspect
+
+    cls = import_class(class_path)
+    try:
+        signature = inspect.signature(cls.__init__) if cls is not None else None
+    except (ValueError, TypeError):
+        signature = None
+    if signature is None:
+        return {}
+    defaults = {}
+    for parameter in list(signature.parameters.values())[1:]:
+        if parameter.default is inspect.Parameter.empty or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        value = _yaml_value(parameter.default)
+        if value is not _NOT_YAML:
+            defaults[parameter.name] = value
+    return defaults
+
+
+_NOT_YAML = object()
+
+
+def _yaml_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        items = [_yaml_value(v) for v in value]
+        return _NOT_YAML if any(v is _NOT_YAML for v in items) else items
+    if isinstance(value, dict):
+        items = {k: _yaml_value(v) for k, v in value.items()}
+        return _NOT_YAML if any(v is _NOT_YAML for v in items.values()) else items
+    return _NOT_YAML
+
+
+def _resets(before: Any, update: Any, path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``{dotted key: value}`` that makes every object whose ``class_path`` ``update`` changes from
+    ``before``'s hold exactly ``update``'s arguments: the new class's defaults for those it leaves out."""
+    resets: dict[str, Any] = {}
+    if not isinstance(before, dict) or not isinstance(update, dict):
+        return resets
+    new, old = update.get("class_path"), before.get("class_path")
+    if new is not None and old is not None and new != old:
+        given = update.get("init_args") or {}
+        for name, value in class_defaults(str(new)).items():
+            if name not in given:
+                resets[".".join((*path, "init_args", name))] = value
+        return resets
+    for key, child in update.items():
+        resets.update(_resets(before.get(key), child, (*path, str(key))))
+    return resets
+
+
+def _config_tree(value: str) -> dict[str, Any] | None:
+    """The mapping of a ``--config`` value (a YAML file, or YAML/JSON text), None when it is neither."""
+    from pathlib import Path
+
+    import yaml
+
+    try:
+        is_file = Path(value).is_file()
+    except (OSError, ValueError):  # JSON text longer than a file name may be
+        is_file = False
+    try:
+        tree = yaml.safe_load(Path(value).read_text() if is_file else value)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return tree if isinstance(tree, dict) else None
+
+
+def replace_classes_cleanly(args: list[str]) -> list[str]:
+    """``args`` of a LightningCLI command, with a ``--config`` (JSON text) added after every
+    ``--config`` that names another ``class_path`` for an object an earlier one configured: it sets
+    the new class's arguments that the later config leaves out to their defaults, so that nothing of
+    the old class carries over. ``--config a.yaml --config b.yaml`` then means what ``deep_merge``
+    means. Other arguments pass unchanged (a ``--data.source.root`` after them still applies)."""
+    out: list[str] = []
+    composed: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        value = None
+        if arg == "--config" and i + 1 < len(args):
+            value = args[i + 1]
+            out += [arg, value]
+            i += 2
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+            out.append(arg)
+            i += 1
+        else:
+            out.append(arg)
+            i += 1
+            continue
+        tree = _config_tree(value)
+        if tree is None:
+            continue
+        resets = _resets(composed, tree)
+        if resets:
+            out += ["--config", json.dumps(override_tree(resets))]
+        composed = deep_merge(composed, tree)
+    return out
+
+
 # ------------------------------------------------------------------------------- composing
 class ConfigComposer:
     """convlab's config parser, built once and reused for every composition (building it imports
@@ -137,7 +268,7 @@ class ConfigComposer:
         if override:
             args += ["--config", json.dumps(override, default=str)]
         with BUILD_LOCK:
-            return self.parser.parse_args(args)
+            return self.parser.parse_args(replace_classes_cleanly(args))
 
     def culprit(self, base: Iterable[str], dotted: dict[str, Any]) -> tuple[str, BaseException] | None:
         """When ``base + dotted`` does not parse: the first dotted key that fails alone, with its

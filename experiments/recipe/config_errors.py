@@ -2,17 +2,26 @@
 
 jsonargparse nests the reason of a failed parse under several lines of context; ``fit`` prints
 this line and exits 2, and ``search`` and ``reproduce`` name the spec entry or the table row that
-composed the failing key beside it.
+composed the failing key beside it. An argument that the configured class lacks but the readers of
+its kind take (``--data.source.root`` given to a synthetic source) adds that the class must change,
+and the shipped data configs that change it.
 """
 from __future__ import annotations
 
+import abc
+import inspect
 import re
+from pathlib import Path
 from typing import Any
 
 from core.errors import ArgumentValueError, error_in_chain
-from experiments.recipe.compose import config_key_of
+from experiments.recipe.compose import config_key_of, import_class
 
-__all__ = ["describe_config_error", "name_argument_in_config"]
+__all__ = ["describe_config_error", "name_argument_in_config", "DATA_CONFIGS"]
+
+# The shipped data configs (a reader + its folder layout), each a `data:` section that goes after a
+# model config: `--config <model>.yaml --config experiments/configs/data/<format>.yaml`.
+DATA_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
 
 _NOISE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>", "Parser key", "Problem with given class_path")
 
@@ -33,7 +42,51 @@ def describe_config_error(error: BaseException, with_key: bool = True) -> str:
     if len(classes) >= len(keys):
         path += ".init_args"
     owner = f" ({classes[-1]})" if classes else ""
-    return f"{path}{owner}: {reason}"
+    return f"{path}{owner}: {reason}{_class_hint(classes[-1] if classes else None, reason)}"
+
+
+def _class_hint(owner: str | None, reason: str) -> str:
+    """For an argument ``owner`` does not accept but the readers of its kind do (``root`` given to a
+    synthetic source): that the class must change, and the data configs that change it."""
+    match = re.search(r"Option '([^']+)' is not accepted", reason)
+    if owner is None or match is None:
+        return ""
+    option = match.group(1)
+    owner_class = import_class(owner)
+    if owner_class is None:
+        return ""
+    # A reader of the same kind shares a base class with the owner (DetectionSource, ...).
+    bases = set(owner_class.__mro__[1:]) - {object, abc.ABC}
+    configs = []
+    for path in sorted(DATA_CONFIGS.glob("*.yaml")):
+        source = _data_source(path)
+        source_class = import_class(source) if source else None
+        if source_class is not None and bases & set(source_class.__mro__) and _accepts(source_class, option):
+            configs.append(path.stem)
+    if not configs:
+        return ""
+    return (f"; {owner.rpartition('.')[2]} has no {option!r}: to read your own data the source class must change, "
+            f"so add a data config after the model config: --config {DATA_CONFIGS.relative_to(DATA_CONFIGS.parents[2]).as_posix()}/"
+            f"<{' | '.join(configs)}>.yaml (docs/own_data.md)")
+
+
+def _accepts(cls: type, option: str) -> bool:
+    try:
+        return option in inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _data_source(path: Path) -> str | None:
+    """The ``class_path`` of the source of a data config (``data.init_args.source``)."""
+    import yaml
+
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    source = ((tree.get("data") or {}).get("init_args") or {}).get("source") or {}
+    return source.get("class_path") if isinstance(source, dict) else None
 
 
 def name_argument_in_config(error: BaseException | None, config: dict[str, Any]) -> None:
