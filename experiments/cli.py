@@ -28,7 +28,7 @@ from core.io import write_json_atomic
 from core.processes import CPU_CORES_ENV, cpu_cores
 from experiments.checkpoint_io import SafeCheckpointIO
 from experiments.recipe.config_errors import describe_config_error, name_argument_in_config
-from experiments.runs import RUN_DIR_ENV, RunSpec
+from experiments.runs import RUN_DIR_ENV, BestCheckpoint, RunSpec, best_metrics_table
 
 __all__ = ["ConvlabCLI", "PredictionRecordWriter", "run_cli", "load_components"]
 
@@ -124,14 +124,16 @@ class ConvlabCLI(LightningCLI):
             return
         run: RunSpec = self._get(self.config_init, "run")
         summary = run.summary()
-        for checkpoint in self.trainer.checkpoint_callbacks:
-            if getattr(checkpoint, "best_model_score", None) is not None:
-                summary["best_score"] = f"{checkpoint.monitor} = {float(checkpoint.best_model_score):.4f}"
         print("convlab: outputs", flush=True)
         for key, value in summary.items():
-            print(f"  {key:<10} {value}", flush=True)
-        if "wandb" in summary and "offline-run" in summary["wandb"]:
-            print(f"  sync with: wandb sync {summary['wandb']}", flush=True)
+            for i, item in enumerate(value if isinstance(value, list) else [value]):
+                print(f"  {key if i == 0 else '':<10} {item}", flush=True)
+        offline = [folder for folder in summary.get("wandb", []) if Path(folder).name.startswith("offline-run-")]
+        if offline:
+            print(f"  sync with: wandb sync {' '.join(offline)}", flush=True)
+        for checkpoint in self.trainer.checkpoint_callbacks:
+            if isinstance(checkpoint, BestCheckpoint):
+                print("\n".join(best_metrics_table(checkpoint)), flush=True)
 
     after_fit = after_validate = after_test = after_predict = _report
 
@@ -176,8 +178,11 @@ def run_cli(args: list[str] | None = None) -> int:
 
     from jsonargparse import ArgumentError
 
+    from experiments.recipe.quiet import silence_third_party_tips
+
     # The seed is in the saved config.yaml; its log line would precede every error message.
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    silence_third_party_tips()
     try:
         ConvlabCLI(args=args)
     except ArgumentError as error:
