@@ -183,6 +183,7 @@ class LastCheckpoint(ModelCheckpoint):
         self._forward_stop: Callable[[int, Any], Any] | None = None
         self._stop_pending = False
         self._resumed_step = 0
+        self._saved_at: tuple[int, int] | None = None  # (epoch, global step) of the last save
 
     @property
     def path(self) -> Path:
@@ -233,31 +234,37 @@ class LastCheckpoint(ModelCheckpoint):
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         self._resumed_step = int(checkpoint.get("global_step", 0))
 
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        # Every save of ModelCheckpoint ends here: what the file holds, for the closing line.
+        self._saved_at = (trainer.current_epoch, trainer.global_step)
+        super()._save_checkpoint(trainer, filepath)
+
     # ------------------------------------------------------------------ stopping
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if trainer.state.fn != "fit" or not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
             return
         step = trainer.global_step
+        saved_step = self._saved_at[1] if self._saved_at else None
         # Lightning raises SIGTERMException between two training steps (or after a whole validation):
         # a state to resume from. A KeyboardInterrupt (a second Ctrl-C, or one before training) may
         # land inside a step.
-        if isinstance(exception, SIGTERMException) and step not in (0, self._resumed_step, self._last_global_step_saved):
+        if isinstance(exception, SIGTERMException) and step not in (0, self._resumed_step, saved_step):
             # The saved state names this file as the callback's own, so the resumed run overwrites
             # it instead of writing last-v1.ckpt beside it.
             self.best_model_path = self.last_model_path = str(self.path)
-            trainer.save_checkpoint(self.path, weights_only=False)
-            self._last_global_step_saved = step
+            self._save_checkpoint(trainer, str(self.path))
         # (Also when the validation that just ended saved this very step.)
-        saved = isinstance(exception, SIGTERMException) and step > 0 and step == self._last_global_step_saved
+        saved = isinstance(exception, SIGTERMException) and self._saved_at is not None and self._saved_at[1] == step
         if isinstance(exception, SIGTERMException):  # SystemExit(None) would exit 0, as if the run had finished
             exception.code = 128 + int(self.stop_signal or signal.SIGTERM)
         if not trainer.is_global_zero:
             return
         exists = self.path.exists()
         if saved:
-            head = f"stopped at epoch {trainer.current_epoch}, step {step}; checkpoint saved: {self.path}"
+            assert self._saved_at is not None
+            head = f"stopped at epoch {self._saved_at[0]}, step {step}; checkpoint saved: {self.path}"
         elif exists:
-            head = f"stopped; the last checkpoint is {self.path} (steps after it are not saved)"
+            head = f"stopped without saving this step; the last checkpoint saved is {self.path}"
         else:
             print("convlab: stopped before the first training step: nothing to resume; run the same command again to start over",
                   file=sys.stderr, flush=True)

@@ -10,8 +10,9 @@ trial number is read from the run directory (``.../trial-NNNN``). Faults:
 * ``hang``: ``rank`` (every rank when ``rank`` is -1) sleeps for an hour.
 
 ``SignalAt(signum=2, at_step=1)`` sends the process a real signal (Ctrl-C's SIGINT, a runner's
-SIGTERM) at a known point: when training step ``at_step`` starts, or when the sanity check starts
-(``at_step: -1``); ``marker`` instead writes that file there and lets a test send the signal.
+SIGTERM) at a known point: when training step ``at_step`` starts (``when: train``), when the sanity
+check starts (``when: sanity``) or when the first validation at or after step ``at_step`` starts
+(``when: validation``); ``marker`` instead writes that file there and lets a test send the signal.
 """
 from __future__ import annotations
 
@@ -56,9 +57,10 @@ class FaultInjection(pl.Callback):
 
 
 class SignalAt(pl.Callback):
-    def __init__(self, signum: int = 2, at_step: int = 1, marker: str | None = None) -> None:
+    def __init__(self, signum: int = 2, at_step: int = 1, when: str = "train", marker: str | None = None) -> None:
         self.signum = signum
         self.at_step = at_step
+        self.when = when
         self.marker = marker
         self.done = False
 
@@ -77,9 +79,14 @@ class SignalAt(pl.Callback):
             time.sleep(0.02)
 
     def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.at_step == -1:
+        if self.when == "sanity":
+            self._fire(trainer)
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        if self.when == "validation" and not trainer.sanity_checking and trainer.global_step >= self.at_step:
             self._fire(trainer)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step == self.at_step:
+        if self.when == "train" and trainer.global_step == self.at_step:
             self._fire(trainer)

@@ -107,7 +107,7 @@ def test_ctrl_c_from_outside_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_
             process.kill()
     assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
     assert "convlab: Ctrl-C: stopping after this training step" in stderr
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr and "Received SIGTERM" not in stderr
     run = tmp_path / "c"
     assert _step(run / "checkpoints" / "last.ckpt") == (0, 2)
     assert _resume_line(stderr).endswith(f"--run.name c --ckpt_path last")
@@ -129,7 +129,7 @@ def test_ctrl_c_from_outside_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_
 
 
 def test_a_signal_before_the_first_step_says_there_is_nothing_to_resume(tmp_path):
-    stop = _signal_config(tmp_path, signum=int(signal.SIGTERM), at_step=-1)  # during the sanity check
+    stop = _signal_config(tmp_path, signum=int(signal.SIGTERM), when="sanity")
     result = experiments("fit", "--config", TINY, "--config", stop, "--run.name", "early", root=tmp_path)
     assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
     assert "convlab: stopped before the first training step: nothing to resume" in result.stderr
@@ -137,6 +137,18 @@ def test_a_signal_before_the_first_step_says_there_is_nothing_to_resume(tmp_path
     # ... and the name can be used again at once.
     again = experiments("fit", "--config", TINY, *SHORT, "--run.name", "early", root=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
+
+
+def test_a_signal_during_validation_lets_the_validation_finish_before_stopping(tmp_path):
+    # A validation stopped half way would leave half-computed metrics in the checkpoint's state.
+    stop = _signal_config(tmp_path, signum=int(signal.SIGTERM), when="validation", at_step=1)
+    result = experiments("fit", "--config", TINY, "--config", stop, "--run.name", "v", root=tmp_path)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    run = tmp_path / "v"
+    assert _step(run / "checkpoints" / "last.ckpt") == _step(run / "checkpoints" / "best.ckpt") == (0, 4)
+    validations = [r for r in _rows(run) if "val/pckh" in r]
+    assert len(validations) == 1 and "val/pckh_wrist" in validations[0]
+    assert f"stopped at epoch 0, step 4; checkpoint saved: {run / 'checkpoints' / 'last.ckpt'}" in _resume_line(result.stderr)
 
 
 def test_ckpt_path_last_with_nothing_to_resume_is_one_line(tmp_path):
