@@ -59,6 +59,8 @@ class ConvlabCLI(LightningCLI):
     builds the loggers, checkpoints and run directory."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        # The command line this run was started with (the resume command repeats it).
+        self.command_line = list(sys.argv[1:] if args is None else args)
         super().__init__(
             model_class=pl.LightningModule,
             datamodule_class=pl.LightningDataModule,
@@ -105,7 +107,7 @@ class ConvlabCLI(LightningCLI):
         if trainer_config.get("logger") in (None, True):
             kwargs["logger"] = run.loggers(command)
         has_loggers = bool(kwargs.get("logger", trainer_config.get("logger")))
-        extra = run.trainer_callbacks(command, has_loggers)
+        extra = run.trainer_callbacks(command, has_loggers, self.command_line)
         if command == "predict":
             extra.append(PredictionRecordWriter(run.directory / "predictions.json"))
         kwargs["callbacks"] = list(trainer_config.get("callbacks") or []) + extra
@@ -188,6 +190,11 @@ def run_cli(args: list[str] | None = None) -> int:
     except ArgumentError as error:
         print(f"convlab: config error: {describe_config_error(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C while the config, model or data are built (from the trainer's start on, the
+        # checkpoint callback answers it: experiments.resume.LastCheckpoint).
+        print("convlab: stopped (Ctrl-C) before the trainer started; nothing was saved", file=sys.stderr)
+        return 130
     except Exception as error:
         cause = config_error_in(error)
         if cause is None:

@@ -216,7 +216,9 @@ class RunSpec:
                 print(f"convlab data: {source.get('source')}: skipped {source['skipped']} bad record(s) ({kinds}); "
                       f"see {self.directory / 'data_report.json'}", file=sys.stderr, flush=True)
 
-    def trainer_callbacks(self, command: str, has_loggers: bool) -> list[Callback]:
+    def trainer_callbacks(self, command: str, has_loggers: bool, argv: list[str] | None = None) -> list[Callback]:
+        """The callbacks a ``command`` adds to the trainer's own; ``argv``: the run's command line
+        (default ``sys.argv[1:]``), which the resume command printed on Ctrl-C or SIGTERM repeats."""
         callbacks: list[Callback] = list(self.callbacks)
         if command == "fit":
             assert self.directory is not None, "resolve_directory first"
@@ -228,7 +230,7 @@ class RunSpec:
             # whether or not the monitor improved (Lightning's save_last=True on the monitored
             # checkpoint above writes it only when best.ckpt is written, so a resume would go back
             # to the best epoch), and when Ctrl-C or SIGTERM stops the run.
-            callbacks.append(LastCheckpoint(checkpoints, resume_command=self.resume_command()))
+            callbacks.append(LastCheckpoint(checkpoints, resume_command=self.resume_command(argv)))
             if has_loggers:
                 callbacks.append(LearningRateMonitor(logging_interval="epoch"))
         return callbacks

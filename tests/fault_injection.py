@@ -12,7 +12,7 @@ trial number is read from the run directory (``.../trial-NNNN``). Faults:
 ``SignalAt(signum=2, at_step=1)`` sends the process a real signal (Ctrl-C's SIGINT, a runner's
 SIGTERM) at a known point: when training step ``at_step`` starts (``when: train``), when the sanity
 check starts (``when: sanity``) or when the first validation at or after step ``at_step`` starts
-(``when: validation``); ``marker`` instead writes that file there and lets a test send the signal.
+(``when: validation``), or as the callback is built from the config (``when: build``); ``marker`` instead writes that file there and lets a test send the signal.
 """
 from __future__ import annotations
 
@@ -61,6 +61,8 @@ class SignalAt(pl.Callback):
         self.signum = signum
         self.at_step = at_step
         self.when = when
+        if when == "build":
+            os.kill(os.getpid(), signum)
         self.marker = marker
         self.done = False
 

@@ -139,6 +139,14 @@ def test_a_signal_before_the_first_step_says_there_is_nothing_to_resume(tmp_path
     assert again.returncode == 0, again.stderr[-3000:]
 
 
+def test_ctrl_c_while_the_run_is_built_is_one_line(tmp_path):
+    stop = _signal_config(tmp_path, signum=int(signal.SIGINT), when="build")
+    result = experiments("fit", "--config", TINY, "--config", stop, "--run.name", "built", root=tmp_path, timeout=120)
+    assert result.returncode == 128 + signal.SIGINT
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        "convlab: stopped (Ctrl-C) before the trainer started; nothing was saved"], result.stderr
+
+
 def test_a_signal_during_validation_lets_the_validation_finish_before_stopping(tmp_path):
     # A validation stopped half way would leave half-computed metrics in the checkpoint's state.
     stop = _signal_config(tmp_path, signum=int(signal.SIGTERM), when="validation", at_step=1)
