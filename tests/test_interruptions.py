@@ -8,7 +8,6 @@ The signals are real: ``tests.fault_injection.SignalAt`` sends one to the traini
 known step, or lets the test send it from outside."""
 from __future__ import annotations
 
-import csv
 import os
 import shlex
 import signal
@@ -110,7 +109,7 @@ def test_ctrl_c_from_outside_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_
     assert "Traceback" not in stderr and "Received SIGTERM" not in stderr
     run = tmp_path / "c"
     assert _step(run / "checkpoints" / "last.ckpt") == (0, 2)
-    assert _resume_line(stderr).endswith(f"--run.name c --ckpt_path last")
+    assert _resume_line(stderr).endswith("--run.name c --ckpt_path last")
 
     resumed = experiments("fit", "--config", TINY, "--trainer.max_epochs", "1", "--run.name", "c", "--ckpt_path", "last", root=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
