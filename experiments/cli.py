@@ -30,7 +30,7 @@ from core.processes import CPU_CORES_ENV, cpu_cores
 from experiments.checkpoint_io import SafeCheckpointIO
 from experiments.recipe.compose import replace_classes_cleanly
 from experiments.recipe.config_errors import describe_config_error, name_argument_in_config
-from experiments.runs import RUN_DIR_ENV, RunSpec
+from experiments.runs import RUN_DIR_ENV, BestCheckpoint, RunSpec, best_metrics_table
 
 __all__ = ["ConvlabCLI", "PredictionRecordWriter", "run_cli", "load_components"]
 
@@ -74,6 +74,8 @@ class ConvlabCLI(LightningCLI):
     builds the loggers, checkpoints and run directory."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        # The command line this run was started with (the resume command repeats it).
+        self.command_line = list(sys.argv[1:] if args is None else args)
         super().__init__(
             model_class=pl.LightningModule,
             datamodule_class=pl.LightningDataModule,
@@ -135,7 +137,7 @@ class ConvlabCLI(LightningCLI):
         if trainer_config.get("logger") in (None, True):
             kwargs["logger"] = run.loggers(command)
         has_loggers = bool(kwargs.get("logger", trainer_config.get("logger")))
-        extra = run.trainer_callbacks(command, has_loggers)
+        extra = run.trainer_callbacks(command, has_loggers, self.command_line)
         if command == "predict":
             writer: PredictionRecordWriter = self._get(self.config_init, "predictions")
             writer.path = run.directory / "predictions.json"
@@ -162,17 +164,19 @@ class ConvlabCLI(LightningCLI):
             return
         run: RunSpec = self._get(self.config_init, "run")
         summary = run.summary()
-        for checkpoint in self.trainer.checkpoint_callbacks:
-            if getattr(checkpoint, "best_model_score", None) is not None:
-                summary["best_score"] = f"{checkpoint.monitor} = {float(checkpoint.best_model_score):.4f}"
         choice = getattr(self, "precision_choice", None)
         if choice is not None:
             summary["precision"] = choice.describe()
         print("convlab: outputs", flush=True)
         for key, value in summary.items():
-            print(f"  {key:<10} {value}", flush=True)
-        if "wandb" in summary and "offline-run" in summary["wandb"]:
-            print(f"  sync with: wandb sync {summary['wandb']}", flush=True)
+            for i, item in enumerate(value if isinstance(value, list) else [value]):
+                print(f"  {key if i == 0 else '':<10} {item}", flush=True)
+        offline = [folder for folder in summary.get("wandb", []) if Path(folder).name.startswith("offline-run-")]
+        if offline:
+            print(f"  sync with: wandb sync {' '.join(offline)}", flush=True)
+        for checkpoint in self.trainer.checkpoint_callbacks:
+            if isinstance(checkpoint, BestCheckpoint):
+                print("\n".join(best_metrics_table(checkpoint)), flush=True)
 
     after_fit = after_validate = after_test = after_predict = _report
 
@@ -225,13 +229,21 @@ def run_cli(args: list[str] | None = None) -> int:
 
     from jsonargparse import ArgumentError
 
+    from experiments.recipe.quiet import silence_third_party_tips
+
     # The seed is in the saved config.yaml; its log line would precede every error message.
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    silence_third_party_tips()
     try:
         ConvlabCLI(args=args)
     except ArgumentError as error:
         print(f"convlab: config error: {describe_config_error(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C while the config, model or data are built (from the trainer's start on, the
+        # checkpoint callback answers it: experiments.resume.LastCheckpoint).
+        print("convlab: stopped (Ctrl-C) before the trainer started; nothing was saved", file=sys.stderr)
+        return 130
     except Exception as error:
         cause = config_error_in(error)
         if cause is None:

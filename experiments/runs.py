@@ -2,11 +2,17 @@
 ``checkpoints/{last,best}.ckpt``, ``metrics.csv`` (``experiments.resume.ResumableCSVLogger``) and
 ``wandb/`` (``experiments.recipe.wandb_logging.SafeWandbLogger``), decided once per run by
 ``RunSpec``, the ``run:`` section of every config.
+
+A name is never reused over a run that holds a checkpoint (resume it, or pick another name); a
+folder whose run saved no checkpoint (it crashed or was stopped before its first one) is reused,
+its earlier files kept in ``attempt-<k>/`` inside it. ``fit --ckpt_path last`` resumes the newest
+``checkpoints/last*.ckpt`` and refuses a run that has none. docs/runs.md is the user's page.
 """
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -15,16 +21,21 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 
-from core.errors import RunExistsError
+from core.errors import CheckpointError, RunExistsError
 from core.io import write_atomic, write_json_atomic
 from experiments.recipe.wandb_logging import SafeWandbLogger, WandbMode, resolve_wandb_mode, wandb_settings
-from experiments.resume import ResumableCSVLogger, ResumeState
+from experiments.resume import LastCheckpoint, ResumableCSVLogger, ResumeState
 
-__all__ = ["RunSpec", "RUN_DIR_ENV"]
+__all__ = ["RunSpec", "RUN_DIR_ENV", "BestCheckpoint", "FIT_OUTPUTS", "best_metrics_table", "wandb_run_folders"]
 
 # Set by the process that resolved the run directory, so that the DDP ranks Lightning launches by
 # re-running the command line write into the same directory instead of resolving their own.
 RUN_DIR_ENV = "CONVLAB_RUN_DIR"
+
+# What a `fit` writes into its run directory: an attempt that saved no checkpoint has these moved
+# into attempt-<k>/ when its name is used again (a runner's own files there, such as reproduce's
+# table_run.json and train.log, stay).
+FIT_OUTPUTS = ("config.yaml", "metrics.csv", "data_report.json", "wandb_id", "wandb", "checkpoints", "hparams.yaml", "panels")
 
 
 def _externally_launched() -> bool:
@@ -93,7 +104,14 @@ class RunSpec:
 
     # ------------------------------------------------------------------ directory
     def resolve_directory(self, default_name: str, command: str, ckpt_path: str | None) -> Path:
-        """Decide (once per run, shared with launched ranks) the run directory."""
+        """Decide (once per run, shared with launched ranks) the run directory.
+
+        A fresh ``fit`` never writes over a run that holds a checkpoint: a named one raises
+        ``RunExistsError``, an unnamed one gets ``-2``, ``-3``, ...; a folder whose earlier run saved
+        no checkpoint is reused, its files moved into ``attempt-<k>/`` (said in one line).
+        ``fit --ckpt_path last`` with no ``checkpoints/last*.ckpt`` in the run raises
+        ``CheckpointError`` instead of starting afresh. ``validate``, ``test`` and ``predict`` write
+        into ``<name>-<command>`` when no name is given or when ``<name>`` holds a trained run."""
         inherited = os.environ.get(RUN_DIR_ENV)
         if inherited:
             self.directory = Path(inherited)
@@ -103,21 +121,53 @@ class RunSpec:
             # Resuming from a run's own checkpoint: keep writing into that run.
             directory = Path(ckpt_path).parent.parent
         else:
-            name = self.name or (default_name if command == "fit" else f"{default_name}-{command}")
+            name = self.name or default_name
+            if command != "fit" and (self.name is None or _checkpoints(root / name)):
+                # An evaluation writes beside its training run, never over it: `validate --config
+                # runs/<name>/config.yaml` names the trained run itself.
+                name = f"{name}-{command}"
             directory = root / name
+            if command == "fit" and ckpt_path == "last" and not _last_checkpoints(directory):
+                raise CheckpointError(
+                    f"nothing to resume in {directory}: it holds no checkpoints/last.ckpt "
+                    f"({'no such run folder' if not directory.exists() else 'the run saved no checkpoint'}); "
+                    "drop --ckpt_path last to start it afresh"
+                )
             fresh_fit = command == "fit" and ckpt_path is None
-            if fresh_fit and _holds_run(directory) and not _externally_launched():
-                if self.name is not None:
-                    raise RunExistsError(
-                        f"{directory} already holds a run; resume it with --ckpt_path last, or give another --run.name"
-                    )
-                n = 2
-                while _holds_run(root / f"{name}-{n}"):
-                    n += 1
-                directory = root / f"{name}-{n}"
+            if fresh_fit and not _externally_launched():
+                if _checkpoints(directory):
+                    if self.name is not None:
+                        resume = "resume it with --ckpt_path last, or " if _last_checkpoints(directory) else ""
+                        raise RunExistsError(f"{directory} already holds a run with checkpoints; {resume}give another --run.name")
+                    n = 2
+                    while _checkpoints(root / f"{name}-{n}"):
+                        n += 1
+                    directory = root / f"{name}-{n}"
+                kept = _set_attempt_aside(directory)
+                if kept is not None:
+                    print(f"convlab: {directory} held a run that saved no checkpoint; its files are kept in {kept}, "
+                          f"this run starts afresh in {directory}", file=sys.stderr, flush=True)
         self.directory = directory
         os.environ[RUN_DIR_ENV] = str(directory)
         return directory
+
+    def resume_command(self, argv: list[str] | None = None) -> str:
+        """The command line that resumes this run: the one that started it (``argv``, default
+        ``sys.argv[1:]``) with ``--ckpt_path last`` and the run's name (also one picked as
+        ``-2``, ``-3``, ...)."""
+        args = list(sys.argv[1:] if argv is None else argv)
+        out: list[str] = []
+        skip = False
+        for arg in args:
+            if skip:
+                skip = False
+                continue
+            key = arg.split("=", 1)[0]
+            if key in ("--ckpt_path", "--run.name"):
+                skip = "=" not in arg
+                continue
+            out.append(arg)
+        return shlex.join(["python", "-m", "experiments", *out, "--run.name", self.run_name, "--ckpt_path", "last"])
 
     @property
     def run_name(self) -> str:
@@ -176,44 +226,117 @@ class RunSpec:
         for warning in report.get("warnings", []):
             print(f"convlab data: warning: {warning}", file=sys.stderr, flush=True)
 
-    def trainer_callbacks(self, command: str, has_loggers: bool) -> list[Callback]:
+    def trainer_callbacks(self, command: str, has_loggers: bool, argv: list[str] | None = None) -> list[Callback]:
+        """The callbacks a ``command`` adds to the trainer's own; ``argv``: the run's command line
+        (default ``sys.argv[1:]``), which the resume command printed on Ctrl-C or SIGTERM repeats."""
         callbacks: list[Callback] = list(self.callbacks)
         if command == "fit":
+            assert self.directory is not None, "resolve_directory first"
+            checkpoints = str(self.directory / "checkpoints")
             callbacks.append(ResumeState())
-            callbacks.append(
-                ModelCheckpoint(
-                    dirpath=str(self.directory / "checkpoints"),
-                    filename="best",
-                    monitor=self.monitor,
-                    mode=self.mode,
-                    save_top_k=1,
-                    auto_insert_metric_name=False,
-                )
-            )
+            callbacks.append(BestCheckpoint(dirpath=checkpoints, filename="best", monitor=self.monitor, mode=self.mode,
+                                            save_top_k=1, auto_insert_metric_name=False))
             # last.ckpt after every validation (every epoch; mid-epoch with val_check_interval < 1),
-            # whether or not the monitor improved: Lightning's save_last=True on the monitored
+            # whether or not the monitor improved (Lightning's save_last=True on the monitored
             # checkpoint above writes it only when best.ckpt is written, so a resume would go back
-            # to the best epoch.
-            callbacks.append(
-                ModelCheckpoint(dirpath=str(self.directory / "checkpoints"), filename="last", save_top_k=1, auto_insert_metric_name=False)
-            )
+            # to the best epoch), and when Ctrl-C or SIGTERM stops the run.
+            callbacks.append(LastCheckpoint(checkpoints, resume_command=self.resume_command(argv)))
             if has_loggers:
                 callbacks.append(LearningRateMonitor(logging_interval="epoch"))
         return callbacks
 
     def summary(self) -> dict[str, Any]:
-        """What the run wrote, for the closing message and for tools that collect runs."""
+        """What the run wrote, for the closing message and for tools that collect runs: paths, and
+        under ``wandb`` every offline or online W&B folder of the run, oldest first (a resumed run
+        has one per process that logged to it)."""
         d = self.directory
         out: dict[str, Any] = {"run_dir": str(d)}
         for label, rel in (("config", "config.yaml"), ("metrics", "metrics.csv"), ("last", "checkpoints/last.ckpt"), ("best", "checkpoints/best.ckpt"),
                            ("predictions", "predictions.json")):
             if (d / rel).exists():
                 out[label] = str(d / rel)
-        wandb_runs = sorted((d / "wandb").glob("*run-*")) if (d / "wandb").exists() else []
+        wandb_runs = wandb_run_folders(d)
         if wandb_runs:
-            out["wandb"] = str(wandb_runs[-1])
+            out["wandb"] = [str(p) for p in wandb_runs]
         return out
 
 
-def _holds_run(directory: Path) -> bool:
-    return directory.exists() and any(directory.iterdir())
+def wandb_run_folders(directory: Path) -> list[Path]:
+    """The W&B run folders under ``<directory>/wandb`` (``offline-run-<time>-<id>``, ``run-...``),
+    oldest first: the names begin with their start time."""
+    folder = directory / "wandb"
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_dir() and re.match(r"(offline-)?run-\d", p.name)),
+                  key=lambda p: p.name.removeprefix("offline-"))
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` that also keeps the validation metrics of the checkpoint it
+    keeps (``best_metrics``: every ``val/*`` value of that validation, and ``epoch``/``step``),
+    saved in the callback's state so that a resumed run still knows them; ``fit``'s closing table.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.best_metrics: dict[str, float] = {}
+
+    def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
+        # Every save of ModelCheckpoint ends here, after it made ``filepath`` the best one: the
+        # metrics go into the very checkpoint they describe.
+        if filepath == self.best_model_path:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and not k.endswith("_best")}
+            self.best_metrics = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
+        super()._save_checkpoint(trainer, filepath)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best_metrics": dict(self.best_metrics)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.best_metrics = dict(state_dict.get("best_metrics") or {})
+
+
+def best_metrics_table(checkpoint: BestCheckpoint) -> list[str]:
+    """The closing table of ``fit``: the best checkpoint, its epoch and step, the monitored metric
+    and every other ``val/*`` metric of that validation; one line saying so when no validation
+    gave the monitored metric."""
+    metrics = dict(checkpoint.best_metrics)
+    if checkpoint.best_model_score is None or not metrics:
+        return [f"convlab: no best checkpoint: no validation logged {checkpoint.monitor}"] if checkpoint.monitor else []
+    epoch, step = metrics.pop("epoch", "?"), metrics.pop("step", "?")
+    monitor = str(checkpoint.monitor)
+    names = [monitor] + sorted(k for k in metrics if k != monitor)
+    width = max(len(n) for n in names)
+    lines = [f"convlab: best checkpoint {checkpoint.best_model_path} (epoch {epoch}, step {step})"]
+    for name in names:
+        value = metrics.get(name, float(checkpoint.best_model_score) if name == monitor else float("nan"))
+        note = f"   <- monitored ({checkpoint.mode})" if name == monitor else ""
+        lines.append(f"  {name:<{width}}  {value:.4f}{note}")
+    return lines
+
+
+def _checkpoints(directory: Path) -> list[Path]:
+    folder = directory / "checkpoints"
+    return sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+
+
+def _last_checkpoints(directory: Path) -> list[Path]:
+    """The files ``--ckpt_path last`` would resume from (Lightning's ``last`` and ``last-v<k>``)."""
+    return [p for p in _checkpoints(directory) if re.fullmatch(r"last(-v?\d+)?", p.stem)]
+
+
+def _set_attempt_aside(directory: Path) -> Path | None:
+    """Move the ``FIT_OUTPUTS`` of an earlier run without checkpoints into ``<directory>/attempt-<k>/``
+    (nothing is deleted); returns that folder, or None when there was nothing to move."""
+    present = [directory / name for name in FIT_OUTPUTS if (directory / name).exists()]
+    if not present:
+        return None
+    k = 1
+    while (directory / f"attempt-{k}").exists():
+        k += 1
+    kept = directory / f"attempt-{k}"
+    kept.mkdir()
+    for path in present:
+        path.rename(kept / path.name)
+    return kept

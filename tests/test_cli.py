@@ -98,6 +98,13 @@ def test_validate_test_predict_from_a_checkpoint(tmp_path):
     # COCO keypoint results: [x1, y1, s1, ...] for the 16 MPII joints.
     assert len(predictions) == 16 and len(predictions[0]["keypoints"]) == 3 * 16
     assert predictions[0]["image_id"] == "test/000000"
+    # The run's own config names the run: the evaluation writes beside it, never over it.
+    saved = (tmp_path / "p" / "config.yaml").read_text()
+    result = experiments("validate", "--config", str(tmp_path / "p" / "config.yaml"), "--ckpt_path", ckpt, root=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"convlab: validate -> {tmp_path / 'p-validate'}" in result.stdout
+    assert (tmp_path / "p" / "config.yaml").read_text() == saved
+    assert column(read_metrics(tmp_path / "p-validate"), "val/pckh")
 
 
 def test_unknown_config_key_fails_at_once_with_one_line(tmp_path):

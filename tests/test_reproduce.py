@@ -162,6 +162,10 @@ def test_plan_shares_rows_with_identical_configs(tmp_path):
     assert override["seed_everything"] == 0
     assert override["run"]["group"] == "hourglass_stacking" and override["run"]["job_type"] == "hg2x4"
     assert override["run"]["name"] == "tables/hourglass_stacking/quick/hg2x4/seed0"
+    # A run resumes its last checkpoint only when it has one (fit --ckpt_path last refuses a run without).
+    assert "--ckpt_path" not in run.command_args()
+    (run.directory / "checkpoints").mkdir(parents=True)
+    (run.directory / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert run.command_args()[-2:] == ["--ckpt_path", "last"]
 
 

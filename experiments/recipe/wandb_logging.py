@@ -46,6 +46,13 @@ class SafeWandbLogger(WandbLogger):
     """WandbLogger that never fails a run: if an online run cannot start (no key, no network), it
     warns and starts an offline run with the same id instead."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Lightning passes wandb.init(anonymous=None) on every run; wandb then warns on every run
+        # that the setting "has no effect and will be removed". Not passing it changes nothing else.
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:

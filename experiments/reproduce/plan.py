@@ -74,10 +74,18 @@ class PlannedRun:
         return tree
 
     def command_args(self) -> list[str]:
+        """``fit`` of the run, resuming its ``last.ckpt`` when it has one (``fit --ckpt_path last``
+        refuses a run without one)."""
         args = ["fit"]
         for base in self.bases:
             args += ["--config", base]
-        return args + ["--config", str(self.override_path), "--ckpt_path", "last"]
+        args += ["--config", str(self.override_path)]
+        return args + (["--ckpt_path", "last"] if self.resumable else [])
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the run saved a checkpoint to resume from (``last.ckpt``, or Lightning's ``last-v1.ckpt``)."""
+        return any((self.directory / "checkpoints").glob("last*.ckpt"))
 
     def header(self) -> str:
         shared = f" (also rows {', '.join(self.rows[1:])})" if len(self.rows) > 1 else ""

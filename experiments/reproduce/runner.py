@@ -1,8 +1,8 @@
 """Train a plan's runs on the slots of ``core.processes.SlotPool``, the one runner of the suite.
 
 Each run is an ordinary ``python -m experiments fit --config <base>... --config <override>
---ckpt_path last`` in its own process group, on a slot's GPUs or its share of the CPU cores. A
-finished run (``result.json``) is never trained again; an interrupted one resumes from its
+[--ckpt_path last]`` (the latter when it has a checkpoint) in its own process group, on a slot's
+GPUs or its share of the CPU cores. A finished run (``result.json``) is never trained again; an interrupted one resumes from its
 ``checkpoints/last.ckpt``. ``table_run.json`` records every attempt from its start, so an attempt
 whose runner died is closed as ``interrupted`` by the next one. A runner killed with SIGKILL leaves
 no training process behind: its children stop themselves (``core.processes.watch_parent``).
@@ -164,7 +164,7 @@ class Reproducer:
             last = attempts[-1]
             ended = max((p.stat().st_mtime for p in directory.rglob("*") if p.is_file()), default=time.time())
             last.update({"returncode": "interrupted", "seconds": round(max(0.0, ended - last.get("started_epoch", ended)), 1)})
-        resumed = (directory / "checkpoints" / "last.ckpt").exists()
+        resumed = run.resumable
         command = experiments_command(*run.command_args())
         started = time.time()
         attempts.append({"started": iso_time(started), "started_epoch": started, "resumed": resumed, "slot": slot,

@@ -24,22 +24,27 @@ from core.errors import CheckpointError
 __all__ = ["read_state_dict", "load_weights_file"]
 
 
-def read_state_dict(path: str | Path, what: str) -> dict[str, Tensor]:
+def read_state_dict(path: str | Path, what: str, hint: str | None = None) -> dict[str, Tensor]:
     """The ``{name: tensor}`` state dict in the local file ``path`` (a Lightning-style
-    ``{"state_dict": ...}`` wrapper is unwrapped), read by ``core.checkpoints.read_state_dict``."""
-    return read_checkpoint_state(path, f"pretrained weights file ({what})", hint="weights are never downloaded, give a local file")
+    ``{"state_dict": ...}`` wrapper is unwrapped), read by ``core.checkpoints.read_state_dict``.
+
+    ``hint`` ends the message when the file is missing: how to make it (a network takes it as an
+    argument beside the path, so that a config that needs a file made by another run says which);
+    by default, that weights are never downloaded."""
+    return read_checkpoint_state(path, f"pretrained weights file ({what})", hint=hint or "weights are never downloaded, give a local file")
 
 
-def load_weights_file(module: nn.Module, path: str | Path, what: str, skip_mismatched: bool = False, drop_prefixes: tuple[str, ...] = ()) -> list[str]:
+def load_weights_file(module: nn.Module, path: str | Path, what: str, skip_mismatched: bool = False, drop_prefixes: tuple[str, ...] = (),
+                      hint: str | None = None) -> list[str]:
     """Load the state dict in ``path`` into ``module``; entries under ``drop_prefixes`` (an
-    ImageNet checkpoint's classifier, ``fc.``) are left out.
+    ImageNet checkpoint's classifier, ``fc.``) are left out; ``hint``: as ``read_state_dict``'s.
 
     Errors as ``read_state_dict``, and ``CheckpointError`` when the names or tensor shapes do not
     fit. With ``skip_mismatched`` the entries whose shape differs from the module's are left out (a
     COCO detector's class heads loaded into a detector of other classes, detectron2's rule) and
     their names returned.
     """
-    state = read_state_dict(path, what)
+    state = read_state_dict(path, what, hint)
     state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)} if drop_prefixes else state
     own = module.state_dict()
     mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)

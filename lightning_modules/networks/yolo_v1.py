@@ -402,6 +402,9 @@ class YOLOv1(TorchvisionDetector):
         backbone_weights: a local state dict of the ImageNet-pretrained convolutions (the keys of
             ``YOLODetector.backbone``: the first 20 convolutions, the first 7 for Fast YOLO);
             ``None``: random initialisation.
+        backbone_weights_hint: how to make ``backbone_weights`` when it is missing (e.g. the
+            pretraining run that writes it), said in the error; ``None``: that weights are never
+            downloaded.
         variant: ``full`` (YOLO, 24 convolutions) or ``fast`` (Fast YOLO, 9).
         width: multiplier of every convolution's filters (1; smaller for tests).
         fc_width: the hidden FC's width (4096).
@@ -422,6 +425,7 @@ class YOLOv1(TorchvisionDetector):
         num_classes: int,
         weights: str | None = None,
         backbone_weights: str | None = None,
+        backbone_weights_hint: str | None = None,
         variant: Literal["full", "fast"] = "full",
         width: float = 1.0,
         fc_width: int = 4096,
@@ -442,6 +446,7 @@ class YOLOv1(TorchvisionDetector):
             raise ConfigError("YOLOv1 needs width > 0, fc_width, grid, boxes_per_cell, input_size >= 1 and dropout in [0, 1), "
                               f"got {width}, {fc_width}, {grid}, {boxes_per_cell}, {input_size}, {dropout}")
         self.backbone_weights = backbone_weights
+        self.backbone_weights_hint = backbone_weights_hint
         self.layout = LAYOUTS[variant]
         self.kwargs: dict[str, Any] = {
             "width": width, "fc_width": fc_width, "grid": grid, "boxes_per_cell": boxes_per_cell, "input_size": input_size,
@@ -453,5 +458,6 @@ class YOLOv1(TorchvisionDetector):
     def make(self) -> nn.Module:
         detector = YOLODetector(self.num_classes - 1, self.layout, **self.kwargs)
         if self.backbone_weights:
-            load_weights_file(detector.backbone, self.backbone_weights, f"{type(self).__name__}.backbone_weights")
+            load_weights_file(detector.backbone, self.backbone_weights, f"{type(self).__name__}.backbone_weights",
+                              hint=self.backbone_weights_hint)
         return detector
