@@ -67,30 +67,21 @@ def main(argv: list[str]) -> int:
     import sys
 
     import lightning.pytorch as pl
-    from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
-
-    from core.errors import config_error_in, user_message
+    from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(prog="python -m datamodules check", exit_on_error=False,
                             description="Build a data config's data module and load every sample of its splits.")
     parser.add_argument("--config", action=ActionConfigFile, help="a data config (experiments/configs/data/<format>.yaml)")
     parser.add_argument("--limit", type=int | None, default=None, help="load only the first N samples of each split")
     parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
-    try:
+    from experiments.recipe.config_errors import OneLineErrors
+
+    with OneLineErrors() as failed:
         config = parser.parse_args(argv)
         data = parser.instantiate_classes(config).data
         result = check_data(data, limit=config.limit)
-    except ArgumentError as error:
-        from experiments.recipe.config_errors import describe_config_error
-
-        print(f"convlab: config error: {describe_config_error(error)}", file=sys.stderr)
-        return 2
-    except Exception as error:
-        cause = config_error_in(error)
-        if cause is None:
-            raise
-        print(f"convlab: {user_message(cause)}", file=sys.stderr)
-        return 2
+    if failed.status:
+        return failed.status
     source = type(data.source).__name__
     print(f"check {source}: {len(result['classes'])} classes: {', '.join(result['classes'])}")
     for split, counts in result["splits"].items():

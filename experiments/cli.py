@@ -23,13 +23,12 @@ import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from core.checkpoints import CHECKPOINT_LOAD_ERRORS, checkpoint_error
-from core.errors import config_error_in, user_message
 from core.io import write_json_atomic
 from core.precision import PrecisionChoice, cpu_precision
 from core.processes import CPU_CORES_ENV, cpu_cores
 from experiments.checkpoint_io import SafeCheckpointIO
 from experiments.recipe.compose import replace_classes_cleanly
-from experiments.recipe.config_errors import describe_config_error, name_argument_in_config
+from experiments.recipe.config_errors import name_argument_in_config
 from experiments.runs import RUN_DIR_ENV, BestCheckpoint, RunSpec, best_metrics_table
 
 __all__ = ["ConvlabCLI", "PredictionRecordWriter", "run_cli", "load_components"]
@@ -227,30 +226,22 @@ def run_cli(args: list[str] | None = None) -> int:
     (also those raised in a DataLoader worker) become one line on stderr and exit 2."""
     import logging
 
-    from jsonargparse import ArgumentError
-
+    from experiments.recipe.config_errors import OneLineErrors
     from experiments.recipe.quiet import silence_third_party_tips
 
     # The seed is in the saved config.yaml; its log line would precede every error message.
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     silence_third_party_tips()
+
     try:
-        ConvlabCLI(args=args)
-    except ArgumentError as error:
-        print(f"convlab: config error: {describe_config_error(error)}", file=sys.stderr)
-        return 2
+        with OneLineErrors() as failed:
+            ConvlabCLI(args=args)
+        return failed.status
     except KeyboardInterrupt:
         # Ctrl-C while the config, model or data are built (from the trainer's start on, the
         # checkpoint callback answers it: experiments.resume.LastCheckpoint).
         print("convlab: stopped (Ctrl-C) before the trainer started; nothing was saved", file=sys.stderr)
         return 130
-    except Exception as error:
-        cause = config_error_in(error)
-        if cause is None:
-            raise
-        print(f"convlab: {user_message(cause)}", file=sys.stderr)
-        return 2
     finally:
         if os.environ.get(RUN_DIR_ENV) and "LOCAL_RANK" not in os.environ:
             os.environ.pop(RUN_DIR_ENV, None)
-    return 0

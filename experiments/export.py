@@ -459,29 +459,20 @@ def _main_weights(args: argparse.Namespace) -> int:
 
 
 def _main_onnx(args: argparse.Namespace) -> int:
-    from jsonargparse import ArgumentError
+    from experiments.recipe.config_errors import OneLineErrors
 
-    from core.errors import config_error_in, user_message
-    from experiments.recipe.config_errors import describe_config_error
-
-    try:
-        export, parities, checked = export_run_onnx(args.ckpt, args.out, exporter=args.exporter, opset=args.opset,
-                                           check_inputs=args.check_inputs, check_count=args.check_count, force=args.force)
-    except ArgumentError as error:
-        print(f"python -m experiments export: the run's config.yaml: {describe_config_error(error)}", file=sys.stderr)
-        return 2
-    except FileExistsError as error:
-        print(f"python -m experiments export: {error}", file=sys.stderr)
-        return 2
-    except ParityError as error:
-        print(f"python -m experiments export: onnxruntime differs from PyTorch: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:
-        cause = config_error_in(error)
-        if cause is None:
-            raise
-        print(f"python -m experiments export: {user_message(cause)}", file=sys.stderr)
-        return 2
+    with OneLineErrors(prefix="python -m experiments export", what="the run's config.yaml: ") as failed:
+        try:
+            export, parities, checked = export_run_onnx(args.ckpt, args.out, exporter=args.exporter, opset=args.opset,
+                                                        check_inputs=args.check_inputs, check_count=args.check_count, force=args.force)
+        except FileExistsError as error:
+            print(f"python -m experiments export: {error}", file=sys.stderr)
+            return 2
+        except ParityError as error:
+            print(f"python -m experiments export: onnxruntime differs from PyTorch: {error}", file=sys.stderr)
+            return 1
+    if failed.status:
+        return failed.status
     batch = "dynamic batch" if export.dynamic_batch else "one image per run, its detections out"
     shape = "x".join(str(s) for s in ("N" if export.dynamic_batch else 1, *export.input_shape))
     print(f"convlab export: {shown_path(export.path)} ({export.exporter} exporter, opset {export.opset}; "

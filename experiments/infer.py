@@ -162,20 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="the run's config, for a checkpoint outside its run folder (default: <run>/config.yaml)")
     args = parser.parse_args(argv)
 
-    from core.errors import config_error_in, user_message
     from core.io import shown_path
+    from experiments.recipe.config_errors import OneLineErrors
 
     # Lightning's lines about the accelerators and the seed would come before every message.
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        written = infer(args.ckpt, args.source, args.out, args.batch_size, args.score_threshold, args.device, args.precision, args.config)
-    except Exception as error:
-        cause = config_error_in(error)
-        if cause is None:
-            raise
-        print(f"convlab: {user_message(cause)}", file=sys.stderr)
-        return 2
+    with OneLineErrors() as failed:
+        written = infer(args.ckpt, args.source, args.out, args.batch_size, args.score_threshold, args.device,
+                        args.precision, args.config)
+    if failed.status:
+        return failed.status
     checkpoint = written["checkpoint"]
     print("convlab: outputs", flush=True)
     print(f"  {'checkpoint':<11} {shown_path(checkpoint)}" + (f" ({checkpoint.stem})" if checkpoint.stem in ("best", "last") else ""))

@@ -11,13 +11,14 @@ from __future__ import annotations
 import abc
 import inspect
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
-from core.errors import ArgumentValueError, error_in_chain
+from core.errors import ArgumentValueError, config_error_in, error_in_chain, user_message
 from experiments.recipe.compose import config_key_of, import_class
 
-__all__ = ["describe_config_error", "name_argument_in_config", "DATA_CONFIGS"]
+__all__ = ["describe_config_error", "name_argument_in_config", "OneLineErrors", "DATA_CONFIGS"]
 
 # The shipped data configs (a reader + its folder layout), each a `data:` section that goes after a
 # model config: `--config <model>.yaml --config experiments/configs/data/<format>.yaml`.
@@ -101,3 +102,38 @@ def name_argument_in_config(error: BaseException | None, config: dict[str, Any])
     key = config_key_of(config, cause.owner, cause.argument)
     if key:
         cause.args = (cause.named(key),)
+
+
+class OneLineErrors:
+    """A command's configuration and data errors, jsonargparse's included (also one raised in a
+    DataLoader worker), as one line on stderr, ``<prefix>: <reason>``; the block ends there and
+    ``status`` is 2 (0 when nothing failed). ``what`` names the config read when it is not the user's
+    own (``"the run's config.yaml: "``). Anything else is a bug and propagates.
+
+        with OneLineErrors() as failed:
+            written = infer(...)
+        if failed.status:
+            return failed.status
+    """
+
+    def __init__(self, prefix: str = "convlab", what: str = "") -> None:
+        self.prefix, self.what, self.status = prefix, what, 0
+
+    def __enter__(self) -> "OneLineErrors":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> bool:
+        if error is None:
+            return False
+        from jsonargparse import ArgumentError
+
+        if isinstance(error, ArgumentError):
+            line = f"config error: {self.what}{describe_config_error(error)}"
+        else:
+            cause = config_error_in(error) if isinstance(error, Exception) else None
+            if cause is None:
+                return False
+            line = user_message(cause)
+        print(f"{self.prefix}: {line}", file=sys.stderr)
+        self.status = 2
+        return True
