@@ -57,7 +57,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from core.errors import AnnotationFormatError, ConfigError
@@ -342,13 +341,7 @@ class CVATDetection(_CVATFiles, DetectionFileSource):
 
     def load_masks(self, record: DetectionRecord, height: int, width: int) -> Tensor | None:
         """``(K, H, W)`` uint8 masks of the record's polygons (``None`` without masks)."""
-        if record.masks is None:
-            return None
-        self.check_mask_size(record, height, width, record.image)
-        masks = np.zeros((len(record.masks), height, width), dtype=np.uint8)
-        for k, polygon in enumerate(record.masks):
-            masks[k] = decode_coco_segmentation(polygon, height, width)
-        return torch.from_numpy(masks)
+        return self.polygon_masks(record, height, width, record.image)
 
     def data_report(self) -> dict[str, Any]:
         return {**self.checker.report(), "masks": self._masks_note}

@@ -36,6 +36,7 @@ from torch import Tensor
 from core.errors import BadRecordError, ConfigError
 from core.records import RecordChecker, RecordProblem
 from datamodules.detection import DetectionRecord, DetectionSource
+from datamodules.formats.coco_json import decode_coco_segmentation
 from datamodules.formats.files import load_label_map, load_rgb
 from datamodules.formats.label_values import map_label_values
 from datamodules.pose import PoseRecord, PoseSource
@@ -176,6 +177,17 @@ class DetectionFileSource(ParsedSplits, DetectionSource):
 
     def load_image(self, record: DetectionRecord) -> Tensor:
         return load_rgb(record.image)
+
+    def polygon_masks(self, record: DetectionRecord, height: int, width: int, file: Any) -> Tensor | None:
+        """``(K, H, W)`` uint8 masks of a record whose ``masks`` are COCO-style polygons (``None``
+        without masks), decoded at the image's size once ``check_mask_size`` has passed."""
+        if record.masks is None:
+            return None
+        self.check_mask_size(record, height, width, file)
+        masks = np.zeros((len(record.masks), height, width), dtype=np.uint8)
+        for k, polygon in enumerate(record.masks):
+            masks[k] = decode_coco_segmentation(polygon, height, width)
+        return torch.from_numpy(masks)
 
     def check_mask_size(self, record: DetectionRecord, height: int, width: int, file: Any) -> None:
         """The image has the size its annotation gave (``record.size``), the size its masks are

@@ -44,14 +44,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 from torch import Tensor
 
 from core.errors import AnnotationFormatError, ConfigError
 from core.records import OnBadRecord, RecordChecker, RecordProblem, RequiredPath, check_box, check_required
 from datamodules.detection import DetectionRecord
-from datamodules.formats.coco_json import decode_coco_segmentation
 from datamodules.formats.files import IMAGE_SUFFIXES, resolve
 from datamodules.formats.sources import DetectionFileSource
 from datamodules.formats.validators import clip_box, image_size, problem_at, text_number
@@ -134,13 +132,7 @@ class YOLOText(DetectionFileSource):
 
     def load_masks(self, record: DetectionRecord, height: int, width: int) -> Tensor | None:
         """``(K, H, W)`` uint8 masks of the record's segments (``None`` for box labels)."""
-        if record.masks is None:
-            return None
-        self.check_mask_size(record, height, width, record.extra["label_file"])
-        masks = np.zeros((len(record.masks), height, width), dtype=np.uint8)
-        for k, polygon in enumerate(record.masks):
-            masks[k] = decode_coco_segmentation(polygon, height, width)
-        return torch.from_numpy(masks)
+        return self.polygon_masks(record, height, width, record.extra["label_file"])
 
     def data_report(self) -> dict[str, Any]:
         return {**self.checker.report(), "masks": self._masks_note}
