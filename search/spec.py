@@ -126,7 +126,11 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, study: 
     spec.command_args = ["--config", str(path)] + (["--study-name", spec.study] if study else [])
     spec.command_args += ["--pruner", pruner] if pruner is not None else []
     spec.command_args += [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-    spec.overrides.update(validate(Overrides, overrides or {}, where="overrides"))
+    extra = validate(Overrides, overrides or {}, where="overrides")
+    spec.overrides.update(extra)
+    # The command line wins over the spec's file, the trials' budget included.
+    for key in extra:
+        spec.trial_overrides.pop(key, None)
     # What the study stores (its attribute, spec.yaml, the W&B config) is the file with the numbers as checked.
     spec.raw = {**raw, **{key: getattr(spec, key) for key in ("constraints", "retrain") if raw.get(key)}}
     spec.path, spec.entries = path, make_entries(spec.space)

@@ -101,6 +101,11 @@ def test_retraining_needs_two_seeds_and_trial_overrides_cannot_fix_a_searched_ke
     spec = load_spec(write_spec(tmp_path, base, trial_overrides={"trainer.max_epochs": 1}), pruner="none")
     assert spec.study == "study-pruner-none" and spec.trial_fixed["trainer.max_epochs"] == 1
     assert "trainer.max_epochs" not in spec.overrides  # the retraining trains the base config's epochs
+    # A --set on the command line wins over the spec's trial budget, for the trials and the retraining.
+    spec = load_spec(write_spec(tmp_path, base, trial_overrides={"trainer.max_epochs": 1, "trainer.limit_val_batches": 2}),
+                     overrides={"trainer.max_epochs": 3})
+    assert spec.trial_fixed["trainer.max_epochs"] == 3 and spec.overrides["trainer.max_epochs"] == 3
+    assert spec.trial_fixed["trainer.limit_val_batches"] == 2
 
 
 # ------------------------------------------------------------------------------------- verdict
