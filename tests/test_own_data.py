@@ -90,12 +90,19 @@ def test_the_readme_section_has_a_block_per_folder():
                                                         ["python", "-m", "experiments"]]
 
 
+def _fit_run(work: Path) -> Path:
+    """The fit's run folder; validate wrote beside it, into ``<name>-validate``."""
+    runs = sorted(p.name for p in (work / "runs").iterdir())
+    assert len(runs) == 2 and runs[1] == f"{runs[0]}-validate", runs
+    return work / "runs" / runs[0]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["coco_detection", "yolo"])
 def test_the_readme_detection_commands_run_as_written(name, tmp_path):
     work, (check, fit, validate) = run_readme_block(name, tmp_path)
     assert check.stdout.startswith(f"check {'COCODetection' if name == 'coco_detection' else 'YOLOText'}: 3 classes")
-    run = next((work / "runs").iterdir())
+    run = _fit_run(work)
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "data_report.json").is_file()
     assert "val/map" in validate.stdout
     if name == "coco_detection":  # the fixture's toothbrushes are a crowd only: nothing trains on them
@@ -106,7 +113,7 @@ def test_the_readme_detection_commands_run_as_written(name, tmp_path):
 def test_the_readme_mask_commands_learn_the_white_foreground(tmp_path):
     work, (check, fit, validate) = run_readme_block("mask_folder", tmp_path)
     assert "read as mask_values {0: 0, 255: 1}" in check.stdout
-    run = work / "runs" / next((work / "runs").iterdir()).name
+    run = _fit_run(work)
     report = json.loads((run / "data_report.json").read_text())
     assert "read as mask_values {0: 0, 255: 1}" in report["sources"][0]["notes"][0]
     with open(run / "metrics.csv") as file:

@@ -341,7 +341,9 @@ def test_reproduce_shows_progress_while_a_fake_run_trains(tmp_path, monkeypatch)
     plan = _tiny_plan(tmp_path)
     plan.runs = [r for r in plan.runs if r.key == "one"]
     plan.composed[plan.runs[0].config_hash]["trainer"]["max_epochs"] = 3
-    monkeypatch.setattr(runner_module, "experiments_command", lambda *args: [sys.executable, "-c", _FAKE_FIT, args[-3]])
+    # The fake reads the run's override file: the argument after the last --config.
+    monkeypatch.setattr(runner_module, "experiments_command",
+                        lambda *args: [sys.executable, "-c", _FAKE_FIT, args[len(args) - args[::-1].index("--config")]])
     log = io.StringIO()
     reproducer = runner_module.Reproducer(plan, status=LiveStatus(log, prefix=runner_module.PREFIX, log_interval=0.0), poll=0.1)
     assert reproducer.execute(), reproducer.failures
